@@ -1,0 +1,488 @@
+//! [`SessionLayer`]: the whole request path in one place —
+//! cookie → session handle → handler → commit → `Set-Cookie` (SCS `LoadAndSave`).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::{Duration, SystemTime},
+};
+
+use cookie::{Cookie, SameSite};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+use time::OffsetDateTime;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    Error, Session,
+    session::Plan,
+    store::{Change, Committed, DynStore, Mode, Record, SessionStore},
+    token,
+};
+
+/// Builds the response sent instead of the handler's when the session store fails.
+type ErrorHandler = Arc<dyn Fn(&Error) -> Response<()> + Send + Sync>;
+
+/// The layer's settings, with SCS's defaults.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) lifetime: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    cookie_name: String,
+    cookie_domain: Option<String>,
+    cookie_path: String,
+    http_only: bool,
+    secure: bool,
+    same_site: SameSite,
+    partitioned: bool,
+    persist: bool,
+    hash_token: bool,
+    store_timeout: Duration,
+    error_handler: ErrorHandler,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lifetime: Duration::from_secs(24 * 60 * 60),
+            idle_timeout: None,
+            cookie_name: "session".into(),
+            cookie_domain: None,
+            cookie_path: "/".into(),
+            http_only: true,
+            secure: false,
+            same_site: SameSite::Lax,
+            partitioned: false,
+            persist: true,
+            hash_token: false,
+            store_timeout: Duration::from_secs(1),
+            error_handler: Arc::new(|_| {
+                let mut res = Response::new(());
+                *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                res
+            }),
+        }
+    }
+}
+
+/// What the layer and every session of it share: the settings and the store.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    store: Arc<dyn DynStore>,
+}
+
+impl Shared {
+    pub(crate) fn store_id(&self, token: &str) -> String {
+        token::store_id(token, self.config.hash_token)
+    }
+
+    /// Bounds a store call by the store timeout.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let limit = self.config.store_timeout;
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(Error::Timeout(limit)))
+    }
+
+    pub(crate) async fn load(&self, token: &str) -> Result<Option<Record>, Error> {
+        let id = self.store_id(token);
+        self.bounded(self.store.load(&id)).await
+    }
+
+    async fn commit(&self, token: &str, change: &Change) -> Result<Option<Committed>, Error> {
+        let id = self.store_id(token);
+        self.bounded(self.store.commit(&id, change)).await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<(), Error> {
+        for id in ids {
+            self.bounded(self.store.delete(id)).await?;
+        }
+        Ok(())
+    }
+
+    /// The first well-formed session token among the request's cookies. Malformed values are
+    /// ignored without any store call.
+    fn token_from<B>(&self, req: &Request<B>) -> Option<String> {
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(Cookie::split_parse)
+            .filter_map(Result::ok)
+            .find(|c| c.name() == self.config.cookie_name && token::is_well_formed(c.value()))
+            .map(|c| c.value().to_owned())
+    }
+
+    /// Runs the session's plan against the store; returns the `Set-Cookie` value to send.
+    async fn commit_session(&self, session: &Session) -> Result<Option<String>, Error> {
+        let now = SystemTime::now();
+        match session.plan(now) {
+            Plan::Nothing => Ok(None),
+            Plan::Failed(e) => Err(e),
+            Plan::Destroy { delete } => {
+                self.delete(&delete).await?;
+                Ok(Some(self.expired_cookie()))
+            }
+            Plan::Write {
+                delete,
+                token,
+                change,
+                new_deadline,
+            } => {
+                self.delete(&delete).await?;
+                if let Some(done) = self.commit(&token, &change).await? {
+                    return Ok(Some(self.cookie(&token, done, now)));
+                }
+                // The session expired or was destroyed meanwhile: never adopt or resurrect it;
+                // what this request wrote goes into a new session with a new token.
+                if change.set.is_empty() && change.deadline.is_none() && change.remember.is_none() {
+                    return Ok(None);
+                }
+                let change = Change {
+                    mode: Mode::Create,
+                    cleared: false,
+                    removed: Vec::new(),
+                    deadline: change.deadline.or(Some(new_deadline)),
+                    ..change
+                };
+                let token = token::generate();
+                let done = self.commit(&token, &change).await?.ok_or_else(|| {
+                    Error::Malformed("the store refused to create a session".into())
+                })?;
+                Ok(Some(self.cookie(&token, done, now)))
+            }
+        }
+    }
+
+    fn base_cookie(&self, value: String) -> Cookie<'static> {
+        let c = &self.config;
+        let mut cookie = Cookie::build((c.cookie_name.clone(), value))
+            .path(c.cookie_path.clone())
+            .http_only(c.http_only)
+            .secure(c.secure)
+            .same_site(c.same_site)
+            .partitioned(c.partitioned)
+            .build();
+        if let Some(domain) = &c.cookie_domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+
+    /// The session cookie. It persists (`Expires`, `Max-Age`, both rounded up to the second)
+    /// when `persist` or remember-me is on; it expires at once if the store dropped the session.
+    fn cookie(&self, token: &str, done: Committed, now: SystemTime) -> String {
+        let Ok(left) = done.expiry.duration_since(now) else {
+            return self.expired_cookie();
+        };
+        let mut cookie = self.base_cookie(token.to_owned());
+        if self.config.persist || done.remember {
+            let expiry = OffsetDateTime::from(done.expiry);
+            let expires = expiry.unix_timestamp() + 1;
+            cookie.set_expires(
+                OffsetDateTime::from_unix_timestamp(expires).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            );
+            cookie.set_max_age(time::Duration::seconds(left.as_secs() as i64 + 1));
+        }
+        cookie.to_string()
+    }
+
+    /// An empty cookie that the browser deletes at once (SCS's, after destroy).
+    fn expired_cookie(&self) -> String {
+        let mut cookie = self.base_cookie(String::new());
+        cookie.set_expires(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1));
+        cookie.set_max_age(time::Duration::ZERO);
+        cookie.to_string()
+    }
+}
+
+/// Tower layer that gives every request a [`Session`] and commits it after the inner service
+/// has answered (SCS `LoadAndSave`).
+///
+/// It works with any `http::Request`/`http::Response` service (axum, tonic, hyper), as long as
+/// the response body implements `Default` (used for the error response).
+///
+/// | setting | default | method |
+/// |---|---|---|
+/// | absolute lifetime | 24 h | [`lifetime`](Self::lifetime) |
+/// | idle timeout | off | [`idle_timeout`](Self::idle_timeout) |
+/// | cookie name | `session` | [`cookie_name`](Self::cookie_name) |
+/// | cookie domain | none | [`cookie_domain`](Self::cookie_domain) |
+/// | cookie path | `/` | [`cookie_path`](Self::cookie_path) |
+/// | HttpOnly | on | [`http_only`](Self::http_only) |
+/// | Secure | off (turn it on in production) | [`secure`](Self::secure) |
+/// | SameSite | Lax | [`same_site`](Self::same_site) |
+/// | Partitioned | off | [`partitioned`](Self::partitioned) |
+/// | persist | on | [`persist`](Self::persist) |
+/// | hash token in store | off | [`hash_token_in_store`](Self::hash_token_in_store) |
+/// | store timeout | 1 s | [`store_timeout`](Self::store_timeout) |
+/// | error response | empty 500 | [`error_handler`](Self::error_handler) |
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use tower_scs::{MemoryStore, Session, SessionLayer};
+///
+/// async fn put(session: Session) {
+///     session.insert("message", "Hello from a session!");
+/// }
+///
+/// let app: Router = Router::new().route("/put", get(put)).layer(
+///     SessionLayer::new(MemoryStore::new())
+///         .idle_timeout(Duration::from_secs(30 * 60))
+///         .secure(true),
+/// );
+/// ```
+#[derive(Clone)]
+pub struct SessionLayer {
+    config: Config,
+    store: Arc<dyn DynStore>,
+}
+
+impl SessionLayer {
+    /// A layer storing sessions in `store`, with SCS's default settings.
+    pub fn new(store: impl SessionStore) -> Self {
+        SessionLayer {
+            config: Config::default(),
+            store: Arc::new(store),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Absolute lifetime of a session from its creation (or renewal), whatever its activity.
+    pub fn lifetime(self, lifetime: Duration) -> Self {
+        self.with(|c| c.lifetime = lifetime)
+    }
+
+    /// Inactivity after which a session expires; off by default. The store expiry becomes
+    /// `min(deadline, last use + idle timeout)`.
+    pub fn idle_timeout(self, idle: Duration) -> Self {
+        self.with(|c| c.idle_timeout = Some(idle).filter(|d| !d.is_zero()))
+    }
+
+    /// Name of the session cookie.
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|c| c.cookie_name = name)
+    }
+
+    /// `Domain` attribute of the cookie.
+    pub fn cookie_domain(self, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        self.with(|c| c.cookie_domain = Some(domain))
+    }
+
+    /// `Path` attribute of the cookie.
+    pub fn cookie_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.with(|c| c.cookie_path = path)
+    }
+
+    /// `HttpOnly` attribute of the cookie.
+    pub fn http_only(self, on: bool) -> Self {
+        self.with(|c| c.http_only = on)
+    }
+
+    /// `Secure` attribute of the cookie. Off by default, as in SCS, so that plain-http
+    /// development works; **turn it on in production**.
+    pub fn secure(self, on: bool) -> Self {
+        self.with(|c| c.secure = on)
+    }
+
+    /// `SameSite` attribute of the cookie.
+    pub fn same_site(self, same_site: SameSite) -> Self {
+        self.with(|c| c.same_site = same_site)
+    }
+
+    /// `Partitioned` attribute of the cookie (CHIPS); browsers then also require `Secure`, which
+    /// the cookie carries whenever it is partitioned.
+    pub fn partitioned(self, on: bool) -> Self {
+        self.with(|c| c.partitioned = on)
+    }
+
+    /// When on, the cookie carries `Max-Age`/`Expires` matching the store expiry; when off it
+    /// is a browser-session cookie, unless the session has remember-me on.
+    pub fn persist(self, on: bool) -> Self {
+        self.with(|c| c.persist = on)
+    }
+
+    /// Store sessions under base64url(sha256(token)) instead of the token itself, so that a
+    /// leaked store dump holds no usable token.
+    pub fn hash_token_in_store(self, on: bool) -> Self {
+        self.with(|c| c.hash_token = on)
+    }
+
+    /// Bound on every store call; a call that takes longer fails with [`Error::Timeout`].
+    pub fn store_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.store_timeout = timeout)
+    }
+
+    /// Builds the response (status and headers; the body is the body type's default) sent
+    /// instead of the handler's when the store or a session value fails. Default: an empty
+    /// `500 Internal Server Error`.
+    pub fn error_handler(
+        self,
+        handler: impl Fn(&Error) -> Response<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|c| c.error_handler = Arc::new(handler))
+    }
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("SessionLayer")
+            .field("lifetime", &c.lifetime)
+            .field("idle_timeout", &c.idle_timeout)
+            .field("cookie_name", &c.cookie_name)
+            .field("secure", &c.secure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            shared: Arc::new(Shared {
+                config: self.config.clone(),
+                store: self.store.clone(),
+            }),
+        }
+    }
+}
+
+/// The service made by [`SessionLayer`].
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let token = self.shared.token_from(&req);
+        let session = Session::new(self.shared.clone(), token);
+        req.extensions_mut().insert(session.clone());
+        ResponseFuture {
+            state: State::Handler {
+                future: self.inner.call(req),
+                session: Some(session),
+            },
+        }
+    }
+}
+
+type Committing<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
+pin_project! {
+    /// Response future of [`SessionService`]: runs the inner service, then commits the session.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Handler { #[pin] future: F, session: Option<Session> },
+        Committing { future: Committing<B> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                StateProj::Handler { future, session } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    add_vary_cookie(&mut response);
+                    let session = session.take().expect("polled after completion");
+                    if !session.needs_commit() {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let future = Box::pin(finish(session, response));
+                    self.as_mut()
+                        .project()
+                        .state
+                        .set(State::Committing { future });
+                }
+                StateProj::Committing { future } => return future.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// Commits the session and puts its cookie on the response, or replaces the response with the
+/// error response when the session or the store failed.
+async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
+    let shared = session.shared().clone();
+    match shared.commit_session(&session).await {
+        Ok(None) => response,
+        Ok(Some(cookie)) => {
+            let headers = response.headers_mut();
+            match HeaderValue::try_from(cookie) {
+                Ok(value) => {
+                    headers.append(header::SET_COOKIE, value);
+                    headers.append(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static(r#"no-cache="Set-Cookie""#),
+                    );
+                    response
+                }
+                Err(_) => error_response(&shared, &Error::Malformed("cookie value".into())),
+            }
+        }
+        Err(e) => error_response(&shared, &e),
+    }
+}
+
+fn error_response<B: Default>(shared: &Shared, e: &Error) -> Response<B> {
+    tracing::error!(error = %e, "session error; sending the error response");
+    let (parts, ()) = (shared.config.error_handler)(e).into_parts();
+    let mut response = Response::from_parts(parts, B::default());
+    add_vary_cookie(&mut response);
+    response
+}
+
+fn add_vary_cookie<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Cookie"));
+}

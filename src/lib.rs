@@ -1,0 +1,76 @@
+//! # tower-scs
+//!
+//! Cookie sessions for Tower services — axum, tonic, hyper — stored in Redis (through
+//! [`fred`]) or in memory: Go's [SCS](https://github.com/alexedwards/scs) `LoadAndSave`, ported.
+//!
+//! - [`SessionLayer`] reads the session cookie, puts a [`Session`] in the request, runs the
+//!   inner service, then commits what the handler changed and sends the cookie.
+//! - [`Session`] is the handle handlers use: typed `get`/`insert`/`remove`/`pop`, `destroy`,
+//!   `renew_token`, `remember_me`, deadlines, merge. With the default `axum` feature it is an
+//!   extractor.
+//! - [`SessionStore`] is the storage seam; [`MemoryStore`] and [`RedisStore`] implement it.
+//!
+//! The session is loaded lazily (a handler that never touches it costs no store call), and a
+//! commit sends the store only what changed, so concurrent requests of one session that write
+//! different keys both keep their writes.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower::ServiceExt;
+//! use tower_scs::{MemoryStore, Session, SessionLayer};
+//!
+//! async fn put(session: Session) {
+//!     session.insert("message", "Hello from a session!");
+//! }
+//!
+//! async fn get_message(session: Session) -> Result<String, tower_scs::Error> {
+//!     Ok(session.get::<String>("message").await?.unwrap_or_default())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let app = Router::new()
+//!     .route("/put", get(put))
+//!     .route("/get", get(get_message))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//!
+//! let res = app.clone()
+//!     .oneshot(http::Request::get("/put").body(axum::body::Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! let cookie = res.headers()["set-cookie"].to_str().unwrap();
+//! let cookie = cookie.split(';').next().unwrap().to_owned(); // "session=<token>"
+//!
+//! let res = app
+//!     .oneshot(
+//!         http::Request::get("/get")
+//!             .header("cookie", cookie)
+//!             .body(axum::body::Body::empty())
+//!             .unwrap(),
+//!     )
+//!     .await
+//!     .unwrap();
+//! let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+//! assert_eq!(body, "Hello from a session!");
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod layer;
+mod memory;
+mod redis;
+mod session;
+mod store;
+mod token;
+
+pub use cookie::SameSite;
+pub use error::Error;
+pub use layer::{ResponseFuture, SessionLayer, SessionService};
+pub use memory::MemoryStore;
+pub use redis::{DEFAULT_PREFIX, RedisStore};
+pub use session::{Session, Status};
+pub use store::{Change, Committed, Mode, Record, SessionStore};
+
+/// The fred crate this crate is built on, for configuring clients and pools.
+pub use fred;

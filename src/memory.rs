@@ -1,0 +1,143 @@
+//! [`MemoryStore`]: sessions in this process's memory.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::SystemTime,
+};
+
+use crate::{
+    Error,
+    store::{Change, Committed, Mode, Record, SessionStore},
+};
+
+/// How many commits between two sweeps of expired records.
+const SWEEP_EVERY: u64 = 1024;
+
+/// An in-process session store: the embedded default, for development, tests and single-process
+/// deployments. Expiry is honoured on every read, and expired records are swept out periodically,
+/// so abandoned sessions do not pile up. Clones share the same sessions.
+///
+/// ```
+/// use tower_scs::{MemoryStore, SessionLayer};
+/// let layer = SessionLayer::new(MemoryStore::new());
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: HashMap<String, Record>,
+    commits: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of live sessions.
+    pub fn len(&self) -> usize {
+        let now = SystemTime::now();
+        self.lock()
+            .records
+            .values()
+            .filter(|r| r.expiry > now)
+            .count()
+    }
+
+    /// Whether there is no live session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a record half-written (every mutation below
+        // is applied to a local copy first), so a poisoned lock is safe to reuse.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.lock().records.len())
+            .finish()
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        match inner.records.get(id) {
+            Some(r) if r.expiry > now => Ok(Some(r.clone())),
+            Some(_) => {
+                inner.records.remove(id);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
+        let mut inner = self.lock();
+        inner.commits += 1;
+        if inner.commits % SWEEP_EVERY == 0 {
+            let now = SystemTime::now();
+            inner.records.retain(|_, r| r.expiry > now);
+        }
+        let existing = inner
+            .records
+            .get(id)
+            .filter(|r| r.expiry > change.now)
+            .cloned();
+        let mut record = match (change.mode, existing) {
+            (Mode::Update, None) => {
+                inner.records.remove(id);
+                return Ok(None);
+            }
+            (Mode::Update, Some(r)) => r,
+            (Mode::Create, _) => Record {
+                values: HashMap::new(),
+                deadline: change.deadline.unwrap_or(change.now),
+                expiry: change.now,
+                remember: false,
+            },
+        };
+        if change.cleared {
+            record.values.clear();
+        }
+        for key in &change.removed {
+            record.values.remove(key);
+        }
+        for (key, value) in &change.set {
+            record.values.insert(key.clone(), value.clone());
+        }
+        if let Some(deadline) = change.deadline {
+            record.deadline = deadline;
+        }
+        if let Some(remember) = change.remember {
+            record.remember = remember;
+        }
+        record.expiry = change.expiry(record.deadline);
+        let committed = Committed {
+            expiry: record.expiry,
+            remember: record.remember,
+        };
+        if record.expiry <= change.now {
+            inner.records.remove(id);
+        } else {
+            inner.records.insert(id.to_owned(), record);
+        }
+        Ok(Some(committed))
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), Error> {
+        self.lock().records.remove(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,517 @@
+//! [`Session`]: the per-request handle handlers read and write.
+//!
+//! Nothing is fetched until a handler reads: writes are recorded as pending changes (keys set,
+//! keys removed, cleared, new deadline, remember-me) and the layer hands exactly those to the
+//! store after the handler returns.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::SystemTime,
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::OnceCell;
+
+use crate::{
+    Error,
+    layer::Shared,
+    store::{Change, Mode, Record},
+    token,
+};
+
+/// Whether, and how, a request changed its session (SCS `Status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Nothing to store.
+    #[default]
+    Unmodified,
+    /// The session will be committed and its cookie sent.
+    Modified,
+    /// The session was destroyed: it is deleted and the client gets an expiring cookie.
+    Destroyed,
+}
+
+/// The session of the current request: a cheap, cloneable handle.
+///
+/// Take it as a handler argument in axum (`session: Session`), or from the request extensions in
+/// any Tower service (`req.extensions().get::<Session>()`). Reads are `async` because the first
+/// one loads the session from the store; writes are not, because they only record a change that
+/// the layer commits after the handler returns. Values are any `serde` type, stored as JSON.
+///
+/// ```
+/// # async fn demo(session: tower_scs::Session) -> Result<(), tower_scs::Error> {
+/// session.insert("user_id", 42_u64);
+/// let id: Option<u64> = session.get("user_id").await?;
+/// session.remove("cart");
+/// let visits: u32 = session.pop("visits").await?.unwrap_or(0);
+/// session.renew_token().await?; // after login, against session fixation
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session(Arc<Inner>);
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// The well-formed token the request's cookie carried, if any (not yet known to exist).
+    cookie_token: Option<String>,
+    /// When the request started: a session created by it has this + lifetime as deadline.
+    started: SystemTime,
+    /// The stored record, once loaded (`None` inside: no such session).
+    loaded: OnceCell<Option<Record>>,
+    state: Mutex<State>,
+}
+
+/// What the request did to its session so far.
+#[derive(Default)]
+struct State {
+    status: Status,
+    /// The stored record must not be used: destroyed, renewed (copied into `set`), or merged.
+    fresh: bool,
+    /// The token a new record gets (set by `renew_token`; otherwise generated at commit).
+    new_token: Option<String>,
+    set: BTreeMap<String, String>,
+    removed: BTreeSet<String>,
+    cleared: bool,
+    deadline: Option<SystemTime>,
+    remember: Option<bool>,
+    /// Store ids to delete at commit (renewed, destroyed or merged sessions).
+    delete: Vec<String>,
+    /// An error to answer with instead of the handler's response.
+    failure: Option<Error>,
+}
+
+/// What the layer must do with the session once the handler has returned.
+pub(crate) enum Plan {
+    /// Nothing to store, no cookie to send.
+    Nothing,
+    /// A store call or a value failed during the request: answer with the error response.
+    Failed(Error),
+    /// Delete these store ids and send an expiring cookie.
+    Destroy { delete: Vec<String> },
+    /// Delete these store ids, then apply `change` to the session of `token`.
+    Write {
+        delete: Vec<String>,
+        token: String,
+        change: Change,
+        /// The deadline to use if an update finds the session gone and it must be created anew.
+        new_deadline: SystemTime,
+    },
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, cookie_token: Option<String>) -> Self {
+        Session(Arc::new(Inner {
+            shared,
+            cookie_token,
+            started: SystemTime::now(),
+            loaded: OnceCell::new(),
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every method leaves State consistent between statements, so a poisoned lock is usable.
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The stored record, loading it on first use; `None` for a new, destroyed or renewed
+    /// session. A load error is also kept, so that the layer answers with the error response.
+    async fn base(&self) -> Result<Option<&Record>, Error> {
+        let Some(token) = &self.0.cookie_token else {
+            return Ok(None);
+        };
+        if self.state().fresh {
+            return Ok(None);
+        }
+        let shared = &self.0.shared;
+        let loaded = self.0.loaded.get_or_try_init(|| shared.load(token)).await;
+        match loaded {
+            Ok(record) => Ok(record.as_ref().filter(|_| !self.state().fresh)),
+            Err(e) => {
+                self.state().failure.get_or_insert_with(|| e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` over the session as this request sees it: the stored record (if any, and not
+    /// superseded) under the pending changes.
+    async fn view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> Result<R, Error> {
+        let base = self.base().await?;
+        let state = self.state();
+        let base = if state.fresh { None } else { base };
+        Ok(f(View {
+            state: &state,
+            base,
+        }))
+    }
+
+    /// The value under `key`, deserialized as `T`; `None` when there is none. A value that does
+    /// not deserialize as `T` is an [`Error::Value`].
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        match self.view(|v| v.get(key).map(str::to_owned)).await? {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| Error::value(key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key`. Infallible to call: if `value` cannot be serialized to JSON,
+    /// the request is answered with the layer's error response and nothing is committed (use
+    /// [`try_insert`](Self::try_insert) to handle that yourself).
+    pub fn insert(&self, key: impl Into<String>, value: impl Serialize) {
+        let key = key.into();
+        if let Err(e) = self.try_insert(&key, value) {
+            self.state().failure.get_or_insert(e);
+        }
+    }
+
+    /// Stores `value` under `key`, or returns the serialization error (the session is then
+    /// unchanged).
+    pub fn try_insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
+        let key = key.into();
+        let json = serde_json::to_string(&value).map_err(|e| Error::value(&key, e))?;
+        let mut state = self.state();
+        state.removed.remove(&key);
+        state.set.insert(key, json);
+        state.status = Status::Modified;
+        Ok(())
+    }
+
+    /// Removes `key`. A no-op when the key is known to be absent; otherwise the removal is
+    /// committed without loading the session first.
+    pub fn remove(&self, key: &str) {
+        let mut state = self.state();
+        if state.set.remove(key).is_none() && self.known_absent(&state, key) {
+            return;
+        }
+        if !state.fresh {
+            state.removed.insert(key.to_owned());
+        }
+        state.status = Status::Modified;
+    }
+
+    /// Removes `key` and returns its value, deserialized as `T`.
+    pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let value = self.get(key).await?;
+        if value.is_some() {
+            self.remove(key);
+        }
+        Ok(value)
+    }
+
+    /// Removes every value, keeping the token and the deadline (SCS `Clear`).
+    pub fn clear(&self) {
+        let mut state = self.state();
+        let had_pending = !state.set.is_empty();
+        state.set.clear();
+        state.removed.clear();
+        let nothing_stored = state.fresh
+            || state.cleared
+            || self.0.cookie_token.is_none()
+            || matches!(self.0.loaded.get(), Some(None))
+            || matches!(self.0.loaded.get(), Some(Some(r)) if r.values.is_empty());
+        if nothing_stored && !had_pending {
+            return;
+        }
+        if !state.fresh {
+            state.cleared = true;
+        }
+        state.status = Status::Modified;
+    }
+
+    /// The keys of the session, sorted.
+    pub async fn keys(&self) -> Result<Vec<String>, Error> {
+        self.view(|v| v.keys()).await
+    }
+
+    /// Whether the session holds a value under `key`.
+    pub async fn contains(&self, key: &str) -> Result<bool, Error> {
+        self.view(|v| v.get(key).is_some()).await
+    }
+
+    /// Destroys the session: it is deleted from the store when the response is sent, the client
+    /// gets an expiring cookie, and values are emptied. Writing after `destroy` starts a new
+    /// session with a new token.
+    pub fn destroy(&self) {
+        let mut state = self.state();
+        let old = self.committed_id(&state);
+        let delete = std::mem::take(&mut state.delete);
+        *state = State {
+            status: Status::Destroyed,
+            fresh: true,
+            delete,
+            failure: state.failure.take(),
+            ..State::default()
+        };
+        state.delete.extend(old);
+    }
+
+    /// Gives the session a new token, keeping its data, and resets its deadline to now +
+    /// lifetime; the old token stops working when the response is sent. Call it after login or
+    /// any privilege change, against session fixation.
+    pub async fn renew_token(&self) -> Result<(), Error> {
+        let (values, remember) = self
+            .view(|v| {
+                let values: Vec<(String, String)> = v
+                    .keys()
+                    .into_iter()
+                    .filter_map(|k| v.get(&k).map(|j| (k.clone(), j.to_owned())))
+                    .collect();
+                (values, v.state.remember.or(v.base.map(|r| r.remember)))
+            })
+            .await?;
+        let mut state = self.state();
+        let old = self.committed_id(&state);
+        state.delete.extend(old);
+        state.fresh = true;
+        state.set = values.into_iter().collect();
+        state.removed.clear();
+        state.cleared = false;
+        state.remember = remember;
+        state.deadline = Some(SystemTime::now() + self.0.shared.config.lifetime);
+        state.new_token = Some(token::generate());
+        state.status = Status::Modified;
+        Ok(())
+    }
+
+    /// Sets the remember-me flag, stored with the session: when on, the cookie persists (has
+    /// `Max-Age`/`Expires`) even if the layer's `persist` setting is off.
+    pub fn remember_me(&self, on: bool) {
+        let mut state = self.state();
+        state.remember = Some(on);
+        state.status = Status::Modified;
+    }
+
+    /// The absolute deadline of the session (fixed at creation, reset by renew).
+    pub async fn deadline(&self) -> Result<SystemTime, Error> {
+        let started = self.0.started;
+        let lifetime = self.0.shared.config.lifetime;
+        self.view(|v| {
+            v.state
+                .deadline
+                .or(v.base.map(|r| r.deadline))
+                .unwrap_or(started + lifetime)
+        })
+        .await
+    }
+
+    /// Sets the absolute deadline of the session. A deadline in the past deletes it at commit.
+    pub fn set_deadline(&self, deadline: SystemTime) {
+        let mut state = self.state();
+        state.deadline = Some(deadline);
+        state.status = Status::Modified;
+    }
+
+    /// Whether, and how, this request changed the session.
+    pub fn status(&self) -> Status {
+        self.state().status
+    }
+
+    /// The session's token, once it has one: `None` for a new session until its first commit
+    /// (as in SCS), and after `destroy`. Handle it as a secret.
+    pub async fn token(&self) -> Result<Option<String>, Error> {
+        let base = self.base().await?;
+        let state = self.state();
+        if let Some(t) = &state.new_token {
+            return Ok(Some(t.clone()));
+        }
+        Ok(match (state.fresh, base) {
+            (false, Some(_)) => self.0.cookie_token.clone(),
+            _ => None,
+        })
+    }
+
+    /// Merges the session of `token` into this one (SCS `MergeSession`): its values win over
+    /// this session's, the later deadline wins, and it is deleted at commit. A token that is
+    /// malformed, unknown, or this session's own is ignored.
+    pub async fn merge(&self, token: &str) -> Result<(), Error> {
+        if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
+            return Ok(());
+        }
+        let Some(other) = self.0.shared.load(token).await? else {
+            return Ok(());
+        };
+        let own_deadline = self.deadline().await?;
+        let mut state = self.state();
+        for (key, json) in other.values {
+            state.removed.remove(&key);
+            state.set.insert(key, json);
+        }
+        state.deadline = Some(own_deadline.max(other.deadline));
+        let id = self.0.shared.store_id(token);
+        state.delete.push(id);
+        state.status = Status::Modified;
+        Ok(())
+    }
+
+    /// The store id of the record this session stands for, if it may exist in the store.
+    fn committed_id(&self, state: &State) -> Option<String> {
+        if state.fresh || matches!(self.0.loaded.get(), Some(None)) {
+            return None;
+        }
+        self.0
+            .cookie_token
+            .as_deref()
+            .map(|t| self.0.shared.store_id(t))
+    }
+
+    /// Whether `key` is certainly absent without asking the store.
+    fn known_absent(&self, state: &State, key: &str) -> bool {
+        if state.fresh || state.cleared || state.removed.contains(key) {
+            return true;
+        }
+        match (self.0.cookie_token.is_some(), self.0.loaded.get()) {
+            (false, _) | (_, Some(None)) => true,
+            (true, Some(Some(r))) => !r.values.contains_key(key),
+            (true, None) => false,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0.shared
+    }
+
+    /// Whether the layer has anything to do after the handler: false for a request that never
+    /// touched its session (no store call, no cookie).
+    pub(crate) fn needs_commit(&self) -> bool {
+        let state = self.state();
+        state.status != Status::Unmodified || state.failure.is_some() || self.0.loaded.initialized()
+    }
+
+    /// Decides what the layer must store for this request. `now` is the commit time.
+    pub(crate) fn plan(&self, now: SystemTime) -> Plan {
+        let config = &self.0.shared.config;
+        let idle_ttl = config.idle_timeout.map(|idle| idle + idle / 10);
+        let new_deadline = self.0.started + config.lifetime;
+        let mut state = self.state();
+        if let Some(e) = state.failure.take() {
+            return Plan::Failed(e);
+        }
+        let delete = std::mem::take(&mut state.delete);
+        let loaded = self.0.loaded.get();
+        match state.status {
+            Status::Destroyed => Plan::Destroy { delete },
+            Status::Unmodified => {
+                // Idle timeout: a session this request read is touched once its remaining time
+                // has dropped below the idle timeout; the new expiry carries 10% slack, so a
+                // busy session is touched at most once per tenth of the idle timeout.
+                let (Some(idle), Some(token), Some(Some(record))) =
+                    (config.idle_timeout, &self.0.cookie_token, loaded)
+                else {
+                    return Plan::Nothing;
+                };
+                if state.fresh || record.expiry >= now + idle {
+                    return Plan::Nothing;
+                }
+                Plan::Write {
+                    delete,
+                    token: token.clone(),
+                    change: Change {
+                        mode: Mode::Update,
+                        cleared: false,
+                        removed: Vec::new(),
+                        set: Vec::new(),
+                        deadline: None,
+                        remember: None,
+                        now,
+                        idle_ttl,
+                    },
+                    new_deadline,
+                }
+            }
+            Status::Modified => {
+                let create = state.fresh || matches!(loaded, Some(None));
+                let token = match (&self.0.cookie_token, create) {
+                    (Some(t), false) => t.clone(),
+                    _ => state.new_token.take().unwrap_or_else(token::generate),
+                };
+                let change = Change {
+                    mode: if create { Mode::Create } else { Mode::Update },
+                    cleared: state.cleared && !create,
+                    removed: if create {
+                        Vec::new()
+                    } else {
+                        std::mem::take(&mut state.removed).into_iter().collect()
+                    },
+                    set: std::mem::take(&mut state.set).into_iter().collect(),
+                    deadline: if create {
+                        Some(state.deadline.unwrap_or(new_deadline))
+                    } else {
+                        state.deadline
+                    },
+                    remember: state.remember,
+                    now,
+                    idle_ttl,
+                };
+                Plan::Write {
+                    delete,
+                    token,
+                    change,
+                    new_deadline,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Session")
+            .field("status", &self.status())
+            .field("has_cookie", &self.0.cookie_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session as the request sees it: the stored record under the pending changes.
+struct View<'a> {
+    state: &'a State,
+    base: Option<&'a Record>,
+}
+
+impl View<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if let Some(v) = self.state.set.get(key) {
+            return Some(v);
+        }
+        if self.state.cleared || self.state.removed.contains(key) {
+            return None;
+        }
+        self.base?.values.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys: BTreeSet<&str> = self.state.set.keys().map(String::as_str).collect();
+        if !self.state.cleared {
+            if let Some(base) = self.base {
+                keys.extend(
+                    base.values
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|k| !self.state.removed.contains(*k)),
+                );
+            }
+        }
+        keys.into_iter().map(str::to_owned).collect()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Session {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(Error::MissingLayer)
+    }
+}

@@ -1,0 +1,73 @@
+//! Session tokens: 32 bytes from a CSPRNG, base64url without padding (43 characters).
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Length of a token in characters.
+pub(crate) const LEN: usize = 43;
+
+/// A new random token from the thread-local CSPRNG (ChaCha, seeded from the OS).
+pub(crate) fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `s` is a token this crate could have generated: exactly 43 base64url characters that
+/// decode (canonically) to 32 bytes. Anything else is treated as no session, before any store call.
+pub(crate) fn is_well_formed(s: &str) -> bool {
+    s.len() == LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && URL_SAFE_NO_PAD.decode(s).is_ok_and(|b| b.len() == 32)
+}
+
+/// The id a token is stored under: the token itself, or base64url(sha256(token)) when
+/// hash-token-in-store is on.
+pub(crate) fn store_id(token: &str, hash: bool) -> String {
+    if hash {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    } else {
+        token.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_well_formed_and_distinct() {
+        let a = generate();
+        let b = generate();
+        assert_eq!(a.len(), LEN);
+        assert!(is_well_formed(&a));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let good = generate();
+        assert!(!is_well_formed(""));
+        assert!(!is_well_formed(&good[..42]));
+        assert!(!is_well_formed(&format!("{good}A")));
+        assert!(!is_well_formed(&good.replace(|_c: char| true, "+")));
+        // 43 chars whose last one carries non-zero padding bits ('B' = 1): not canonical.
+        assert!(!is_well_formed(&format!("{}B", &good[..42])));
+        assert!(is_well_formed(&format!("{}A", &good[..42])));
+        assert!(!is_well_formed(
+            "*/../../scs:session:*aaaaaaaaaaaaaaaaaaaaaaaaa"
+        ));
+    }
+
+    #[test]
+    fn store_id_hashes_only_when_asked() {
+        let t = generate();
+        assert_eq!(store_id(&t, false), t);
+        let h = store_id(&t, true);
+        assert_eq!(h.len(), LEN);
+        assert_ne!(h, t);
+        assert_eq!(h, store_id(&t, true));
+    }
+}
