@@ -112,7 +112,10 @@ async fn main() {
     let layer = match env::var("REDIS_URL") {
         Ok(url) => match RedisStore::from_url(&url).await {
             Ok(store) => {
-                println!("store: RedisStore (REDIS_URL), key prefix {}", store.prefix());
+                println!(
+                    "store: RedisStore (REDIS_URL), key prefix {}",
+                    store.prefix()
+                );
                 SessionLayer::new(store)
             }
             Err(e) => {

@@ -134,8 +134,10 @@ impl Shared {
                 change,
                 new_deadline,
             } => {
+                // Commit before deleting, so a failed commit never loses renewed or merged data.
+                let done = self.commit(&token, &change).await?;
                 self.delete(&delete).await?;
-                if let Some(done) = self.commit(&token, &change).await? {
+                if let Some(done) = done {
                     return Ok(Some(self.cookie(&token, done, now)));
                 }
                 // The session expired or was destroyed meanwhile: never adopt or resurrect it;

@@ -74,3 +74,8 @@ pub use store::{Change, Committed, Mode, Record, SessionStore};
 
 /// The fred crate this crate is built on, for configuring clients and pools.
 pub use fred;
+
+/// The README's code blocks, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
