@@ -1,0 +1,2 @@
+//! Placeholder until the comparison benchmark lands.
+fn main() {}
