@@ -331,8 +331,13 @@ impl Session {
         if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
             return Ok(());
         }
-        let Some(other) = self.0.shared.load(token).await? else {
-            return Ok(());
+        let other = match self.0.shared.load(token).await {
+            Ok(Some(other)) => other,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.state().failure.get_or_insert_with(|| e.clone());
+                return Err(e);
+            }
         };
         let own_deadline = self.deadline().await?;
         let mut state = self.state();
@@ -403,7 +408,8 @@ impl Session {
                 else {
                     return Plan::Nothing;
                 };
-                if state.fresh || record.expiry >= now + idle {
+                // Once the expiry has reached the deadline, a touch cannot extend it.
+                if state.fresh || record.expiry >= now + idle || record.expiry >= record.deadline {
                     return Plan::Nothing;
                 }
                 Plan::Write {
@@ -423,7 +429,8 @@ impl Session {
                 }
             }
             Status::Modified => {
-                let create = state.fresh || matches!(loaded, Some(None));
+                let create =
+                    state.fresh || self.0.cookie_token.is_none() || matches!(loaded, Some(None));
                 let token = match (&self.0.cookie_token, create) {
                     (Some(t), false) => t.clone(),
                     _ => state.new_token.take().unwrap_or_else(token::generate),
