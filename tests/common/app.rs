@@ -1,0 +1,185 @@
+//! The test application: an axum router of small handlers, each doing one session operation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::{Router, extract::Query, routing::get};
+use serde::{Deserialize, Serialize};
+use tower_scs::{Error, Session, SessionLayer};
+
+/// What `/get` and friends answer when there is no value.
+pub const NONE: &str = "<none>";
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Q {
+    key: String,
+    value: String,
+    on: bool,
+    secs: i64,
+    token: String,
+    ms: u64,
+}
+
+/// A struct value, to check that any serde type round-trips.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+pub struct User {
+    pub name: String,
+    pub id: u64,
+    pub admin: bool,
+    pub tags: Vec<String>,
+}
+
+pub fn typed_values() -> (String, i64, User) {
+    let user = User {
+        name: "Zoë \"z\" O'Brien".into(),
+        id: 1 << 40,
+        admin: true,
+        tags: vec!["a".into(), "b c".into()],
+    };
+    ("héllo, wörld; \"quoted\"".into(), -42, user)
+}
+
+pub fn app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/put", get(put))
+        .route("/get", get(get_value))
+        .route("/peek", get(peek))
+        .route("/put_typed", get(put_typed))
+        .route("/get_typed", get(get_typed))
+        .route("/pop", get(pop))
+        .route("/remove", get(remove))
+        .route("/clear", get(clear))
+        .route("/sleep_clear", get(sleep_clear))
+        .route("/keys", get(keys))
+        .route("/contains", get(contains))
+        .route("/destroy", get(destroy))
+        .route("/destroy_put", get(destroy_put))
+        .route("/renew", get(renew))
+        .route("/remember", get(remember))
+        .route("/set_deadline", get(set_deadline))
+        .route("/deadline", get(deadline))
+        .route("/merge", get(merge))
+        .route("/read_sleep_put", get(read_sleep_put))
+        .route("/ping", get(|| async { "pong" }))
+        .layer(layer)
+}
+
+async fn put(s: Session, Query(q): Query<Q>) -> &'static str {
+    s.insert(q.key, q.value);
+    "ok"
+}
+
+async fn get_value(s: Session, Query(q): Query<Q>) -> Result<String, Error> {
+    Ok(s.get::<String>(&q.key)
+        .await?
+        .unwrap_or_else(|| NONE.into()))
+}
+
+/// Like `/get`, but swallows the error: the layer must still answer with its error response.
+async fn peek(s: Session, Query(q): Query<Q>) -> String {
+    s.get::<String>(&q.key)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| NONE.into())
+}
+
+async fn put_typed(s: Session) -> &'static str {
+    let (text, number, user) = typed_values();
+    s.insert("text", text);
+    s.insert("number", number);
+    s.insert("user", user);
+    "ok"
+}
+
+async fn get_typed(s: Session) -> Result<String, Error> {
+    let text: Option<String> = s.get("text").await?;
+    let number: Option<i64> = s.get("number").await?;
+    let user: Option<User> = s.get("user").await?;
+    Ok(serde_json::to_string(&(text, number, user)).unwrap())
+}
+
+async fn pop(s: Session, Query(q): Query<Q>) -> Result<String, Error> {
+    Ok(s.pop::<String>(&q.key)
+        .await?
+        .unwrap_or_else(|| NONE.into()))
+}
+
+async fn remove(s: Session, Query(q): Query<Q>) -> &'static str {
+    s.remove(&q.key);
+    "ok"
+}
+
+async fn clear(s: Session) -> &'static str {
+    s.clear();
+    "ok"
+}
+
+/// Waits `ms`, then clears: other requests commit meanwhile.
+async fn sleep_clear(s: Session, Query(q): Query<Q>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    s.clear();
+    "ok"
+}
+
+async fn keys(s: Session) -> Result<String, Error> {
+    Ok(s.keys().await?.join(","))
+}
+
+async fn contains(s: Session, Query(q): Query<Q>) -> Result<String, Error> {
+    Ok(s.contains(&q.key).await?.to_string())
+}
+
+async fn destroy(s: Session) -> &'static str {
+    s.destroy();
+    "ok"
+}
+
+async fn destroy_put(s: Session, Query(q): Query<Q>) -> &'static str {
+    s.destroy();
+    s.insert(q.key, q.value);
+    "ok"
+}
+
+async fn renew(s: Session) -> Result<&'static str, Error> {
+    s.renew_token().await?;
+    Ok("ok")
+}
+
+async fn remember(s: Session, Query(q): Query<Q>) -> &'static str {
+    s.remember_me(q.on);
+    "ok"
+}
+
+async fn set_deadline(s: Session, Query(q): Query<Q>) -> &'static str {
+    let delta = Duration::from_secs(q.secs.unsigned_abs());
+    let now = SystemTime::now();
+    s.set_deadline(if q.secs >= 0 {
+        now + delta
+    } else {
+        now - delta
+    });
+    "ok"
+}
+
+/// The deadline in Unix milliseconds.
+async fn deadline(s: Session) -> Result<String, Error> {
+    let d = s.deadline().await?;
+    Ok(d.duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string())
+}
+
+async fn merge(s: Session, Query(q): Query<Q>) -> Result<&'static str, Error> {
+    s.merge(&q.token).await?;
+    Ok("ok")
+}
+
+/// Loads the session, waits `ms`, then writes: concurrent calls overlap for sure.
+async fn read_sleep_put(s: Session, Query(q): Query<Q>) -> Result<&'static str, Error> {
+    s.keys().await?;
+    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    s.insert(q.key, q.value);
+    Ok("ok")
+}

@@ -1,0 +1,413 @@
+//! Test harness: store backends (memory, or a private redis-server), a store-call counter, the
+//! test app and a small client with a cookie jar.
+#![allow(dead_code)] // each test crate uses a different part of it
+
+pub mod app;
+pub mod redis;
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{Router, body::Body};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use cookie::Cookie;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use tower_scs::{
+    Change, Committed, DEFAULT_PREFIX, Error, MemoryStore, Record, RedisStore, SessionLayer,
+    SessionStore,
+};
+
+#[allow(unused_imports)] // not every test crate uses every one
+pub use self::{
+    app::{NONE, app},
+    redis::{Inspector, Monitor, RedisServer},
+};
+
+/// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name` and a
+/// `redis::name` test, so that the same suite runs against both stores.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::memory()).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::redis()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Calls the session layer made to its store, counted by [`Counting`]. `fail` makes every call
+/// fail.
+#[derive(Default, Debug)]
+pub struct Calls {
+    pub load: AtomicUsize,
+    pub commit: AtomicUsize,
+    pub delete: AtomicUsize,
+    pub fail: AtomicBool,
+    /// Milliseconds every call waits before running.
+    pub delay_ms: AtomicU64,
+}
+
+impl Calls {
+    /// (loads, commits, deletes) so far.
+    pub fn get(&self) -> (usize, usize, usize) {
+        (
+            self.load.load(Ordering::SeqCst),
+            self.commit.load(Ordering::SeqCst),
+            self.delete.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A store wrapper that counts calls, and fails them on demand (`Error::store`).
+pub struct Counting<S> {
+    inner: S,
+    calls: Arc<Calls>,
+}
+
+impl<S> Counting<S> {
+    async fn check(&self, counter: &AtomicUsize) -> Result<(), Error> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let delay = self.calls.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if self.calls.fail.load(Ordering::SeqCst) {
+            return Err(Error::store(io::Error::other("injected store failure")));
+        }
+        Ok(())
+    }
+}
+
+impl<S: SessionStore> SessionStore for Counting<S> {
+    async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
+        self.check(&self.calls.load).await?;
+        self.inner.load(id).await
+    }
+
+    async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
+        self.check(&self.calls.commit).await?;
+        self.inner.commit(id, change).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), Error> {
+        self.check(&self.calls.delete).await?;
+        self.inner.delete(id).await
+    }
+}
+
+pub enum Kind {
+    Memory(MemoryStore),
+    Redis(RedisServer),
+}
+
+/// The store a behavioural test runs against. Every layer built from one backend shares its
+/// sessions and its call counter.
+pub struct Backend {
+    pub kind: Kind,
+    pub calls: Arc<Calls>,
+}
+
+impl Backend {
+    pub fn memory() -> Self {
+        Backend {
+            kind: Kind::Memory(MemoryStore::new()),
+            calls: Arc::default(),
+        }
+    }
+
+    pub fn redis() -> Self {
+        Backend {
+            kind: Kind::Redis(RedisServer::start()),
+            calls: Arc::default(),
+        }
+    }
+
+    pub fn redis_server(&self) -> Option<&RedisServer> {
+        match &self.kind {
+            Kind::Redis(server) => Some(server),
+            Kind::Memory(_) => None,
+        }
+    }
+
+    pub async fn inspector(&self) -> Option<Inspector> {
+        match &self.kind {
+            Kind::Redis(server) => Some(server.inspector().await),
+            Kind::Memory(_) => None,
+        }
+    }
+
+    /// A layer over this backend's store (wrapped in the call counter), with default settings.
+    pub async fn layer(&self) -> SessionLayer {
+        let calls = self.calls.clone();
+        match &self.kind {
+            Kind::Memory(store) => SessionLayer::new(Counting {
+                inner: store.clone(),
+                calls,
+            }),
+            Kind::Redis(server) => {
+                let store = RedisStore::from_url(&server.url())
+                    .await
+                    .expect("RedisStore::from_url on the test server");
+                SessionLayer::new(Counting {
+                    inner: store,
+                    calls,
+                })
+            }
+        }
+    }
+
+    /// The test app behind a layer over this backend, configured by `configure`.
+    pub async fn app(&self, configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Router {
+        app(configure(self.layer().await))
+    }
+
+    /// Whether the store holds a live record under `id` (a token, or its hash), looked up
+    /// directly, not through the layer and not counted: for Redis, whether the key
+    /// `scs:session:<id>` exists.
+    pub async fn stored(&self, id: &str) -> bool {
+        match &self.kind {
+            Kind::Memory(store) => store.load(id).await.unwrap().is_some(),
+            Kind::Redis(server) => {
+                let inspector = server.inspector().await;
+                inspector.exists(&format!("{DEFAULT_PREFIX}{id}")).await
+            }
+        }
+    }
+
+    /// How many sessions the store holds.
+    pub async fn stored_count(&self) -> usize {
+        match &self.kind {
+            Kind::Memory(store) => store.len(),
+            Kind::Redis(server) => server.inspector().await.keys().await.len(),
+        }
+    }
+
+    /// How many records the store physically holds, expired or not: for Redis every key; for
+    /// memory the count its `Debug` output shows (`MemoryStore { sessions: N, .. }`), the only
+    /// view of expired records it has not dropped.
+    pub async fn records_held(&self) -> usize {
+        match &self.kind {
+            Kind::Memory(store) => {
+                let debug = format!("{store:?}");
+                debug
+                    .split_once("sessions: ")
+                    .and_then(|(_, n)| n.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no session count in {debug}"))
+            }
+            Kind::Redis(server) => server.inspector().await.keys().await.len(),
+        }
+    }
+
+    /// Makes the store stop answering for `ms` milliseconds: memory → every call waits that
+    /// long; Redis → `CLIENT PAUSE <ms> ALL`.
+    pub async fn stall(&self, ms: u64) {
+        match &self.kind {
+            Kind::Memory(_) => self.calls.delay_ms.store(ms, Ordering::SeqCst),
+            Kind::Redis(server) => {
+                let ms = ms.to_string();
+                let inspector = server.inspector().await;
+                inspector.command("CLIENT", &["PAUSE", &ms, "ALL"]).await;
+            }
+        }
+    }
+
+    /// Ends a `stall` early where that is possible (memory), so that calls answer again.
+    pub fn unstall(&self) {
+        self.calls.delay_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// Makes the store fail from now on: memory → the counting wrapper fails every call;
+    /// Redis → the server is killed.
+    pub fn break_store(&mut self) {
+        match &mut self.kind {
+            Kind::Memory(_) => self.calls.fail.store(true, Ordering::SeqCst),
+            Kind::Redis(server) => server.stop(),
+        }
+    }
+}
+
+/// A response, its body read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    /// The raw `Set-Cookie` values.
+    pub fn set_cookie_headers(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().expect("Set-Cookie is ASCII").to_owned())
+            .collect()
+    }
+
+    /// The one `Set-Cookie` of the response, parsed; `None` when there is none.
+    pub fn set_cookie(&self) -> Option<Cookie<'static>> {
+        let all = self.set_cookie_headers();
+        assert!(all.len() <= 1, "more than one Set-Cookie: {all:?}");
+        all.first()
+            .map(|c| Cookie::parse(c.clone()).expect("Set-Cookie parses"))
+    }
+
+    /// The token the response's `Set-Cookie` carries.
+    pub fn new_token(&self) -> String {
+        let cookie = self.set_cookie().expect("a Set-Cookie");
+        assert_valid_token(cookie.value());
+        cookie.value().to_owned()
+    }
+
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// `Vary` lists `Cookie`.
+    pub fn varies_on_cookie(&self) -> bool {
+        self.header_values("vary")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case("cookie"))
+    }
+}
+
+/// A client with a one-cookie jar: it sends `Cookie: <name>=<token>` and follows `Set-Cookie`
+/// (an empty value or `Max-Age=0` drops the cookie).
+#[derive(Clone)]
+pub struct Client {
+    app: Router,
+    name: String,
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub fn new(app: &Router) -> Self {
+        Self::named(app, "session")
+    }
+
+    pub fn named(app: &Router, cookie_name: &str) -> Self {
+        Client {
+            app: app.clone(),
+            name: cookie_name.to_owned(),
+            token: None,
+        }
+    }
+
+    pub fn with_token(app: &Router, token: &str) -> Self {
+        Client {
+            token: Some(token.to_owned()),
+            ..Self::new(app)
+        }
+    }
+
+    pub async fn get(&mut self, uri: &str) -> Resp {
+        let mut req = Request::get(uri);
+        if let Some(token) = &self.token {
+            req = req.header(header::COOKIE, format!("{}={token}", self.name));
+        }
+        let resp = send(&self.app, req.body(Body::empty()).unwrap()).await;
+        for value in resp.set_cookie_headers() {
+            let cookie = Cookie::parse(value).expect("Set-Cookie parses");
+            if cookie.name() != self.name {
+                continue;
+            }
+            let expired = cookie.max_age() == Some(time::Duration::ZERO);
+            self.token = if expired || cookie.value().is_empty() {
+                None
+            } else {
+                Some(cookie.value().to_owned())
+            };
+        }
+        resp
+    }
+}
+
+/// Sends `req` through the app (no jar).
+pub async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let res = app.clone().oneshot(req).await.expect("infallible router");
+    let (parts, body) = res.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// Sends a GET with exactly this `Cookie` header value.
+pub async fn get_with_cookie_header(app: &Router, uri: &str, cookie: HeaderValue) -> Resp {
+    let req = Request::get(uri)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap();
+    send(app, req).await
+}
+
+/// A token is 43 base64url characters (32 random bytes, no padding).
+pub fn assert_valid_token(token: &str) {
+    assert_eq!(token.len(), 43, "token length: {token:?}");
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "token alphabet: {token:?}"
+    );
+    assert_eq!(URL_SAFE_NO_PAD.decode(token).unwrap().len(), 32);
+}
+
+/// A well-formed token that the layer never issued.
+pub fn made_up_token(seed: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(seed.as_bytes()))
+}
+
+/// The store id of `token` with hash-token-in-store on: base64url-no-pad(sha256(token)).
+pub fn hashed(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+/// Asserts `actual` is within `tolerance` of `expected`.
+#[track_caller]
+pub fn assert_near(actual: i64, expected: i64, tolerance: i64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= tolerance,
+        "{what}: {actual} is not within {tolerance} of {expected}"
+    );
+}
+
+pub async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

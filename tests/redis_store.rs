@@ -1,0 +1,224 @@
+//! What `RedisStore` leaves in Redis: keys, prefixes, hashes, TTLs, and its constructors. Each
+//! test runs its own redis-server.
+
+mod common;
+
+use std::time::Duration;
+
+use fred::{
+    interfaces::ClientLike,
+    prelude::{Builder, Config},
+};
+use http::StatusCode;
+use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+
+use common::{Client, NONE, RedisServer, app, assert_near, hashed, now_ms};
+
+type Configure = fn(SessionLayer) -> SessionLayer;
+
+async fn default_app(server: &RedisServer, configure: Configure) -> axum::Router {
+    let store = RedisStore::from_url(&server.url()).await.expect("from_url");
+    app(configure(SessionLayer::new(store)))
+}
+
+#[tokio::test]
+async fn key_is_prefix_and_token_and_hash_is_readable() {
+    let server = RedisServer::start();
+    let app = default_app(&server, |l| l).await;
+    let mut client = Client::new(&app);
+    client.get("/put?key=name&value=alice").await;
+    client.get("/put_typed").await;
+    client.get("/remember?on=true").await;
+    let token = client.token.clone().unwrap();
+    let key = format!("scs:session:{token}");
+    let inspector = server.inspector().await;
+    assert_eq!(inspector.keys().await, std::slice::from_ref(&key));
+
+    let hash = inspector.hgetall(&key).await;
+    let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
+    fields.sort();
+    let expected = [
+        "deadline", "expiry", "remember", "v:name", "v:number", "v:text", "v:user",
+    ];
+    assert_eq!(fields, expected);
+    assert_eq!(hash["v:name"], r#""alice""#, "values are JSON text");
+    assert_eq!(hash["v:number"], "-42");
+    let user: common::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
+    assert_eq!(user, common::app::typed_values().2);
+    assert_eq!(hash["remember"], "1");
+    let deadline: i64 = hash["deadline"].parse().unwrap();
+    assert_near(deadline, now_ms() + 86_400_000, 3_000, "deadline (Unix ms)");
+    assert_eq!(hash["expiry"], hash["deadline"], "no idle timeout");
+}
+
+#[tokio::test]
+async fn pttl_follows_lifetime_and_idle_timeout() {
+    let server = RedisServer::start();
+    let inspector = server.inspector().await;
+    let cases: [(Configure, i64); 3] = [
+        (|l| l, 86_400_000),
+        // Idle timeout shorter than the lifetime: the key lives 1.1 × idle.
+        (
+            |l| {
+                l.lifetime(Duration::from_secs(3600))
+                    .idle_timeout(Duration::from_secs(10))
+            },
+            11_000,
+        ),
+        // Idle timeout longer than the lifetime: the lifetime wins.
+        (
+            |l| {
+                l.lifetime(Duration::from_secs(60))
+                    .idle_timeout(Duration::from_secs(7200))
+            },
+            60_000,
+        ),
+    ];
+    for (configure, ttl) in cases {
+        let app = default_app(&server, configure).await;
+        let mut client = Client::new(&app);
+        client.get("/put?key=a&value=1").await;
+        let key = format!("scs:session:{}", client.token.clone().unwrap());
+        assert_near(inspector.pttl(&key).await, ttl, 1_000, "PTTL");
+        let expiry: i64 = inspector.hgetall(&key).await["expiry"].parse().unwrap();
+        assert_near(expiry, now_ms() + ttl, 1_000, "expiry field");
+        // A later write keeps an expiry on the key.
+        client.get("/put?key=b&value=2").await;
+        assert_near(inspector.pttl(&key).await, ttl, 1_000, "PTTL after update");
+    }
+}
+
+#[tokio::test]
+async fn custom_prefix_over_a_fred_client() {
+    let server = RedisServer::start();
+    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let store = RedisStore::new(client).with_prefix("x:");
+    assert_eq!(store.prefix(), "x:");
+    let app = app(SessionLayer::new(store));
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+    let token = c.token.clone().unwrap();
+    let inspector = server.inspector().await;
+    assert_eq!(inspector.keys().await, [format!("x:{token}")]);
+    assert_eq!(c.get("/get?key=a").await.body, "1");
+
+    // A layer with the default prefix on the same Redis does not see it.
+    let other = default_app(&server, |l| l).await;
+    assert_eq!(
+        Client::with_token(&other, &token)
+            .get("/get?key=a")
+            .await
+            .body,
+        NONE
+    );
+
+    c.get("/destroy").await;
+    assert!(inspector.keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn hashed_token_never_appears_in_a_key() {
+    let server = RedisServer::start();
+    let app = default_app(&server, |l| l.hash_token_in_store(true)).await;
+    let inspector = server.inspector().await;
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let mut c = Client::new(&app);
+        c.get(&format!("/put?key=k&value={i}")).await;
+        tokens.push(c.token.unwrap());
+    }
+    let keys = inspector.keys().await;
+    let mut expected: Vec<String> = tokens
+        .iter()
+        .map(|t| format!("{DEFAULT_PREFIX}{}", hashed(t)))
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for token in &tokens {
+        assert!(keys.iter().all(|k| !k.contains(token.as_str())));
+    }
+    let hash = inspector.hgetall(&expected[0]).await;
+    assert!(hash.contains_key("v:k") && hash.contains_key("deadline"));
+}
+
+#[tokio::test]
+async fn from_url_works_and_fails_cleanly() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(&server.url()).await.expect("from_url");
+    assert_eq!(store.prefix(), DEFAULT_PREFIX);
+    let app = app(SessionLayer::new(store));
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+    assert_eq!(c.get("/get?key=a").await.body, "1");
+
+    assert!(RedisStore::from_url("not a url").await.is_err());
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("redis://127.0.0.1:{closed_port}");
+    let res = tokio::time::timeout(Duration::from_secs(10), RedisStore::from_url(&url)).await;
+    assert!(
+        matches!(res, Ok(Err(_))),
+        "an unreachable Redis is an error at start"
+    );
+}
+
+#[tokio::test]
+async fn foreign_data_under_a_session_key_is_an_error_not_a_panic() {
+    let server = RedisServer::start();
+    let app = default_app(&server, |l| l).await;
+    let inspector = server.inspector().await;
+    let token = common::made_up_token("foreign");
+    let key = format!("scs:session:{token}");
+
+    // A hash without a deadline.
+    inspector.command("HSET", &[&key, "foo", "bar"]).await;
+    let res = Client::with_token(&app, &token).get("/get?key=foo").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // A string, not a hash (WRONGTYPE).
+    inspector.command("DEL", &[&key]).await;
+    inspector.command("SET", &[&key, "x"]).await;
+    let res = Client::with_token(&app, &token).get("/get?key=foo").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let res = Client::with_token(&app, &token)
+        .get("/put?key=a&value=1")
+        .await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(res.set_cookie_headers().is_empty());
+}
+
+#[tokio::test]
+async fn survives_a_script_cache_flush_and_a_restart() {
+    let mut server = RedisServer::start();
+    let app = default_app(&server, |l| l).await;
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+
+    // The commit script is gone from the cache (as after a restart): EVAL reloads it.
+    server.inspector().await.command("SCRIPT", &["FLUSH"]).await;
+    let res = c.get("/put?key=b&value=2").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(c.get("/keys").await.body, "a,b");
+
+    // A restart empties this Redis (no persistence); the store reconnects on its own.
+    server.restart();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let res = loop {
+        let res = c.get("/put?key=c&value=3").await;
+        if res.status == StatusCode::OK || std::time::Instant::now() > until {
+            break res;
+        }
+        assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(res.status, StatusCode::OK, "the store did not reconnect");
+    assert_eq!(
+        c.get("/keys").await.body,
+        "c",
+        "a new session after the data loss"
+    );
+}
