@@ -15,8 +15,8 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tokio::task::JoinSet;
 
 use common::{
-    Backend, Client, Inspector, Monitor, NONE, Resp, app::User, assert_near, assert_valid_token,
-    get_with_cookie_header, hashed, made_up_token, now_ms, send, sleep_ms,
+    Backend, Client, NONE, Resp, app::User, assert_calls, assert_near, assert_valid_token,
+    get_with_cookie_header, hashed, made_up_token, monitor, now_ms, send, sleep_ms,
 };
 
 crate::both_stores!(
@@ -274,38 +274,6 @@ async fn untouched_session_makes_no_store_call(backend: Backend) {
     // Without a cookie too.
     Client::new(&app).get("/ping").await;
     assert_eq!(backend.calls.get(), before_calls);
-}
-
-/// Starts a MONITOR on the backend's Redis, if it is one (see `Monitor::client_commands`).
-async fn monitor(backend: &Backend) -> Option<(Monitor, Inspector)> {
-    let server = backend.redis_server()?;
-    let mut monitor = Monitor::start(server).await;
-    let inspector = server.inspector().await;
-    monitor.client_commands(&inspector).await; // drain
-    Some((monitor, inspector))
-}
-
-/// Asserts the store calls since `before`, and for Redis the commands the store sent since the
-/// previous check (counted with MONITOR: commands sent by clients, not those run inside the
-/// commit script).
-async fn assert_calls(
-    backend: &Backend,
-    monitor: &mut Option<(Monitor, Inspector)>,
-    before: &mut (usize, usize, usize),
-    (loads, commits, deletes): (usize, usize, usize),
-    commands: &[&str],
-) {
-    let now = backend.calls.get();
-    let delta = (now.0 - before.0, now.1 - before.1, now.2 - before.2);
-    assert_eq!(
-        delta,
-        (loads, commits, deletes),
-        "(loads, commits, deletes)"
-    );
-    *before = now;
-    if let Some((m, i)) = monitor {
-        assert_eq!(m.client_commands(i).await, commands, "Redis commands sent");
-    }
 }
 
 async fn store_calls_per_request(backend: Backend) {

@@ -28,7 +28,7 @@ use tower_scs::{
 #[allow(unused_imports)] // not every test crate uses every one
 pub use self::{
     app::{NONE, app},
-    redis::{Inspector, Monitor, RedisServer},
+    redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
 /// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name` and a
@@ -410,4 +410,36 @@ pub fn assert_near(actual: i64, expected: i64, tolerance: i64, what: &str) {
 
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Starts a MONITOR on the backend's Redis, if it is one (see `Monitor::client_commands`).
+pub async fn monitor(backend: &Backend) -> Option<(Monitor, Inspector)> {
+    let server = backend.redis_server()?;
+    let mut monitor = Monitor::start(server).await;
+    let inspector = server.inspector().await;
+    monitor.client_commands(&inspector).await; // drain
+    Some((monitor, inspector))
+}
+
+/// Asserts the store calls since `before`, and for Redis the commands the store sent since the
+/// previous check (counted with MONITOR: commands sent by clients, not those run inside the
+/// commit script).
+pub async fn assert_calls(
+    backend: &Backend,
+    monitor: &mut Option<(Monitor, Inspector)>,
+    before: &mut (usize, usize, usize),
+    (loads, commits, deletes): (usize, usize, usize),
+    commands: &[&str],
+) {
+    let now = backend.calls.get();
+    let delta = (now.0 - before.0, now.1 - before.1, now.2 - before.2);
+    assert_eq!(
+        delta,
+        (loads, commits, deletes),
+        "(loads, commits, deletes)"
+    );
+    *before = now;
+    if let Some((m, i)) = monitor {
+        assert_eq!(m.client_commands(i).await, commands, "Redis commands sent");
+    }
 }
