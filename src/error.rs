@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: Arc<serde_json::Error>,
     },
+    /// The store does not support the operation.
+    #[error("unsupported by this session store: {0}")]
+    Unsupported(&'static str),
     /// The `Session` extractor was used on a route that is not wrapped in a `SessionLayer`.
     #[error("no session: the request did not pass through a SessionLayer")]
     MissingLayer,

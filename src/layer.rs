@@ -98,6 +98,10 @@ impl Shared {
         self.bounded(self.store.commit(&id, change)).await
     }
 
+    pub(crate) async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
+        self.bounded(self.store.delete_owner(owner)).await
+    }
+
     async fn delete(&self, ids: &[String]) -> Result<(), Error> {
         for id in ids {
             self.bounded(self.store.delete(id)).await?;

@@ -68,7 +68,7 @@ pub use cookie::SameSite;
 pub use error::Error;
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
-pub use redis::{DEFAULT_PREFIX, RedisStore};
+pub use redis::{DEFAULT_PREFIX, FredClient, RedisStore};
 pub use session::{Session, Status};
 pub use store::{Change, Committed, Mode, Record, SessionStore};
 

@@ -1,10 +1,12 @@
 //! [`MemoryStore`]: sessions in this process's memory.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::SystemTime,
 };
+
+use futures_core::Stream;
 
 use crate::{
     Error,
@@ -30,7 +32,36 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     records: HashMap<String, Record>,
+    /// owner → ids of the sessions tied to it.
+    owners: HashMap<String, HashSet<String>>,
     commits: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, id: &str) -> Option<Record> {
+        let record = self.records.remove(id)?;
+        if let Some(owner) = &record.owner {
+            if let Some(ids) = self.owners.get_mut(owner) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.owners.remove(owner);
+                }
+            }
+        }
+        Some(record)
+    }
+
+    fn sweep(&mut self, now: SystemTime) {
+        let expired: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.expiry <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove(&id);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -52,6 +83,22 @@ impl MemoryStore {
     /// Whether there is no live session.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The ids of all live sessions (SCS `Iterate`), as a stream like [`RedisStore::ids`]
+    /// (here from a snapshot taken when it is called).
+    ///
+    /// [`RedisStore::ids`]: crate::RedisStore::ids
+    pub fn ids(&self) -> impl Stream<Item = Result<String, Error>> + Send + 'static {
+        let now = SystemTime::now();
+        let ids: Vec<Result<String, Error>> = self
+            .lock()
+            .records
+            .iter()
+            .filter(|(_, r)| r.expiry > now)
+            .map(|(id, _)| Ok(id.clone()))
+            .collect();
+        futures_util::stream::iter(ids)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -76,7 +123,7 @@ impl SessionStore for MemoryStore {
         match inner.records.get(id) {
             Some(r) if r.expiry > now => Ok(Some(r.clone())),
             Some(_) => {
-                inner.records.remove(id);
+                inner.remove(id);
                 Ok(None)
             }
             None => Ok(None),
@@ -87,8 +134,7 @@ impl SessionStore for MemoryStore {
         let mut inner = self.lock();
         inner.commits += 1;
         if inner.commits % SWEEP_EVERY == 0 {
-            let now = SystemTime::now();
-            inner.records.retain(|_, r| r.expiry > now);
+            inner.sweep(SystemTime::now());
         }
         let existing = inner
             .records
@@ -97,7 +143,7 @@ impl SessionStore for MemoryStore {
             .cloned();
         let mut record = match (change.mode, existing) {
             (Mode::Update, None) => {
-                inner.records.remove(id);
+                inner.remove(id);
                 return Ok(None);
             }
             (Mode::Update, Some(r)) => r,
@@ -106,6 +152,7 @@ impl SessionStore for MemoryStore {
                 deadline: change.deadline.unwrap_or(change.now),
                 expiry: change.now,
                 remember: false,
+                owner: None,
             },
         };
         if change.cleared {
@@ -123,21 +170,40 @@ impl SessionStore for MemoryStore {
         if let Some(remember) = change.remember {
             record.remember = remember;
         }
+        if change.owner.is_some() {
+            record.owner.clone_from(&change.owner);
+        }
         record.expiry = change.expiry(record.deadline);
         let committed = Committed {
             expiry: record.expiry,
             remember: record.remember,
         };
-        if record.expiry <= change.now {
-            inner.records.remove(id);
-        } else {
+        inner.remove(id);
+        if record.expiry > change.now {
+            if let Some(owner) = &record.owner {
+                let ids = inner.owners.entry(owner.clone()).or_default();
+                ids.insert(id.to_owned());
+            }
             inner.records.insert(id.to_owned(), record);
         }
         Ok(Some(committed))
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        self.lock().records.remove(id);
+        self.lock().remove(id);
         Ok(())
+    }
+
+    async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        let ids = inner.owners.remove(owner).unwrap_or_default();
+        let mut live = 0;
+        for id in ids {
+            if inner.remove(&id).is_some_and(|r| r.expiry > now) {
+                live += 1;
+            }
+        }
+        Ok(live)
     }
 }

@@ -10,11 +10,18 @@
 //! | `deadline` | absolute deadline, Unix milliseconds |
 //! | `expiry` | when Redis drops the key (its `PEXPIREAT`), Unix milliseconds |
 //! | `remember` | remember-me flag, `0` or `1` |
+//! | `owner` | the owner the session is tied to, if any |
+//!
+//! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
+//! session id, score: its expiry), pruned of expired members at every write and expiring with its
+//! last session.
 //!
 //! A load is one `HGETALL`. A commit is one `EVALSHA` of a small Lua script that applies the
 //! [`Change`] (clear, `HDEL`, `HSET`) and sets the expiry with `PEXPIREAT`, atomically, and
 //! refuses to touch a key that no longer exists, so a destroyed or expired session is never
-//! resurrected. Every command names exactly one key, so it works unchanged on Redis Cluster.
+//! resurrected; a session with an owner then costs one more `EVALSHA` to update the owner index.
+//! Every command names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or
+//! later is required (`ZADD GT`).
 
 use std::{
     collections::HashMap,
@@ -22,35 +29,46 @@ use std::{
 };
 
 use fred::{
-    clients::Pool,
-    interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface},
+    clients::{Client, Pool},
+    interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface},
     prelude::{Builder, Config, ReconnectPolicy},
-    types::Value,
+    types::{
+        Value,
+        scan::{ScanType, Scanner},
+    },
 };
+use futures_core::Stream;
+use futures_util::{StreamExt, future::Either, stream};
 
 use crate::{
     Error,
     store::{Change, Committed, Mode, Record, SessionStore},
+    token,
 };
 
 /// The default key prefix, as in SCS's redisstore.
 pub const DEFAULT_PREFIX: &str = "scs:session:";
 
+/// SCAN page size for [`RedisStore::ids`].
+const SCAN_COUNT: u32 = 1000;
+
 /// Applies a [`Change`]. KEYS[1] = session key. ARGV: mode (`c`|`u`), now ms, idle ttl ms (0 =
-/// none), deadline ms (or empty), remember (`0`|`1`|empty), cleared (`0`|`1`), n, then n fields to
-/// delete, then field/value pairs to set. Returns nil when an update finds no session, else
-/// {expiry ms, remember}.
+/// none), deadline ms (or empty), remember (`0`|`1`|empty), cleared (`0`|`1`), owner (or empty),
+/// n, then n fields to delete, then field/value pairs to set. Returns nil when an update finds no
+/// session, else {expiry ms, remember, owner}.
 const COMMIT_LUA: &str = r#"
 local key = KEYS[1]
 local now = tonumber(ARGV[2])
 local idle = tonumber(ARGV[3])
 local deadline = ARGV[4]
 local remember = ARGV[5]
+local owner = ARGV[7]
 if ARGV[1] == 'u' then
-  local meta = redis.call('HMGET', key, 'deadline', 'remember')
+  local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner')
   if not meta[1] then return false end
   if deadline == '' then deadline = meta[1] end
   if remember == '' then remember = meta[2] or '0' end
+  if owner == '' then owner = meta[3] or '' end
 elseif remember == '' then
   remember = '0'
 end
@@ -61,20 +79,92 @@ if ARGV[6] == '1' then
   end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
-local n = tonumber(ARGV[7])
-if n > 0 then redis.call('HDEL', key, unpack(ARGV, 8, 7 + n)) end
+local n = tonumber(ARGV[8])
+if n > 0 then redis.call('HDEL', key, unpack(ARGV, 9, 8 + n)) end
 local expiry = tonumber(deadline)
 if idle > 0 and now + idle < expiry then expiry = now + idle end
 if expiry <= now then
   redis.call('DEL', key)
-  return {expiry, remember}
+  return {expiry, remember, owner}
 end
 local fields = {'deadline', deadline, 'expiry', string.format('%d', expiry), 'remember', remember}
-for i = 8 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[7] ~= '' then fields[#fields + 1] = 'owner'; fields[#fields + 1] = owner end
+for i = 9 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, expiry)
-return {expiry, remember}
+return {expiry, remember, owner}
 "#;
+
+/// Records session ARGV[2] with expiry ARGV[3] (ms) in the owner index KEYS[1], dropping members
+/// expired at ARGV[1] (ms); the index expires with its last member.
+const INDEX_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+if tonumber(ARGV[3]) > now then
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[2])
+else
+  redis.call('ZREM', KEYS[1], ARGV[2])
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
+return 1
+"#;
+
+/// Deletes session KEYS[1] and returns its owner, if any (also for foreign data under the key).
+const DELETE_LUA: &str = r#"
+local owner = false
+if redis.call('TYPE', KEYS[1]).ok == 'hash' then owner = redis.call('HGET', KEYS[1], 'owner') end
+redis.call('DEL', KEYS[1])
+return owner
+"#;
+
+/// A Lua script and its SHA-1, run with `EVALSHA`, falling back to `EVAL` after a Redis restart.
+#[derive(Clone, Debug)]
+struct Script {
+    lua: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(lua: &'static str) -> Self {
+        Script {
+            lua,
+            sha: fred::util::sha1_hash(lua),
+        }
+    }
+
+    async fn run(&self, client: &Client, key: String, args: Vec<String>) -> Result<Value, Error> {
+        match client
+            .evalsha::<Value, _, _, _>(self.sha.as_str(), key.clone(), args.clone())
+            .await
+        {
+            // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                client.eval(self.lua, key, args).await.map_err(Error::store)
+            }
+            other => other.map_err(Error::store),
+        }
+    }
+}
+
+/// A fred client or pool that [`RedisStore`] can send its commands through.
+pub trait FredClient: Clone + Send + Sync + 'static {
+    /// The client the next command goes through.
+    fn client(&self) -> &Client;
+}
+
+impl FredClient for Client {
+    fn client(&self) -> &Client {
+        self
+    }
+}
+
+impl FredClient for Pool {
+    /// The next connected client of the pool.
+    fn client(&self) -> &Client {
+        self.next_connected()
+    }
+}
 
 /// A session store in Redis, over a fred [`Pool`] (the default) or [`fred::clients::Client`],
 /// with any fred configuration: single server, Cluster or Sentinel.
@@ -97,20 +187,21 @@ return {expiry, remember}
 pub struct RedisStore<C = Pool> {
     client: C,
     prefix: String,
-    sha: String,
+    commit: Script,
+    index: Script,
+    delete: Script,
 }
 
-impl<C> RedisStore<C>
-where
-    C: ClientLike + HashesInterface + KeysInterface + LuaInterface + Clone + Send + Sync + 'static,
-{
+impl<C: FredClient> RedisStore<C> {
     /// A store over an initialized (connected) fred client or pool, with the default prefix
     /// `scs:session:`.
     pub fn new(client: C) -> Self {
         Self {
             client,
             prefix: DEFAULT_PREFIX.to_owned(),
-            sha: fred::util::sha1_hash(COMMIT_LUA),
+            commit: Script::new(COMMIT_LUA),
+            index: Script::new(INDEX_LUA),
+            delete: Script::new(DELETE_LUA),
         }
     }
 
@@ -134,22 +225,67 @@ where
         format!("{}{id}", self.prefix)
     }
 
-    async fn run_commit(
-        &self,
-        key: String,
-        args: Vec<String>,
-    ) -> Result<Value, fred::error::Error> {
-        match self
-            .client
-            .evalsha::<Value, _, _, _>(self.sha.as_str(), key.clone(), args.clone())
-            .await
-        {
-            // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                self.client.eval(COMMIT_LUA, key, args).await
-            }
-            other => other,
-        }
+    fn owner_key(&self, owner: &str) -> String {
+        format!("{}owner:{owner}", self.prefix)
+    }
+
+    /// Streams the ids of all live sessions (SCS `Iterate`): a `SCAN` over the keys under the
+    /// prefix on every primary (each node of a cluster), a page of 1000 at a time, so a million
+    /// sessions never sit in memory at once. Ids are tokens, or their hashes when
+    /// hash-token-in-store is on; [`SessionStore::load`], [`SessionStore::commit`] and
+    /// [`SessionStore::delete`] take them as they are. As with any `SCAN`, a session created or
+    /// deleted during the iteration may or may not be visited.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: tower_scs::RedisStore) -> Result<(), tower_scs::Error> {
+    /// use futures_util::TryStreamExt;
+    /// use tower_scs::SessionStore;
+    ///
+    /// let mut ids = std::pin::pin!(store.ids());
+    /// while let Some(id) = ids.try_next().await? {
+    ///     if let Some(record) = store.load(&id).await? {
+    ///         println!("{} values, expires {:?}", record.values.len(), record.expiry);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ids(&self) -> impl Stream<Item = Result<String, Error>> + Send + 'static {
+        let client = self.client.client().clone();
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let count = Some(SCAN_COUNT);
+        let pages = if client.is_clustered() {
+            Either::Left(client.scan_cluster(pattern, count, Some(ScanType::Hash)))
+        } else {
+            Either::Right(client.scan(pattern, count, Some(ScanType::Hash)))
+        };
+        let prefix = self.prefix.clone();
+        pages.flat_map(move |page| {
+            let ids: Vec<Result<String, Error>> = match page {
+                Ok(mut page) => {
+                    let keys = page.take_results().unwrap_or_default();
+                    page.next();
+                    keys.iter()
+                        .filter_map(|key| key.as_str()?.strip_prefix(prefix.as_str()))
+                        .filter(|id| token::is_well_formed(id))
+                        .map(|id| Ok(id.to_owned()))
+                        .collect()
+                }
+                Err(e) => vec![Err(Error::store(e))],
+            };
+            stream::iter(ids)
+        })
+    }
+
+    /// Records the session `id`, expiring at `expiry`, in the index of `owner`.
+    async fn index(&self, owner: &str, id: &str, expiry: SystemTime) -> Result<(), Error> {
+        let args = vec![
+            millis(SystemTime::now()).to_string(),
+            id.to_owned(),
+            millis(expiry).to_string(),
+        ];
+        let client = self.client.client();
+        self.index.run(client, self.owner_key(owner), args).await?;
+        Ok(())
     }
 }
 
@@ -183,13 +319,11 @@ impl RedisStore<Pool> {
     }
 }
 
-impl<C> SessionStore for RedisStore<C>
-where
-    C: ClientLike + HashesInterface + KeysInterface + LuaInterface + Clone + Send + Sync + 'static,
-{
+impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let fields: HashMap<String, String> = self
             .client
+            .client()
             .hgetall(self.key(id))
             .await
             .map_err(Error::store)?;
@@ -197,7 +331,7 @@ where
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
-        let mut args = Vec::with_capacity(7 + change.removed.len() + 2 * change.set.len());
+        let mut args = Vec::with_capacity(8 + change.removed.len() + 2 * change.set.len());
         args.push(match change.mode {
             Mode::Create => "c".to_owned(),
             Mode::Update => "u".to_owned(),
@@ -215,34 +349,70 @@ where
             Some(r) => u8::from(r).to_string(),
         });
         args.push(u8::from(change.cleared).to_string());
+        args.push(change.owner.clone().unwrap_or_default());
         args.push(change.removed.len().to_string());
         args.extend(change.removed.iter().map(|k| format!("v:{k}")));
         for (k, v) in &change.set {
             args.push(format!("v:{k}"));
             args.push(v.clone());
         }
-        let reply = self
-            .run_commit(self.key(id), args)
-            .await
-            .map_err(Error::store)?;
-        match reply {
-            Value::Null => Ok(None),
+        let client = self.client.client();
+        let reply = self.commit.run(client, self.key(id), args).await?;
+        let (committed, owner) = match reply {
+            Value::Null => return Ok(None),
             Value::Array(items) => match items.as_slice() {
-                [expiry, remember] => Ok(Some(Committed {
-                    expiry: from_millis(expiry.as_i64().ok_or_else(|| bad_reply(&items))?),
-                    remember: remember.as_str().is_some_and(|r| r == "1"),
-                })),
-                _ => Err(bad_reply(&items)),
+                [expiry, remember, owner] => (
+                    Committed {
+                        expiry: from_millis(expiry.as_i64().ok_or_else(|| bad_reply(&items))?),
+                        remember: remember.as_str().is_some_and(|r| r == "1"),
+                    },
+                    owner.as_string().filter(|o| !o.is_empty()),
+                ),
+                _ => return Err(bad_reply(&items)),
             },
-            other => Err(bad_reply(&other)),
+            other => return Err(bad_reply(&other)),
+        };
+        if let Some(owner) = owner {
+            self.index(&owner, id, committed.expiry).await?;
         }
+        Ok(Some(committed))
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        self.client
-            .del::<(), _>(self.key(id))
+        let client = self.client.client();
+        let owner = self.delete.run(client, self.key(id), Vec::new()).await?;
+        if let Some(owner) = owner.as_string().filter(|o| !o.is_empty()) {
+            client
+                .zrem::<(), _, _>(self.owner_key(&owner), id)
+                .await
+                .map_err(Error::store)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every session listed in the owner's index (one `DEL` each, sent together), then
+    /// removes them from the index. A session tied to the owner while this runs survives.
+    async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
+        let client = self.client.client();
+        let index = self.owner_key(owner);
+        let ids: Vec<String> = client
+            .zrange(index.as_str(), 0, -1, None, false, None, false)
             .await
-            .map_err(Error::store)
+            .map_err(Error::store)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let deletes = ids.iter().map(|id| client.del::<u64, _>(self.key(id)));
+        let deleted: u64 = futures_util::future::try_join_all(deletes)
+            .await
+            .map_err(Error::store)?
+            .into_iter()
+            .sum();
+        client
+            .zrem::<(), _, _>(index, ids)
+            .await
+            .map_err(Error::store)?;
+        Ok(deleted)
     }
 }
 
@@ -252,7 +422,7 @@ fn decode(fields: HashMap<String, String>) -> Result<Option<Record>, Error> {
         return Ok(None);
     }
     let mut values = HashMap::with_capacity(fields.len());
-    let (mut deadline, mut expiry, mut remember) = (None, None, false);
+    let (mut deadline, mut expiry, mut remember, mut owner) = (None, None, false, None);
     for (field, value) in fields {
         if let Some(key) = field.strip_prefix("v:") {
             values.insert(key.to_owned(), value);
@@ -262,6 +432,7 @@ fn decode(fields: HashMap<String, String>) -> Result<Option<Record>, Error> {
             "deadline" => deadline = Some(parse_millis(&value)?),
             "expiry" => expiry = Some(parse_millis(&value)?),
             "remember" => remember = value == "1",
+            "owner" => owner = Some(value),
             // Unknown fields are left alone, for forward compatibility.
             _ => {}
         }
@@ -273,6 +444,7 @@ fn decode(fields: HashMap<String, String>) -> Result<Option<Record>, Error> {
         deadline,
         expiry: expiry.unwrap_or(deadline),
         remember,
+        owner,
     }))
 }
 
@@ -295,6 +467,18 @@ fn from_millis(ms: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
     }
+}
+
+/// Escapes the glob characters of a key prefix for a `SCAN MATCH` pattern.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn bad_reply(reply: &impl std::fmt::Debug) -> Error {

@@ -75,6 +75,7 @@ struct State {
     cleared: bool,
     deadline: Option<SystemTime>,
     remember: Option<bool>,
+    owner: Option<String>,
     /// Store ids to delete at commit (renewed, destroyed or merged sessions).
     delete: Vec<String>,
     /// An error to answer with instead of the handler's response.
@@ -253,14 +254,14 @@ impl Session {
     /// lifetime; the old token stops working when the response is sent. Call it after login or
     /// any privilege change, against session fixation.
     pub async fn renew_token(&self) -> Result<(), Error> {
-        let (values, remember) = self
+        let (values, remember, owner) = self
             .view(|v| {
                 let values: Vec<(String, String)> = v
                     .keys()
                     .into_iter()
                     .filter_map(|k| v.get(&k).map(|j| (k.clone(), j.to_owned())))
                     .collect();
-                (values, v.state.remember.or(v.base.map(|r| r.remember)))
+                (values, v.remember(), v.owner())
             })
             .await?;
         let mut state = self.state();
@@ -270,7 +271,8 @@ impl Session {
         state.set = values.into_iter().collect();
         state.removed.clear();
         state.cleared = false;
-        state.remember = remember;
+        state.remember = Some(remember);
+        state.owner = owner;
         state.deadline = Some(SystemTime::now() + self.0.shared.config.lifetime);
         state.new_token = Some(token::generate());
         state.status = Status::Modified;
@@ -283,6 +285,37 @@ impl Session {
         let mut state = self.state();
         state.remember = Some(on);
         state.status = Status::Modified;
+    }
+
+    /// Ties the session to `owner` (e.g. a user id, after login), so that
+    /// [`destroy_owner`](Self::destroy_owner) can log that owner out everywhere.
+    pub fn set_owner(&self, owner: impl Into<String>) {
+        let mut state = self.state();
+        state.owner = Some(owner.into());
+        state.status = Status::Modified;
+    }
+
+    /// The owner the session is tied to, if any.
+    pub async fn owner(&self) -> Result<Option<String>, Error> {
+        self.view(|v| v.owner()).await
+    }
+
+    /// Logs `owner` out everywhere: deletes every session tied to it, at once (not at commit),
+    /// and destroys this session too if it belongs to `owner`. Returns how many sessions were
+    /// deleted.
+    pub async fn destroy_owner(&self, owner: &str) -> Result<u64, Error> {
+        let own = self.owner().await?;
+        let deleted = match self.0.shared.delete_owner(owner).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.state().failure.get_or_insert_with(|| e.clone());
+                return Err(e);
+            }
+        };
+        if own.as_deref() == Some(owner) {
+            self.destroy();
+        }
+        Ok(deleted)
     }
 
     /// The absolute deadline of the session (fixed at creation, reset by renew).
@@ -422,6 +455,7 @@ impl Session {
                         set: Vec::new(),
                         deadline: None,
                         remember: None,
+                        owner: None,
                         now,
                         idle_ttl,
                     },
@@ -450,6 +484,7 @@ impl Session {
                         state.deadline
                     },
                     remember: state.remember,
+                    owner: state.owner.take(),
                     now,
                     idle_ttl,
                 };
@@ -489,6 +524,20 @@ impl View<'_> {
             return None;
         }
         self.base?.values.get(key).map(String::as_str)
+    }
+
+    fn remember(&self) -> bool {
+        self.state
+            .remember
+            .or(self.base.map(|r| r.remember))
+            .unwrap_or(false)
+    }
+
+    fn owner(&self) -> Option<String> {
+        self.state
+            .owner
+            .clone()
+            .or_else(|| self.base.and_then(|r| r.owner.clone()))
     }
 
     fn keys(&self) -> Vec<String> {

@@ -25,6 +25,8 @@ pub struct Record {
     pub expiry: SystemTime,
     /// The remember-me flag: when true the cookie persists even if `persist` is off.
     pub remember: bool,
+    /// The owner the session is tied to (e.g. a user id), for "log out everywhere".
+    pub owner: Option<String>,
 }
 
 /// Whether a [`Change`] creates a new record or updates an existing one.
@@ -53,6 +55,8 @@ pub struct Change {
     pub deadline: Option<SystemTime>,
     /// A new remember-me flag, if any.
     pub remember: Option<bool>,
+    /// A new owner, if any: the store indexes the session under it.
+    pub owner: Option<String>,
     /// The time of the commit, as the application sees it.
     pub now: SystemTime,
     /// How long an unused session may live from `now`; `None` when there is no idle timeout.
@@ -101,6 +105,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Deletes the record; deleting a missing record is not an error.
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Deletes every session tied to `owner` ("log out everywhere") and returns how many there
+    /// were. Stores that keep no owner index answer with an error (the default).
+    fn delete_owner(&self, owner: &str) -> impl Future<Output = Result<u64, Error>> + Send {
+        let _ = owner;
+        async { Err(Error::Unsupported("this store keeps no owner index")) }
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -114,6 +125,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         change: &'a Change,
     ) -> BoxFuture<'a, Result<Option<Committed>, Error>>;
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -129,5 +141,8 @@ impl<S: SessionStore> DynStore for S {
     }
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(SessionStore::delete(self, id))
+    }
+    fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(SessionStore::delete_owner(self, owner))
     }
 }

@@ -60,6 +60,9 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/deadline", get(deadline))
         .route("/merge", get(merge))
         .route("/read_sleep_put", get(read_sleep_put))
+        .route("/set_owner", get(set_owner))
+        .route("/owner", get(owner))
+        .route("/destroy_owner", get(destroy_owner))
         .route("/ping", get(|| async { "pong" }))
         .layer(layer)
 }
@@ -182,4 +185,19 @@ async fn read_sleep_put(s: Session, Query(q): Query<Q>) -> Result<&'static str, 
     tokio::time::sleep(Duration::from_millis(q.ms)).await;
     s.insert(q.key, q.value);
     Ok("ok")
+}
+
+/// Ties the session to the owner `value`.
+async fn set_owner(s: Session, Query(q): Query<Q>) -> &'static str {
+    s.set_owner(q.value);
+    "ok"
+}
+
+async fn owner(s: Session) -> Result<String, Error> {
+    Ok(s.owner().await?.unwrap_or_else(|| NONE.into()))
+}
+
+/// Logs the owner `value` out everywhere; answers how many sessions were deleted.
+async fn destroy_owner(s: Session, Query(q): Query<Q>) -> Result<String, Error> {
+    Ok(s.destroy_owner(&q.value).await?.to_string())
 }

@@ -113,6 +113,11 @@ impl<S: SessionStore> SessionStore for Counting<S> {
         self.check(&self.calls.delete).await?;
         self.inner.delete(id).await
     }
+
+    async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
+        self.check(&self.calls.delete).await?;
+        self.inner.delete_owner(owner).await
+    }
 }
 
 pub enum Kind {
