@@ -30,6 +30,10 @@ pub enum Error {
         #[source]
         source: Arc<serde_json::Error>,
     },
+    /// A write would make the session larger than the layer's `max_session_bytes`, or a key
+    /// is longer than `max_key_bytes`. Nothing was stored.
+    #[error("session too large: {0}")]
+    TooLarge(String),
     /// The store does not support the operation.
     #[error("unsupported by this session store: {0}")]
     Unsupported(&'static str),

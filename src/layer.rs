@@ -42,6 +42,8 @@ pub(crate) struct Config {
     persist: bool,
     hash_token: bool,
     store_timeout: Duration,
+    pub(crate) max_session_bytes: Option<u64>,
+    pub(crate) max_key_bytes: usize,
     error_handler: ErrorHandler,
 }
 
@@ -60,6 +62,8 @@ impl Default for Config {
             persist: true,
             hash_token: false,
             store_timeout: Duration::from_secs(1),
+            max_session_bytes: Some(1 << 20),
+            max_key_bytes: 1024,
             error_handler: Arc::new(|_| {
                 let mut res = Response::new(());
                 *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -165,16 +169,28 @@ impl Shared {
         }
     }
 
+    /// The cookie with the configured attributes. Names with a `__Host-` prefix always get
+    /// `Secure`, `Path=/` and no `Domain`, and `__Secure-` names always get `Secure`, as browsers
+    /// require of those prefixes.
     fn base_cookie(&self, value: String) -> Cookie<'static> {
         let c = &self.config;
+        let host_only = c.cookie_name.starts_with("__Host-");
+        let secure = c.secure || host_only || c.cookie_name.starts_with("__Secure-");
         let mut cookie = Cookie::build((c.cookie_name.clone(), value))
-            .path(c.cookie_path.clone())
+            .path(
+                if host_only {
+                    "/"
+                } else {
+                    c.cookie_path.as_str()
+                }
+                .to_owned(),
+            )
             .http_only(c.http_only)
-            .secure(c.secure)
+            .secure(secure)
             .same_site(c.same_site)
             .partitioned(c.partitioned)
             .build();
-        if let Some(domain) = &c.cookie_domain {
+        if let Some(domain) = c.cookie_domain.as_ref().filter(|_| !host_only) {
             cookie.set_domain(domain.clone());
         }
         cookie
@@ -227,6 +243,8 @@ impl Shared {
 /// | persist | on | [`persist`](Self::persist) |
 /// | hash token in store | off | [`hash_token_in_store`](Self::hash_token_in_store) |
 /// | store timeout | 1 s | [`store_timeout`](Self::store_timeout) |
+/// | max session size | 1 MiB | [`max_session_bytes`](Self::max_session_bytes) |
+/// | max key length | 1024 bytes | [`max_key_bytes`](Self::max_key_bytes) |
 /// | error response | empty 500 | [`error_handler`](Self::error_handler) |
 ///
 /// ```
@@ -325,6 +343,19 @@ impl SessionLayer {
     /// leaked store dump holds no usable token.
     pub fn hash_token_in_store(self, on: bool) -> Self {
         self.with(|c| c.hash_token = on)
+    }
+
+    /// Largest a session's values may grow, in bytes (sum of key and value lengths, values as
+    /// JSON); 1 MiB by default, `None` for no limit. A write that would exceed it fails with
+    /// [`Error::TooLarge`] and leaves the stored session as it was.
+    pub fn max_session_bytes(self, max: Option<u64>) -> Self {
+        self.with(|c| c.max_session_bytes = max)
+    }
+
+    /// Longest a session key may be, in bytes; 1024 by default. Longer keys are refused by
+    /// [`Session::try_insert`] (and make [`Session::insert`] fail the request).
+    pub fn max_key_bytes(self, max: usize) -> Self {
+        self.with(|c| c.max_key_bytes = max)
     }
 
     /// Bound on every store call; a call that takes longer fails with [`Error::Timeout`].

@@ -173,6 +173,12 @@ impl SessionStore for MemoryStore {
         if change.owner.is_some() {
             record.owner.clone_from(&change.owner);
         }
+        if let Some(max) = change.max_bytes {
+            let size: usize = record.values.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if size as u64 > max {
+                return Err(Error::TooLarge(format!("{size} bytes, limit {max}")));
+            }
+        }
         record.expiry = change.expiry(record.deadline);
         let committed = Committed {
             expiry: record.expiry,

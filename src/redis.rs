@@ -54,8 +54,10 @@ const SCAN_COUNT: u32 = 1000;
 
 /// Applies a [`Change`]. KEYS[1] = session key. ARGV: mode (`c`|`u`), now ms, idle ttl ms (0 =
 /// none), deadline ms (or empty), remember (`0`|`1`|empty), cleared (`0`|`1`), owner (or empty),
-/// n, then n fields to delete, then field/value pairs to set. Returns nil when an update finds no
-/// session, else {expiry ms, remember, owner}.
+/// max bytes (0 = none), n, then n fields to delete, then field/value pairs to set. Returns nil
+/// when an update finds no session, an error `TOOLARGE <bytes>` (changing nothing) when the values
+/// would exceed the limit, else {expiry ms, remember, owner}. The hash keeps the byte size of its
+/// values in `size`, so the check costs one HSTRLEN per changed key.
 const COMMIT_LUA: &str = r#"
 local key = KEYS[1]
 local now = tonumber(ARGV[2])
@@ -63,15 +65,33 @@ local idle = tonumber(ARGV[3])
 local deadline = ARGV[4]
 local remember = ARGV[5]
 local owner = ARGV[7]
+local max = tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
+local size = 0
 if ARGV[1] == 'u' then
-  local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner')
+  local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner', 'size')
   if not meta[1] then return false end
   if deadline == '' then deadline = meta[1] end
   if remember == '' then remember = meta[2] or '0' end
   if owner == '' then owner = meta[3] or '' end
+  if ARGV[6] ~= '1' then size = tonumber(meta[4] or '0') end
 elseif remember == '' then
   remember = '0'
 end
+if ARGV[1] == 'u' and ARGV[6] ~= '1' then
+  for i = 10, 9 + n do
+    local old = redis.call('HSTRLEN', key, ARGV[i])
+    if old > 0 then size = size - old - #ARGV[i] + 2 end
+  end
+end
+for i = 10 + n, #ARGV, 2 do
+  if ARGV[1] == 'u' and ARGV[6] ~= '1' then
+    local old = redis.call('HSTRLEN', key, ARGV[i])
+    if old > 0 then size = size - old - #ARGV[i] + 2 end
+  end
+  size = size + #ARGV[i] - 2 + #ARGV[i + 1]
+end
+if max > 0 and size > max then return redis.error_reply('TOOLARGE ' .. size) end
 if ARGV[6] == '1' then
   local gone = {}
   for _, field in ipairs(redis.call('HKEYS', key)) do
@@ -79,17 +99,17 @@ if ARGV[6] == '1' then
   end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
-local n = tonumber(ARGV[8])
-if n > 0 then redis.call('HDEL', key, unpack(ARGV, 9, 8 + n)) end
+if n > 0 then redis.call('HDEL', key, unpack(ARGV, 10, 9 + n)) end
 local expiry = tonumber(deadline)
 if idle > 0 and now + idle < expiry then expiry = now + idle end
 if expiry <= now then
   redis.call('DEL', key)
   return {expiry, remember, owner}
 end
-local fields = {'deadline', deadline, 'expiry', string.format('%d', expiry), 'remember', remember}
+local fields = {'deadline', deadline, 'expiry', string.format('%d', expiry), 'remember', remember,
+  'size', string.format('%d', size)}
 if ARGV[7] ~= '' then fields[#fields + 1] = 'owner'; fields[#fields + 1] = owner end
-for i = 9 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, expiry)
 return {expiry, remember, owner}
@@ -140,9 +160,9 @@ impl Script {
         {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                client.eval(self.lua, key, args).await.map_err(Error::store)
+                client.eval(self.lua, key, args).await.map_err(script_error)
             }
-            other => other.map_err(Error::store),
+            other => other.map_err(script_error),
         }
     }
 }
@@ -331,7 +351,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
-        let mut args = Vec::with_capacity(8 + change.removed.len() + 2 * change.set.len());
+        let mut args = Vec::with_capacity(9 + change.removed.len() + 2 * change.set.len());
         args.push(match change.mode {
             Mode::Create => "c".to_owned(),
             Mode::Update => "u".to_owned(),
@@ -350,6 +370,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         });
         args.push(u8::from(change.cleared).to_string());
         args.push(change.owner.clone().unwrap_or_default());
+        args.push(change.max_bytes.unwrap_or(0).to_string());
         args.push(change.removed.len().to_string());
         args.extend(change.removed.iter().map(|k| format!("v:{k}")));
         for (k, v) in &change.set {
@@ -466,6 +487,14 @@ fn from_millis(ms: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(ms as u64)
     } else {
         UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// Maps a script's `TOOLARGE <bytes>` error to [`Error::TooLarge`].
+fn script_error(e: fred::error::Error) -> Error {
+    match e.details().split_once("TOOLARGE ") {
+        Some((_, size)) => Error::TooLarge(format!("{size} bytes")),
+        None => Error::store(e),
     }
 }
 

@@ -173,7 +173,21 @@ impl Session {
     /// unchanged).
     pub fn try_insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
         let key = key.into();
+        let config = &self.0.shared.config;
+        if key.len() > config.max_key_bytes {
+            let limit = config.max_key_bytes;
+            return Err(Error::TooLarge(format!(
+                "a key of {} bytes, limit {limit}",
+                key.len()
+            )));
+        }
         let json = serde_json::to_string(&value).map_err(|e| Error::value(&key, e))?;
+        if let Some(max) = config.max_session_bytes {
+            let size = (key.len() + json.len()) as u64;
+            if size > max {
+                return Err(Error::TooLarge(format!("{size} bytes, limit {max}")));
+            }
+        }
         let mut state = self.state();
         state.removed.remove(&key);
         state.set.insert(key, json);
@@ -456,6 +470,7 @@ impl Session {
                         deadline: None,
                         remember: None,
                         owner: None,
+                        max_bytes: None,
                         now,
                         idle_ttl,
                     },
@@ -485,6 +500,7 @@ impl Session {
                     },
                     remember: state.remember,
                     owner: state.owner.take(),
+                    max_bytes: config.max_session_bytes,
                     now,
                     idle_ttl,
                 };

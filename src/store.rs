@@ -57,6 +57,10 @@ pub struct Change {
     pub remember: Option<bool>,
     /// A new owner, if any: the store indexes the session under it.
     pub owner: Option<String>,
+    /// The largest the record's values may be after the change, in bytes (sum of key and value
+    /// lengths); `None` for no limit. A store must refuse a change that exceeds it with
+    /// [`Error::TooLarge`] and leave the record as it was.
+    pub max_bytes: Option<u64>,
     /// The time of the commit, as the application sees it.
     pub now: SystemTime,
     /// How long an unused session may live from `now`; `None` when there is no idle timeout.

@@ -175,6 +175,7 @@ async fn redis_ids_page_through_thousands_of_sessions() {
         deadline: Some(now + Duration::from_secs(60)),
         remember: None,
         owner: None,
+        max_bytes: None,
         now,
         idle_ttl: None,
     };

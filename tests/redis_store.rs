@@ -38,9 +38,18 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
     fields.sort();
     let expected = [
-        "deadline", "expiry", "remember", "v:name", "v:number", "v:text", "v:user",
+        "deadline", "expiry", "remember", "size", "v:name", "v:number", "v:text", "v:user",
     ];
     assert_eq!(fields, expected);
+    let values: usize = hash
+        .iter()
+        .filter_map(|(f, v)| Some(f.strip_prefix("v:")?.len() + v.len()))
+        .sum();
+    assert_eq!(
+        hash["size"],
+        values.to_string(),
+        "size = bytes of keys and values"
+    );
     assert_eq!(hash["v:name"], r#""alice""#, "values are JSON text");
     assert_eq!(hash["v:number"], "-42");
     let user: common::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
