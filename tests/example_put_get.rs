@@ -2,16 +2,9 @@
 //! sharing one Redis without losing concurrent writes.
 //!
 //! `cargo test` (and `cargo nextest run`) build the examples before running tests; the binary is
-//! found next to this test's own executable.
+//! found next to this test's own executable (see `common::example`).
 
 mod common;
-
-use std::{
-    net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
 
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
@@ -22,53 +15,11 @@ use hyper_util::{
 };
 use tokio::task::JoinSet;
 
-use common::{RedisServer, free_port};
+use common::{RedisServer, example::Example};
 
-/// A running `put_get` example process, killed on drop.
-struct Example {
-    child: Child,
-    addr: String,
-}
-
-impl Example {
-    fn start(redis_url: &str) -> Self {
-        let exe = std::env::current_exe().expect("test executable path");
-        let bin: PathBuf = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|dir| dir.join("examples").join("put_get"))
-            .expect("target directory");
-        assert!(
-            bin.exists(),
-            "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build \
-             the examples (or run `cargo build --example put_get` first)",
-            bin.display()
-        );
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(bin)
-            .env("REDIS_URL", redis_url)
-            .env("ADDR", &addr)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the put_get example");
-        let started = Instant::now();
-        while TcpStream::connect(&addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the example did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Example { child, addr }
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `put_get` example on `redis`.
+fn start(redis: &RedisServer) -> Example {
+    Example::start("put_get", &[("REDIS_URL", &redis.url())])
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -115,7 +66,7 @@ fn http_client() -> HttpClient {
 #[tokio::test]
 async fn routes_answer_as_scs_on_redis() {
     let redis = RedisServer::start();
-    let example = Example::start(&redis.url());
+    let example = start(&redis);
     let http = http_client();
     let a = example.addr.as_str();
 
@@ -162,7 +113,7 @@ async fn routes_answer_as_scs_on_redis() {
 #[tokio::test]
 async fn two_processes_sharing_redis_lose_no_concurrent_write() {
     let redis = RedisServer::start();
-    let servers = [Example::start(&redis.url()), Example::start(&redis.url())];
+    let servers = [start(&redis), start(&redis)];
     let http = http_client();
     let mut tokens = Vec::new();
     for s in 0..50 {

@@ -1,0 +1,188 @@
+//! An example binary run as a real process, for the tests that drive the examples over TCP.
+//!
+//! `cargo test` and `cargo nextest run` build the examples before running tests; the binaries
+//! are found next to the test's own executable (`target/<profile>/examples/<name>`).
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use super::redis::free_port;
+
+/// The environment variables the examples read; a test sets the ones it wants, the others are
+/// removed so that the developer's own environment does not leak in.
+const EXAMPLE_VARS: [&str; 4] = ["ADDR", "REDIS_URL", "LIFETIME_SECS", "IDLE_TIMEOUT_SECS"];
+
+/// What the examples print once their listener is bound.
+const LISTENING: &str = "listening on ";
+
+/// A running example process, listening on `addr`; killed on drop.
+pub struct Example {
+    child: Child,
+    /// `127.0.0.1:<port>`, the address the example listens on.
+    pub addr: String,
+    output: Output,
+}
+
+impl Example {
+    /// Starts the example `name` with `ADDR` set to a free loopback port and the given
+    /// environment, and waits until it says it is listening. A start that lost its port to
+    /// another process is retried on another port.
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let bin = binary(name);
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut command = Command::new(&bin);
+            for var in EXAMPLE_VARS {
+                command.env_remove(var);
+            }
+            let mut child = command
+                .envs(env.iter().copied())
+                .env("ADDR", &addr)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn the {name} example: {e}"));
+            let output = Output::capture(&mut child);
+            let mut example = Example {
+                child,
+                addr,
+                output,
+            };
+            match example.wait_listening() {
+                Ok(()) => return example,
+                // The port was taken meanwhile: try another one.
+                Err(_) if example.stderr().contains("cannot listen") => {}
+                Err(status) => panic!(
+                    "the {name} example exited ({status}) before listening on {}\n{}",
+                    example.addr,
+                    example.output.dump()
+                ),
+            }
+        }
+        panic!("the {name} example found no free port in 5 attempts");
+    }
+
+    /// Waits for the example's "listening on" line (printed once its listener is bound, so a
+    /// connection can only reach this process); `Err` if the process exited first.
+    fn wait_listening(&mut self) -> Result<(), ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if self.stdout().contains(LISTENING) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().expect("poll the example process") {
+                self.output.finish();
+                return Err(status);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the example did not listen on {} within 10 s\n{}",
+                self.addr,
+                self.output.dump()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the example printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.output.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the example printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.output.stderr.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running (it did not exit or crash).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("poll the example process")
+            .is_none()
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/<profile>/examples/<name>`, next to the test executable's `deps` directory.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| {
+            dir.join("examples")
+                .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+        })
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build \
+         the examples (or run `cargo build --example {name}` first)",
+        bin.display()
+    );
+    bin
+}
+
+/// The example's stdout and stderr, read by two threads as the process writes them (so that a
+/// chatty process never blocks on a full pipe).
+struct Output {
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Output {
+    fn capture(child: &mut Child) -> Self {
+        let stdout = Arc::<Mutex<String>>::default();
+        let stderr = Arc::<Mutex<String>>::default();
+        let readers = vec![
+            drain(child.stdout.take().expect("piped stdout"), stdout.clone()),
+            drain(child.stderr.take().expect("piped stderr"), stderr.clone()),
+        ];
+        Output {
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// Waits until both streams are read to the end (after the process exited).
+    fn finish(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "--- stdout ---\n{}--- stderr ---\n{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+}
+
+fn drain(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stream);
+        let mut line = String::new();
+        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+            into.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    })
+}

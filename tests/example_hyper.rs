@@ -1,0 +1,174 @@
+//! Drives the `hyper_server` example binary (plain hyper 1, no axum) over TCP, with sessions in
+//! a private Redis: its routes over HTTP/1.1 and HTTP/2, and a store failure.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+use common::{RedisServer, assert_valid_token, example::Example};
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+struct Reply {
+    status: StatusCode,
+    set_cookie: Option<String>,
+    body: String,
+}
+
+/// GET `path` on the example, with `session=<token>` when given.
+async fn get(http: &HttpClient, example: &Example, path: &str, token: Option<&str>) -> Reply {
+    let mut req = Request::get(format!("http://{}{path}", example.addr));
+    if let Some(token) = token {
+        req = req.header(header::COOKIE, format!("session={token}"));
+    }
+    let res = http
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request to the example");
+    let status = res.status();
+    let set_cookie = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        set_cookie,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// The token a `Set-Cookie` value carries.
+fn token_of(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.strip_prefix("session=").unwrap().to_owned()
+}
+
+fn http1() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// HTTP/2 with prior knowledge (h2c), which the example's `auto` connection builder accepts.
+fn http2() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+fn start(redis: &RedisServer) -> Example {
+    let example = Example::start("hyper_server", &[("REDIS_URL", &redis.url())]);
+    assert!(
+        example.stdout().contains("store: RedisStore"),
+        "{}",
+        example.stdout()
+    );
+    example
+}
+
+#[tokio::test]
+async fn put_get_ping_on_redis() {
+    let redis = RedisServer::start();
+    let example = start(&redis);
+    let http = http1();
+
+    let ping = get(&http, &example, "/ping", None).await;
+    assert_eq!((ping.status, ping.body.as_str()), (StatusCode::OK, "pong"));
+    assert!(ping.set_cookie.is_none());
+
+    let put = get(&http, &example, "/put?message=hi%20there", None).await;
+    assert_eq!((put.status, put.body.as_str()), (StatusCode::OK, ""));
+    let set_cookie = put.set_cookie.expect("a session cookie");
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    let token = token_of(&set_cookie);
+    assert_valid_token(&token);
+    let stored = redis
+        .inspector()
+        .await
+        .hgetall(&format!("scs:session:{token}"))
+        .await;
+    assert_eq!(stored["v:message"], r#""hi there""#);
+
+    let t = Some(token.as_str());
+    let got = get(&http, &example, "/get", t).await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "hi there")
+    );
+    assert!(got.set_cookie.is_none(), "a read sends no cookie");
+
+    // The same session over HTTP/2.
+    let h2 = http2();
+    assert_eq!(get(&h2, &example, "/get", t).await.body, "hi there");
+    let put = get(&h2, &example, "/put", t).await;
+    assert_eq!(token_of(&put.set_cookie.expect("a cookie")), token);
+    assert_eq!(
+        get(&http, &example, "/get", t).await.body,
+        "Hello from a session!"
+    );
+
+    // Without the cookie, or with a token the server never issued: no session.
+    let anonymous = get(&http, &example, "/get", None).await;
+    assert_eq!(
+        (anonymous.status, anonymous.body.as_str()),
+        (StatusCode::OK, "")
+    );
+    assert!(anonymous.set_cookie.is_none());
+    let made_up = common::made_up_token("hyper");
+    assert_eq!(get(&http, &example, "/get", Some(&made_up)).await.body, "");
+
+    assert_eq!(
+        get(&http, &example, "/nope", t).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(redis.inspector().await.keys().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_failure_is_a_500_and_the_server_recovers() {
+    let mut redis = RedisServer::start();
+    let mut example = start(&redis);
+    let http = http1();
+    let put = get(&http, &example, "/put?message=before", None).await;
+    let token = token_of(&put.set_cookie.expect("a session cookie"));
+    let t = Some(token.as_str());
+
+    redis.stop();
+    let read = get(&http, &example, "/get", t).await;
+    assert_eq!(
+        (read.status, read.body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "")
+    );
+    let write = get(&http, &example, "/put?message=during", t).await;
+    assert_eq!(write.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(write.set_cookie.is_none());
+    assert_eq!(get(&http, &example, "/ping", t).await.body, "pong");
+    assert!(
+        example.is_running(),
+        "the example died: {}",
+        example.stderr()
+    );
+
+    // A new, empty Redis on the same port: the store reconnects; the old session is gone.
+    redis.restart();
+    let until = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let reply = get(&http, &example, "/put?message=after", t).await;
+        if reply.status == StatusCode::OK || Instant::now() > until {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(after.status, StatusCode::OK, "the store did not recover");
+    let new = token_of(&after.set_cookie.expect("a new session cookie"));
+    assert_ne!(new, token);
+    assert_eq!(get(&http, &example, "/get", Some(&new)).await.body, "after");
+    assert_eq!(get(&http, &example, "/get", t).await.body, "");
+}

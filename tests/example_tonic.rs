@@ -1,0 +1,253 @@
+//! Drives the `tonic_grpc` example binary over TCP with a tonic client: the session cookie
+//! travels in gRPC metadata (`cookie` in the request, `set-cookie` in the response), sessions
+//! live in a private Redis, and a store failure is a gRPC status, not a crash.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use http::uri::PathAndQuery;
+use tonic::{Code, Status, client::Grpc, transport::Channel};
+use tonic_prost::ProstCodec;
+
+use common::{RedisServer, assert_valid_token, example::Example};
+
+/// The example's messages, as a client generated from the same `counter.proto` would have them
+/// (see the doc comment of `examples/tonic_grpc.rs`).
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PutRequest {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetRequest {
+        #[prost(string, tag = "1")]
+        pub key: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetReply {
+        #[prost(string, optional, tag = "1")]
+        pub value: Option<String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct IncrReply {
+        #[prost(int64, tag = "1")]
+        pub count: i64,
+    }
+}
+
+use proto::{GetReply, GetRequest, IncrReply, PutRequest};
+
+/// A `counter.Counter` client with a one-cookie jar: it sends `cookie: session=<token>` as request
+/// metadata and follows the `set-cookie` of the response metadata.
+struct Client {
+    grpc: Grpc<Channel>,
+    token: Option<String>,
+    /// The `set-cookie` of the last successful call, if it had one.
+    set_cookie: Option<String>,
+}
+
+impl Client {
+    /// A client on its own HTTP/2 connection, with an empty jar.
+    async fn connect(example: &Example) -> Self {
+        let channel = Channel::from_shared(format!("http://{}", example.addr))
+            .expect("endpoint URI")
+            .connect()
+            .await
+            .expect("connect to the example");
+        Client {
+            grpc: Grpc::new(channel),
+            token: None,
+            set_cookie: None,
+        }
+    }
+
+    async fn call<Req, Reply>(
+        &mut self,
+        method: &'static str,
+        message: Req,
+    ) -> Result<Reply, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Reply: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.set_cookie = None;
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            let cookie = format!("session={token}").parse().expect("ASCII metadata");
+            request.metadata_mut().insert("cookie", cookie);
+        }
+        self.grpc.ready().await.expect("channel ready");
+        let path = PathAndQuery::from_static(method);
+        let response = self
+            .grpc
+            .unary(request, path, ProstCodec::<Req, Reply>::default())
+            .await?;
+        self.set_cookie = response
+            .metadata()
+            .get("set-cookie")
+            .map(|v| v.to_str().expect("ASCII set-cookie").to_owned());
+        if let Some(set_cookie) = &self.set_cookie {
+            let pair = set_cookie.split(';').next().unwrap();
+            let token = pair.strip_prefix("session=").expect("the session cookie");
+            self.token = Some(token.to_owned()).filter(|t| !t.is_empty());
+        }
+        Ok(response.into_inner())
+    }
+
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), Status> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.call("/counter.Counter/Put", PutRequest { key, value })
+            .await
+    }
+
+    async fn get(&mut self, key: &str) -> Result<Option<String>, Status> {
+        let key = key.to_owned();
+        let reply: GetReply = self
+            .call("/counter.Counter/Get", GetRequest { key })
+            .await?;
+        Ok(reply.value)
+    }
+
+    async fn incr(&mut self) -> Result<i64, Status> {
+        let reply: IncrReply = self.call("/counter.Counter/Incr", ()).await?;
+        Ok(reply.count)
+    }
+}
+
+fn start(redis: &RedisServer) -> Example {
+    let example = Example::start("tonic_grpc", &[("REDIS_URL", &redis.url())]);
+    assert!(
+        example.stdout().contains("store: RedisStore"),
+        "{}",
+        example.stdout()
+    );
+    example
+}
+
+#[tokio::test]
+async fn the_cookie_in_metadata_carries_the_session_across_calls() {
+    let redis = RedisServer::start();
+    let example = start(&redis);
+    let mut alice = Client::connect(&example).await;
+
+    alice.put("greeting", "hello").await.unwrap();
+    let set_cookie = alice
+        .set_cookie
+        .clone()
+        .expect("Put sends set-cookie metadata");
+    assert!(set_cookie.contains("Max-Age="), "{set_cookie}");
+    let token = alice.token.clone().unwrap();
+    assert_valid_token(&token);
+    let stored = redis
+        .inspector()
+        .await
+        .hgetall(&format!("scs:session:{token}"))
+        .await;
+    assert_eq!(stored["v:greeting"], r#""hello""#);
+
+    assert_eq!(
+        alice.get("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
+    assert_eq!(alice.set_cookie, None, "a read-only call sends no cookie");
+    assert_eq!(alice.get("missing").await.unwrap(), None);
+
+    // Another client, without the cookie, sees nothing of alice's session.
+    let mut bob = Client::connect(&example).await;
+    assert_eq!(bob.get("greeting").await.unwrap(), None);
+    assert_eq!(bob.token, None, "a read of no session creates none");
+
+    // Increments count per session.
+    assert_eq!(alice.incr().await.unwrap(), 1);
+    assert_eq!(alice.incr().await.unwrap(), 2);
+    assert_eq!(bob.incr().await.unwrap(), 1);
+    let bob_token = bob.token.clone().expect("Incr creates bob's session");
+    assert_ne!(bob_token, token);
+    assert_eq!(alice.incr().await.unwrap(), 3);
+    assert_eq!(bob.incr().await.unwrap(), 2);
+    assert_eq!(alice.token.as_deref(), Some(token.as_str()), "token kept");
+    assert_eq!(alice.get("count").await.unwrap().as_deref(), Some("3"));
+    assert_eq!(bob.get("greeting").await.unwrap(), None);
+
+    // The same token from a new connection is the same session.
+    let mut alice_again = Client::connect(&example).await;
+    alice_again.token = Some(token.clone());
+    assert_eq!(
+        alice_again.get("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
+
+    // A made-up token is not adopted: the write goes into a new session.
+    let mut mallory = Client::connect(&example).await;
+    mallory.token = Some(common::made_up_token("mallory"));
+    assert_eq!(mallory.incr().await.unwrap(), 1);
+    let issued = mallory.token.clone().unwrap();
+    assert_ne!(issued, common::made_up_token("mallory"));
+    assert_valid_token(&issued);
+
+    let status = alice
+        .call::<(), ()>("/counter.Counter/Nope", ())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn a_store_failure_is_unavailable_and_the_server_recovers() {
+    let mut redis = RedisServer::start();
+    let mut example = start(&redis);
+    let mut client = Client::connect(&example).await;
+    assert_eq!(client.incr().await.unwrap(), 1);
+    let token = client.token.clone().unwrap();
+
+    redis.stop();
+    // A read fails (load), and so does a blind write (commit): the layer's error handler turns
+    // both into UNAVAILABLE.
+    let read = client.get("count").await.unwrap_err();
+    assert_eq!(read.code(), Code::Unavailable, "{read:?}");
+    let write = client.put("k", "v").await.unwrap_err();
+    assert_eq!(write.code(), Code::Unavailable, "{write:?}");
+    assert!(
+        example.is_running(),
+        "the example died: {}",
+        example.stderr()
+    );
+    assert_eq!(client.token.as_deref(), Some(token.as_str()));
+
+    // A new, empty Redis on the same port: the store reconnects, the old session is gone, and
+    // the next write starts a new session.
+    redis.restart();
+    let until = Instant::now() + Duration::from_secs(10);
+    let count = loop {
+        match client.incr().await {
+            Ok(count) => break count,
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("the store did not recover: {status:?}"),
+        }
+    };
+    assert_eq!(count, 1);
+    assert_ne!(client.token.as_deref(), Some(token.as_str()));
+}
+
+#[tokio::test]
+async fn without_redis_url_the_example_uses_memory() {
+    let example = Example::start("tonic_grpc", &[]);
+    assert!(
+        example.stdout().contains("store: MemoryStore"),
+        "{}",
+        example.stdout()
+    );
+    let mut client = Client::connect(&example).await;
+    assert_eq!(client.incr().await.unwrap(), 1);
+    assert_eq!(client.incr().await.unwrap(), 2);
+    assert_eq!(Client::connect(&example).await.incr().await.unwrap(), 1);
+}
