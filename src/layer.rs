@@ -18,7 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    Error, Session,
+    Error, Session, Sessions,
     session::Plan,
     store::{Change, Committed, DynStore, Mode, Record, SessionStore},
     token,
@@ -429,7 +429,11 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let token = self.shared.token_from(&req);
         let session = Session::new(self.shared.clone(), token);
-        req.extensions_mut().insert(session.clone());
+        let extensions = req.extensions_mut();
+        extensions
+            .get_or_insert_default::<Sessions>()
+            .insert(&self.shared.config.cookie_name, session.clone());
+        extensions.insert(session.clone());
         ResponseFuture {
             state: State::Handler {
                 future: self.inner.call(req),

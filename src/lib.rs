@@ -69,7 +69,7 @@ pub use error::Error;
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use redis::{DEFAULT_PREFIX, FredClient, RedisStore};
-pub use session::{Session, Status};
+pub use session::{Session, Sessions, Status};
 pub use store::{Change, Committed, Mode, Record, SessionStore};
 
 /// The fred crate this crate is built on, for configuring clients and pools.

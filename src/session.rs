@@ -572,6 +572,52 @@ impl View<'_> {
     }
 }
 
+/// The sessions of every [`SessionLayer`](crate::SessionLayer) a request went through, by
+/// cookie name: for apps with several layers (e.g. a `session` cookie on one store and an
+/// `admin` cookie on another). The plain [`Session`] extension and extractor is the innermost
+/// layer's.
+///
+/// ```
+/// # async fn demo(sessions: tower_scs::Sessions) {
+/// if let Some(admin) = sessions.get("admin") {
+///     admin.insert("seen", true);
+/// }
+/// # }
+/// ```
+#[derive(Clone, Default, Debug)]
+pub struct Sessions(Vec<(String, Session)>);
+
+impl Sessions {
+    /// The session of the layer whose cookie is named `cookie_name`.
+    pub fn get(&self, cookie_name: &str) -> Option<&Session> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == cookie_name)
+            .map(|(_, s)| s)
+    }
+
+    pub(crate) fn insert(&mut self, cookie_name: &str, session: Session) {
+        self.0.retain(|(name, _)| name != cookie_name);
+        self.0.push((cookie_name.to_owned(), session));
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Sessions>()
+            .cloned()
+            .ok_or(Error::MissingLayer)
+    }
+}
+
 #[cfg(feature = "axum")]
 impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Session {
     type Rejection = Error;
