@@ -24,6 +24,9 @@ use crate::{
     token,
 };
 
+/// The longest cookie lifetime browsers honour (RFC 6265bis): 400 days.
+const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
 /// Builds the response sent instead of the handler's when the session store fails.
 type ErrorHandler = Arc<dyn Fn(&Error) -> Response<()> + Send + Sync>;
 
@@ -116,10 +119,12 @@ impl Shared {
     /// The first well-formed session token among the request's cookies. Malformed values are
     /// ignored without any store call.
     fn token_from<B>(&self, req: &Request<B>) -> Option<String> {
+        // Bytes that are not UTF-8 (e.g. another cookie set by a script in Latin-1) spoil only
+        // the cookie they are in, not the whole header.
         req.headers()
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|h| h.to_str().ok())
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
             .flat_map(Cookie::split_parse)
             .filter_map(Result::ok)
             .find(|c| c.name() == self.config.cookie_name && token::is_well_formed(c.value()))
@@ -199,17 +204,20 @@ impl Shared {
     /// The session cookie. It persists (`Expires`, `Max-Age`, both rounded up to the second)
     /// when `persist` or remember-me is on; it expires at once if the store dropped the session.
     fn cookie(&self, token: &str, done: Committed, now: SystemTime) -> String {
-        let Ok(left) = done.expiry.duration_since(now) else {
-            return self.expired_cookie();
+        let left = match done.expiry.duration_since(now) {
+            Ok(left) if !left.is_zero() => left,
+            _ => return self.expired_cookie(),
         };
         let mut cookie = self.base_cookie(token.to_owned());
         if self.config.persist || done.remember {
-            let expiry = OffsetDateTime::from(done.expiry);
-            let expires = expiry.unix_timestamp() + 1;
+            // Browsers cap cookie lifetimes at 400 days; capping here also keeps far-future
+            // deadlines within what cookie dates can express.
+            let secs = left.min(MAX_COOKIE_AGE).as_secs() + 1; // rounded up, as SCS
+            let expires = OffsetDateTime::from(now).unix_timestamp() + secs as i64;
             cookie.set_expires(
                 OffsetDateTime::from_unix_timestamp(expires).unwrap_or(OffsetDateTime::UNIX_EPOCH),
             );
-            cookie.set_max_age(time::Duration::seconds(left.as_secs() as i64 + 1));
+            cookie.set_max_age(time::Duration::seconds(secs as i64));
         }
         cookie.to_string()
     }

@@ -59,6 +59,10 @@ const SCAN_COUNT: u32 = 1000;
 /// would exceed the limit, else {expiry ms, remember, owner}. The hash keeps the byte size of its
 /// values in `size`, so the check costs one HSTRLEN per changed key.
 const COMMIT_LUA: &str = r#"
+local function int(s)
+  if type(s) == 'string' and #s <= 16 and string.match(s, '^%-?%d+$') then return tonumber(s) end
+  return nil
+end
 local key = KEYS[1]
 local now = tonumber(ARGV[2])
 local idle = tonumber(ARGV[3])
@@ -67,31 +71,49 @@ local remember = ARGV[5]
 local owner = ARGV[7]
 local max = tonumber(ARGV[8])
 local n = tonumber(ARGV[9])
+local update = ARGV[1] == 'u'
+local keep = update and ARGV[6] ~= '1'
 local size = 0
-if ARGV[1] == 'u' then
-  local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner', 'size')
+if update then
+  local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner', 'size', 'expiry')
   if not meta[1] then return false end
+  local stored_expiry = int(meta[5] or '')
+  if meta[5] and not stored_expiry then return redis.error_reply('MALFORMED expiry') end
+  if stored_expiry and stored_expiry <= now then return false end
   if deadline == '' then deadline = meta[1] end
   if remember == '' then remember = meta[2] or '0' end
   if owner == '' then owner = meta[3] or '' end
-  if ARGV[6] ~= '1' then size = tonumber(meta[4] or '0') end
+  if keep then
+    size = int(meta[4] or '0')
+    if not size then return redis.error_reply('MALFORMED size') end
+  end
 elseif remember == '' then
   remember = '0'
 end
-if ARGV[1] == 'u' and ARGV[6] ~= '1' then
+-- Everything is checked and computed before the first write: a script is not rolled back.
+local expiry = int(deadline)
+if not expiry or expiry < 0 or expiry > 253402300799999 then
+  return redis.error_reply('MALFORMED deadline')
+end
+if idle > 0 and now + idle < expiry then expiry = now + idle end
+if keep then
   for i = 10, 9 + n do
     local old = redis.call('HSTRLEN', key, ARGV[i])
     if old > 0 then size = size - old - #ARGV[i] + 2 end
   end
 end
 for i = 10 + n, #ARGV, 2 do
-  if ARGV[1] == 'u' and ARGV[6] ~= '1' then
+  if keep then
     local old = redis.call('HSTRLEN', key, ARGV[i])
     if old > 0 then size = size - old - #ARGV[i] + 2 end
   end
   size = size + #ARGV[i] - 2 + #ARGV[i + 1]
 end
 if max > 0 and size > max then return redis.error_reply('TOOLARGE ' .. size) end
+if expiry <= now then
+  redis.call('DEL', key)
+  return {expiry, remember, owner}
+end
 if ARGV[6] == '1' then
   local gone = {}
   for _, field in ipairs(redis.call('HKEYS', key)) do
@@ -100,12 +122,6 @@ if ARGV[6] == '1' then
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
 if n > 0 then redis.call('HDEL', key, unpack(ARGV, 10, 9 + n)) end
-local expiry = tonumber(deadline)
-if idle > 0 and now + idle < expiry then expiry = now + idle end
-if expiry <= now then
-  redis.call('DEL', key)
-  return {expiry, remember, owner}
-end
 local fields = {'deadline', deadline, 'expiry', string.format('%d', expiry), 'remember', remember,
   'size', string.format('%d', size)}
 if ARGV[7] ~= '' then fields[#fields + 1] = 'owner'; fields[#fields + 1] = owner end
@@ -460,19 +476,28 @@ fn decode(fields: HashMap<String, String>) -> Result<Option<Record>, Error> {
     }
     let deadline =
         deadline.ok_or_else(|| Error::Malformed("session hash has no deadline field".into()))?;
+    let expiry = expiry.unwrap_or(deadline);
+    if expiry <= SystemTime::now() {
+        // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
+        return Ok(None);
+    }
     Ok(Some(Record {
         values,
         deadline,
-        expiry: expiry.unwrap_or(deadline),
+        expiry,
         remember,
         owner,
     }))
 }
 
+/// A time in Unix milliseconds between 1970 and the end of year 9999.
 fn parse_millis(s: &str) -> Result<SystemTime, Error> {
-    s.parse::<i64>()
-        .map(from_millis)
-        .map_err(|_| Error::Malformed(format!("{s:?} is not a time in Unix milliseconds")))
+    match s.parse::<i64>() {
+        Ok(ms) if (0..=253_402_300_799_999).contains(&ms) => Ok(from_millis(ms)),
+        _ => Err(Error::Malformed(format!(
+            "{s:?} is not a time in Unix milliseconds"
+        ))),
+    }
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -490,12 +515,16 @@ fn from_millis(ms: i64) -> SystemTime {
     }
 }
 
-/// Maps a script's `TOOLARGE <bytes>` error to [`Error::TooLarge`].
+/// Maps a script's `TOOLARGE <bytes>` and `MALFORMED <field>` errors to [`Error::TooLarge`] and
+/// [`Error::Malformed`].
 fn script_error(e: fred::error::Error) -> Error {
-    match e.details().split_once("TOOLARGE ") {
-        Some((_, size)) => Error::TooLarge(format!("{size} bytes")),
-        None => Error::store(e),
+    if let Some((_, size)) = e.details().split_once("TOOLARGE ") {
+        return Error::TooLarge(format!("{size} bytes"));
     }
+    if let Some((_, field)) = e.details().split_once("MALFORMED ") {
+        return Error::Malformed(format!("stored session field {field}"));
+    }
+    Error::store(e)
 }
 
 /// Escapes the glob characters of a key prefix for a `SCAN MATCH` pattern.

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use crate::{
     Error,
     layer::Shared,
-    store::{Change, Mode, Record},
+    store::{Change, Mode, Record, later},
     token,
 };
 
@@ -287,7 +287,7 @@ impl Session {
         state.cleared = false;
         state.remember = Some(remember);
         state.owner = owner;
-        state.deadline = Some(SystemTime::now() + self.0.shared.config.lifetime);
+        state.deadline = Some(later(SystemTime::now(), self.0.shared.config.lifetime));
         state.new_token = Some(token::generate());
         state.status = Status::Modified;
         Ok(())
@@ -340,7 +340,7 @@ impl Session {
             v.state
                 .deadline
                 .or(v.base.map(|r| r.deadline))
-                .unwrap_or(started + lifetime)
+                .unwrap_or(later(started, lifetime))
         })
         .await
     }
@@ -348,7 +348,7 @@ impl Session {
     /// Sets the absolute deadline of the session. A deadline in the past deletes it at commit.
     pub fn set_deadline(&self, deadline: SystemTime) {
         let mut state = self.state();
-        state.deadline = Some(deadline);
+        state.deadline = Some(deadline.min(crate::store::latest()));
         state.status = Status::Modified;
     }
 
@@ -437,7 +437,7 @@ impl Session {
     pub(crate) fn plan(&self, now: SystemTime) -> Plan {
         let config = &self.0.shared.config;
         let idle_ttl = config.idle_timeout.map(|idle| idle + idle / 10);
-        let new_deadline = self.0.started + config.lifetime;
+        let new_deadline = later(self.0.started, config.lifetime);
         let mut state = self.state();
         if let Some(e) = state.failure.take() {
             return Plan::Failed(e);
@@ -456,7 +456,10 @@ impl Session {
                     return Plan::Nothing;
                 };
                 // Once the expiry has reached the deadline, a touch cannot extend it.
-                if state.fresh || record.expiry >= now + idle || record.expiry >= record.deadline {
+                if state.fresh
+                    || record.expiry >= later(now, idle)
+                    || record.expiry >= record.deadline
+                {
                     return Plan::Nothing;
                 }
                 Plan::Write {

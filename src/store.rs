@@ -72,7 +72,7 @@ impl Change {
     /// `min(deadline, now + idle_ttl)`. Stores use it so that all of them agree.
     pub fn expiry(&self, deadline: SystemTime) -> SystemTime {
         match self.idle_ttl {
-            Some(ttl) => deadline.min(self.now + ttl),
+            Some(ttl) => deadline.min(later(self.now, ttl)),
             None => deadline,
         }
     }
@@ -116,6 +116,16 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = owner;
         async { Err(Error::Unsupported("this store keeps no owner index")) }
     }
+}
+
+/// The latest time sessions deal with: the end of year 9999, where cookie dates end.
+pub(crate) fn latest() -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+}
+
+/// `t + d`, saturating at [`latest`] (so that huge lifetimes or deadlines never overflow).
+pub(crate) fn later(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).map_or(latest(), |t| t.min(latest()))
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
