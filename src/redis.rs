@@ -187,6 +187,14 @@ impl Script {
 pub trait FredClient: Clone + Send + Sync + 'static {
     /// The client the next command goes through.
     fn client(&self) -> &Client;
+
+    /// The client the commands on `key` go through: always the same one for a key, so that
+    /// Redis runs the commands on one session in the order they were sent, and a command whose
+    /// caller gave up (store timeout) can never land after a later one.
+    fn client_for(&self, key: &str) -> &Client {
+        let _ = key;
+        self.client()
+    }
 }
 
 impl FredClient for Client {
@@ -199,6 +207,11 @@ impl FredClient for Pool {
     /// The next connected client of the pool.
     fn client(&self) -> &Client {
         self.next_connected()
+    }
+
+    fn client_for(&self, key: &str) -> &Client {
+        let clients = self.clients();
+        &clients[usize::from(fred::util::redis_keyslot(key.as_bytes())) % clients.len()]
     }
 }
 
@@ -319,8 +332,9 @@ impl<C: FredClient> RedisStore<C> {
             id.to_owned(),
             millis(expiry).to_string(),
         ];
-        let client = self.client.client();
-        self.index.run(client, self.owner_key(owner), args).await?;
+        let key = self.owner_key(owner);
+        let client = self.client.client_for(&key);
+        self.index.run(client, key, args).await?;
         Ok(())
     }
 }
@@ -357,10 +371,11 @@ impl RedisStore<Pool> {
 
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
+        let key = self.key(id);
         let fields: HashMap<String, String> = self
             .client
-            .client()
-            .hgetall(self.key(id))
+            .client_for(&key)
+            .hgetall(key)
             .await
             .map_err(Error::store)?;
         decode(fields)
@@ -393,8 +408,9 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             args.push(format!("v:{k}"));
             args.push(v.clone());
         }
-        let client = self.client.client();
-        let reply = self.commit.run(client, self.key(id), args).await?;
+        let key = self.key(id);
+        let client = self.client.client_for(&key);
+        let reply = self.commit.run(client, key, args).await?;
         let (committed, owner) = match reply {
             Value::Null => return Ok(None),
             Value::Array(items) => match items.as_slice() {
@@ -416,11 +432,16 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        let client = self.client.client();
-        let owner = self.delete.run(client, self.key(id), Vec::new()).await?;
+        let key = self.key(id);
+        let owner = self
+            .delete
+            .run(self.client.client_for(&key), key, Vec::new())
+            .await?;
         if let Some(owner) = owner.as_string().filter(|o| !o.is_empty()) {
-            client
-                .zrem::<(), _, _>(self.owner_key(&owner), id)
+            let index = self.owner_key(&owner);
+            self.client
+                .client_for(&index)
+                .zrem::<(), _, _>(index, id)
                 .await
                 .map_err(Error::store)?;
         }
@@ -430,8 +451,8 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     /// Deletes every session listed in the owner's index (one `DEL` each, sent together), then
     /// removes them from the index. A session tied to the owner while this runs survives.
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
-        let client = self.client.client();
         let index = self.owner_key(owner);
+        let client = self.client.client_for(&index);
         let ids: Vec<String> = client
             .zrange(index.as_str(), 0, -1, None, false, None, false)
             .await
@@ -439,7 +460,10 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let deletes = ids.iter().map(|id| client.del::<u64, _>(self.key(id)));
+        let deletes = ids.iter().map(|id| {
+            let key = self.key(id);
+            self.client.client_for(&key).del::<u64, _>(key)
+        });
         let deleted: u64 = futures_util::future::try_join_all(deletes)
             .await
             .map_err(Error::store)?
