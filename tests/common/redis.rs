@@ -27,10 +27,20 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Extra command-line arguments, after the harness's own (see `start_with`).
+    args: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like `start`, with `args` added to the command line after the harness's own defaults,
+    /// which they override (a later option wins): `["--appendonly", "yes"]` turns AOF on in the
+    /// server's own temp dir. `restart` keeps the same arguments, port and dir, so a server that
+    /// persists comes back with its data.
+    pub fn start_with(args: &[&str]) -> Self {
         match Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -54,6 +64,7 @@ impl RedisServer {
                 child: None,
                 port,
                 dir,
+                args: args.iter().map(|a| a.to_string()).collect(),
             };
             if server.spawn() {
                 return server;
@@ -69,6 +80,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,7 +89,8 @@ impl RedisServer {
         self.wait_ready()
     }
 
-    /// Kills the server and starts a new, empty one on the same port.
+    /// Kills the server and starts a new one on the same port, with the same arguments and dir:
+    /// empty, unless `start_with` turned persistence on (then it comes back with its data).
     pub fn restart(&mut self) {
         self.stop();
         for _ in 0..5 {
@@ -114,6 +127,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's own directory (its `--dir`: AOF and RDB files, when persistence is on).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -124,6 +142,33 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends one inline command (e.g. `CLIENT PAUSE 2500 ALL`, `INFO persistence`) on a new
+    /// connection and returns the reply; panics on an error reply.
+    pub fn inline(&self, command: &str) -> String {
+        raw_command(self.port, command).unwrap_or_else(|e| panic!("{command}: {e}"))
+    }
+
+    /// Sends one inline command that blocks the server (e.g. `DEBUG SLEEP 2`) from a thread,
+    /// and returns once it is sent; the thread waits for the reply and ends with it.
+    pub fn inline_in_background(&self, command: &str) -> std::thread::JoinHandle<String> {
+        let (port, command) = (self.port, command.to_owned());
+        let (sent, is_sent) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream
+                .write_all(format!("{command}\r\n").as_bytes())
+                .expect("send");
+            let _ = sent.send(());
+            let mut reply = String::new();
+            BufReader::new(stream)
+                .read_line(&mut reply)
+                .unwrap_or_else(|e| panic!("{command}: {e}"));
+            reply
+        });
+        is_sent.recv().expect("the command could not be sent");
+        thread
     }
 
     /// A separate fred connection for looking at what the store wrote.
