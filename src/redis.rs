@@ -34,6 +34,7 @@ use fred::{
     prelude::{Builder, Config, ReconnectPolicy},
     types::{
         Value,
+        config::UnresponsiveConfig,
         scan::{ScanType, Scanner},
     },
 };
@@ -344,12 +345,18 @@ impl RedisStore<Pool> {
     /// TLS feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`) with
     /// settings fit for a session store:
     ///
-    /// - a pool of 4 connections;
-    /// - reconnect forever, every 100 ms, so service resumes by itself after a Redis restart;
-    /// - a 1 s connection timeout and a 1 s command timeout, so no command waits longer while
-    ///   Redis is unreachable;
-    /// - one attempt per command (the session layer reports the failure instead of retrying
-    ///   behind the user's back).
+    /// - a pool of 4 connections (each session key always uses the same one, so Redis runs one
+    ///   session's commands in order);
+    /// - reconnect forever, every 100 ms, so service resumes by itself after a Redis restart or
+    ///   a failover;
+    /// - a 1 s connection timeout, a 900 ms command timeout (below the layer's default 1 s store
+    ///   timeout, so a command is dropped rather than sent after its request has failed), and
+    ///   connections that stay silent for 1 s are reconnected;
+    /// - up to 3 attempts and 2 redirections per command, so Cluster `MOVED`/`ASK` redirects
+    ///   during resharding and failover are followed.
+    ///
+    /// If you lower the layer's `store_timeout` below 900 ms, build your own pool with a command
+    /// timeout below it.
     ///
     /// Fails when the URL is invalid or Redis cannot be reached at start.
     pub async fn from_url(url: &str) -> Result<Self, Error> {
@@ -358,9 +365,23 @@ impl RedisStore<Pool> {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(1);
                 c.internal_command_timeout = Duration::from_secs(1);
-                c.max_command_attempts = 1;
+                // fred 10.1 counts following a MOVED or ASK redirect as another attempt: with a
+                // single attempt a redirected command always fails, and an ASK (live resharding)
+                // ends the client's router task for good. Fewer redirections than attempts make
+                // fred fail the command, not its router, when an ASK loops.
+                c.max_command_attempts = 3;
+                c.max_redirections = 2;
+                // A connection with no reply for 1 s since its last write is closed and
+                // reconnected.
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(Duration::from_secs(1)),
+                    interval: Duration::from_millis(250),
+                };
             })
-            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(1))
+            // Below the layer's default 1 s store timeout, so that fred's own timeout fires first
+            // and fred drops the command instead of sending or resending it after the request
+            // has already failed.
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_millis(900))
             .set_policy(ReconnectPolicy::new_constant(0, 100))
             .build_pool(4)
             .map_err(Error::store)?;
