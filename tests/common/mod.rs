@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part of it
 
 pub mod app;
+pub mod cluster;
 pub mod example;
 pub mod redis;
 

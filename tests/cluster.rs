@@ -1,0 +1,436 @@
+//! tower-scs on a real Redis Cluster (3 primaries, started by the test), through
+//! `RedisStore::from_url("redis-cluster://…")` and the real layer: sessions spread over every
+//! primary, every operation works when the keys involved live on different nodes, concurrent
+//! writers lose nothing, the `put_get` example serves many users, and service resumes by itself
+//! after a primary dies and its replica takes over.
+
+mod common;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::Router;
+use futures_util::TryStreamExt;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{
+    client::legacy::{Client as HttpClient, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::task::JoinSet;
+use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+
+use common::{
+    Client, NONE, app,
+    cluster::{RedisCluster, Reply, Traffic, UserLog, report_and_check},
+    example::Example,
+    sleep_ms,
+};
+
+/// How soon after a primary dies every session must be served again.
+const RESUME_LIMIT: Duration = Duration::from_secs(15);
+
+/// The Redis key of a session.
+fn key(token: &str) -> String {
+    format!("{DEFAULT_PREFIX}{token}")
+}
+
+/// Starts a cluster off the async runtime's worker (it takes a second or two).
+async fn start_cluster(primaries: usize, replicas_per_primary: usize) -> RedisCluster {
+    tokio::task::spawn_blocking(move || RedisCluster::start(primaries, replicas_per_primary))
+        .await
+        .expect("start the cluster")
+}
+
+/// The test app over a `RedisStore::from_url(<cluster url>)`.
+async fn cluster_app(
+    cluster: &RedisCluster,
+    configure: impl FnOnce(SessionLayer) -> SessionLayer,
+) -> Router {
+    let store = RedisStore::from_url(&cluster.url())
+        .await
+        .expect("RedisStore::from_url on the cluster");
+    app(configure(SessionLayer::new(store)))
+}
+
+/// 60 new sessions land on all three primaries (by their keys' slots), each on the primary that
+/// serves its slot, and each reads back its own value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_land_on_every_primary() {
+    let cluster = start_cluster(3, 0).await;
+    let app = cluster_app(&cluster, |l| l).await;
+    let mut tokens = Vec::new();
+    for i in 0..60 {
+        let mut client = Client::new(&app);
+        let res = client.get(&format!("/put?key=n&value={i}")).await;
+        assert_eq!(res.status, StatusCode::OK, "{res:?}");
+        tokens.push(client.token.expect("session created"));
+    }
+    let counts = cluster.key_counts();
+    println!("sessions per primary (port, DBSIZE): {counts:?}");
+    assert_eq!(counts.len(), 3);
+    assert!(counts.iter().all(|&(_, n)| n > 0), "{counts:?}");
+    assert_eq!(counts.iter().map(|&(_, n)| n).sum::<i64>(), 60);
+    for (i, token) in tokens.iter().enumerate() {
+        assert!(
+            cluster.exists(&key(token)),
+            "session {i} not on its slot's primary"
+        );
+        let mut client = Client::with_token(&app, token);
+        assert_eq!(client.get("/get?key=n").await.body, i.to_string());
+    }
+}
+
+/// A new session whose key is served by a primary other than `not_on` (tokens are random: about
+/// two in three qualify).
+async fn session_on_another_primary(
+    cluster: &RedisCluster,
+    app: &Router,
+    not_on: u16,
+    uri: &str,
+) -> Client {
+    for _ in 0..30 {
+        let mut client = Client::new(app);
+        assert_eq!(client.get(uri).await.status, StatusCode::OK);
+        let token = client.token.clone().expect("session created");
+        if cluster.primary_of(&key(&token)) != not_on {
+            return client;
+        }
+        assert_eq!(client.get("/destroy").await.status, StatusCode::OK);
+    }
+    panic!("30 sessions in a row on primary {not_on}");
+}
+
+/// Load, commit, idle-timeout touch, renew, merge and destroy on a cluster, with the two keys of
+/// a renew or a merge on different primaries (tower-scs sends one single-key command each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_works_across_slots() {
+    let cluster = start_cluster(3, 0).await;
+    let idle = Duration::from_millis(1_000);
+    let app = cluster_app(&cluster, |l| l.idle_timeout(idle)).await;
+
+    // Create and commit.
+    let mut a = Client::new(&app);
+    a.get("/put?key=a&value=1").await;
+    a.get("/put?key=b&value=2").await;
+    let token_a = a.token.clone().unwrap();
+    assert_eq!(a.get("/keys").await.body, "a,b");
+    let pttl = cluster.pttl(&key(&token_a));
+    assert!((1..=1_100).contains(&pttl), "PTTL after a write: {pttl}");
+
+    // Idle timeout: a read once less than the idle timeout remains touches the expiry, to
+    // the read's time + 1.1 × idle.
+    let expiry = || match cluster.key_command(&key(&token_a), &["HGET", &key(&token_a), "expiry"]) {
+        Reply::Bulk(Some(ms)) => ms.parse::<i64>().expect("expiry in ms"),
+        other => panic!("HGET expiry: {other:?}"),
+    };
+    let before = expiry();
+    sleep_ms(250).await;
+    assert_eq!(a.get("/get?key=a").await.body, "1");
+    let after = expiry();
+    assert!(
+        after - before >= 250,
+        "expiry {before} → {after}: not touched"
+    );
+    let pttl = cluster.pttl(&key(&token_a));
+    assert!((1..=1_100).contains(&pttl), "PTTL after the touch: {pttl}");
+
+    // Merge a session that lives on another primary.
+    let primary_a = cluster.primary_of(&key(&token_a));
+    let mut b = session_on_another_primary(&cluster, &app, primary_a, "/put?key=c&value=3").await;
+    let token_b = b.token.clone().unwrap();
+    b.get("/put?key=a&value=from-b").await;
+    let res = a.get(&format!("/merge?token={token_b}")).await;
+    assert_eq!(res.status, StatusCode::OK, "{res:?}");
+    assert_eq!(a.token.as_deref(), Some(token_a.as_str()));
+    assert_eq!(a.get("/keys").await.body, "a,b,c");
+    assert_eq!(
+        a.get("/get?key=a").await.body,
+        "from-b",
+        "merged values win"
+    );
+    assert!(
+        !cluster.exists(&key(&token_b)),
+        "the merged session was not deleted"
+    );
+    assert_eq!(b.get("/keys").await.body, "");
+
+    // Renew until the new token lives on another primary than the old one.
+    let mut renewed_across = false;
+    for _ in 0..30 {
+        let old = a.token.clone().unwrap();
+        assert_eq!(a.get("/renew").await.status, StatusCode::OK);
+        let new = a.token.clone().unwrap();
+        assert_ne!(new, old);
+        assert!(
+            !cluster.exists(&key(&old)),
+            "the old token's record survived"
+        );
+        assert!(cluster.exists(&key(&new)));
+        assert_eq!(Client::with_token(&app, &old).get("/keys").await.body, "");
+        assert_eq!(a.get("/keys").await.body, "a,b,c");
+        if cluster.primary_of(&key(&new)) != cluster.primary_of(&key(&old)) {
+            renewed_across = true;
+            break;
+        }
+    }
+    assert!(renewed_across, "30 renews in a row stayed on one primary");
+
+    // Destroy.
+    let token = a.token.clone().unwrap();
+    assert_eq!(a.get("/destroy").await.status, StatusCode::OK);
+    assert_eq!(a.token, None);
+    assert!(!cluster.exists(&key(&token)));
+    assert_eq!(
+        Client::with_token(&app, &token)
+            .get("/get?key=a")
+            .await
+            .body,
+        NONE
+    );
+
+    // Idle expiry: unused for 1.1 × the idle timeout (+ margin), the session is gone.
+    let mut c = Client::new(&app);
+    c.get("/put?key=x&value=1").await;
+    let token_c = c.token.clone().unwrap();
+    sleep_ms(1_150).await;
+    assert!(!cluster.exists(&key(&token_c)));
+    assert_eq!(c.get("/get?key=x").await.body, NONE);
+}
+
+/// Owner logout and session iteration on a cluster: the owner's index lives on one node, its
+/// sessions on all of them; `destroy_owner` deletes them all, and `RedisStore::ids` scans every
+/// primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_logout_and_ids_span_every_primary() {
+    let cluster = start_cluster(3, 0).await;
+    let store = RedisStore::from_url(&cluster.url())
+        .await
+        .expect("RedisStore::from_url on the cluster");
+    let app = app(SessionLayer::new(store.clone()));
+    let (mut owned, mut others) = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..18 {
+        let mut client = Client::new(&app);
+        let uri = if i % 3 == 0 {
+            "/put?key=a&value=1"
+        } else {
+            "/set_owner?value=user:42"
+        };
+        assert_eq!(client.get(uri).await.status, StatusCode::OK);
+        let token = client.token.expect("session created");
+        if i % 3 == 0 {
+            others.insert(token)
+        } else {
+            owned.insert(token)
+        };
+    }
+    let homes: BTreeSet<u16> = owned.iter().map(|t| cluster.primary_of(&key(t))).collect();
+    assert!(homes.len() >= 2, "all 12 owned sessions on {homes:?}");
+    let all: BTreeSet<String> = owned.union(&others).cloned().collect();
+    let ids: BTreeSet<String> = pin!(store.ids()).try_collect().await.expect("ids");
+    assert_eq!(ids, all, "ids() on the cluster");
+
+    let first = owned.first().unwrap();
+    let res = Client::with_token(&app, first)
+        .get("/destroy_owner?value=user:42")
+        .await;
+    assert_eq!((res.status, res.body.as_str()), (StatusCode::OK, "12"));
+    assert!(
+        owned.iter().all(|t| !cluster.exists(&key(t))),
+        "an owned session survived"
+    );
+    assert!(
+        others.iter().all(|t| cluster.exists(&key(t))),
+        "another session was deleted"
+    );
+    let ids: BTreeSet<String> = pin!(store.ids()).try_collect().await.expect("ids");
+    assert_eq!(ids, others);
+}
+
+/// 50 sessions × 8 concurrent requests that each load, pause while the others are in flight,
+/// then write their own key: all 400 writes survive on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing() {
+    const SESSIONS: usize = 50;
+    const WRITERS: usize = 8;
+    let cluster = start_cluster(3, 0).await;
+    let app = cluster_app(&cluster, |l| l).await;
+    let mut tokens = Vec::new();
+    for s in 0..SESSIONS {
+        let mut client = Client::new(&app);
+        client.get(&format!("/put?key=base&value={s}")).await;
+        tokens.push(client.token.expect("session created"));
+    }
+    let mut set = JoinSet::new();
+    for token in &tokens {
+        for w in 0..WRITERS {
+            let mut client = Client::with_token(&app, token);
+            set.spawn(async move {
+                let uri = format!("/read_sleep_put?key=k{w}&value=v{w}&ms=50");
+                let res = client.get(&uri).await;
+                assert_eq!(res.status, StatusCode::OK, "{res:?}");
+            });
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("writer task");
+    }
+    let mut lost = 0;
+    for (s, token) in tokens.iter().enumerate() {
+        let mut client = Client::with_token(&app, token);
+        let keys = client.get("/keys").await.body;
+        lost += (0..WRITERS)
+            .filter(|w| !keys.split(',').any(|k| k == format!("k{w}")))
+            .count();
+        assert_eq!(client.get("/get?key=base").await.body, s.to_string());
+    }
+    assert_eq!(lost, 0, "{lost} of {} writes lost", SESSIONS * WRITERS);
+    assert!(cluster.key_counts().iter().all(|&(_, n)| n > 0));
+}
+
+/// GET `path` on `addr` with `session=<token>`; (status, token of the `Set-Cookie`, body).
+async fn http_get(
+    http: &HttpClient<HttpConnector, Empty<Bytes>>,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Option<String>, String) {
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        req = req.header(header::COOKIE, format!("session={token}"));
+    }
+    let res = http
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request to the example");
+    let status = res.status();
+    let token = res.headers().get(header::SET_COOKIE).map(|v| {
+        let pair = v.to_str().unwrap().split(';').next().unwrap();
+        pair.strip_prefix("session=").unwrap().to_owned()
+    });
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, token, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The `put_get` example with `REDIS_URL=redis-cluster://…` serves 32 concurrent users, each
+/// with its own cookie, writing and reading back its own values for two seconds: every read
+/// returns that user's latest write, and the sessions are spread over every primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_example_serves_concurrent_users_on_a_cluster() {
+    const USERS: usize = 32;
+    let cluster = start_cluster(3, 0).await;
+    let url = cluster.url();
+    let example = Example::start("put_get", &[("REDIS_URL", url.as_str())]);
+    let http = HttpClient::builder(TokioExecutor::new()).build_http();
+    let mut set = JoinSet::new();
+    for u in 0..USERS {
+        let (http, addr) = (http.clone(), example.addr.clone());
+        set.spawn(async move {
+            let (status, token, _) =
+                http_get(&http, &addr, &format!("/put?key=u&message=u{u}-0"), None).await;
+            assert_eq!(status, StatusCode::OK);
+            let token = token.expect("a session cookie");
+            let (mut rounds, mut mixups) = (0, Vec::new());
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(2) {
+                rounds += 1;
+                let value = format!("u{u}-{rounds}");
+                let put = http_get(
+                    &http,
+                    &addr,
+                    &format!("/put?key=u&message={value}"),
+                    Some(&token),
+                )
+                .await;
+                assert_eq!(put.0, StatusCode::OK);
+                assert_eq!(
+                    put.1.as_deref(),
+                    Some(token.as_str()),
+                    "the session changed token"
+                );
+                let got = http_get(&http, &addr, "/get?key=u", Some(&token)).await;
+                assert_eq!(got.0, StatusCode::OK);
+                if got.2 != value {
+                    mixups.push((value, got.2));
+                }
+            }
+            (token, rounds, mixups)
+        });
+    }
+    let (mut tokens, mut rounds, mut mixups) = (Vec::new(), 0, Vec::new());
+    while let Some(done) = set.join_next().await {
+        let (token, r, m) = done.expect("user task");
+        tokens.push(token);
+        rounds += r;
+        mixups.extend(m);
+    }
+    let counts = cluster.key_counts();
+    println!("{USERS} users, {rounds} put/get rounds; sessions per primary: {counts:?}");
+    assert!(
+        mixups.is_empty(),
+        "reads that were not the user's latest write: {mixups:?}"
+    );
+    assert_eq!(counts.iter().map(|&(_, n)| n).sum::<i64>(), USERS as i64);
+    assert!(counts.iter().all(|&(_, n)| n > 0), "{counts:?}");
+    assert!(rounds >= USERS, "{rounds} rounds");
+}
+
+/// A primary dies under traffic (16 users writing and reading back their own values): its
+/// replica takes over, and service resumes by itself within seconds, for the sessions on the
+/// dead primary's slots as for the others. Errors meanwhile are 500s within the store timeout,
+/// never a hang and never another user's data. Acknowledged writes that asynchronous
+/// replication had not yet copied to the replica may be lost: they are counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_resumes_after_a_primary_fails_over() {
+    const USERS: usize = 16;
+    let mut cluster = start_cluster(3, 1).await;
+    let app = cluster_app(&cluster, |l| l).await;
+    let mut clients = Vec::new();
+    for u in 0..USERS {
+        let mut client = Client::new(&app);
+        let res = client.get(&format!("/put?key=v&value=u{u}-0")).await;
+        assert_eq!(res.status, StatusCode::OK);
+        clients.push(client);
+    }
+    // The victim: the primary holding the most of these sessions.
+    let homes: Vec<u16> = clients
+        .iter()
+        .map(|c| cluster.primary_of(&key(c.token.as_ref().unwrap())))
+        .collect();
+    let mut per_primary: HashMap<u16, usize> = HashMap::new();
+    for &home in &homes {
+        *per_primary.entry(home).or_default() += 1;
+    }
+    let (&victim, &on_victim) = per_primary.iter().max_by_key(|&(_, n)| *n).unwrap();
+
+    let traffic = Traffic::start(clients);
+    sleep_ms(500).await;
+    cluster.kill_primary(victim);
+    traffic.killed_now();
+    let cluster = Arc::new(cluster);
+    let healthy = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.wait_healthy(Duration::from_secs(20)))
+    };
+    traffic.wait_resumed(RESUME_LIMIT).await;
+    sleep_ms(500).await;
+    let logs = traffic.stop().await;
+    let healthy = healthy.await.expect("the replica took over");
+    println!(
+        "cluster: primary {victim} killed with {on_victim} of {USERS} sessions; every node \
+         reports the cluster ok again after {healthy:?}"
+    );
+    let (dead, other): (Vec<_>, Vec<_>) = logs
+        .into_iter()
+        .zip(&homes)
+        .partition(|&(_, &home)| home == victim);
+    let dead: Vec<UserLog> = dead.into_iter().map(|(l, _)| l).collect();
+    let other: Vec<UserLog> = other.into_iter().map(|(l, _)| l).collect();
+    report_and_check("cluster, sessions on the dead primary", &dead, RESUME_LIMIT);
+    report_and_check("cluster, other sessions", &other, RESUME_LIMIT);
+}

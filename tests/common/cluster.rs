@@ -1,0 +1,822 @@
+//! A private Redis Cluster, or a primary/replica pair behind a Sentinel, per test: real
+//! `redis-server` processes on free loopback ports, killed (and their directories removed) on
+//! drop. Tests look inside with plain RESP over TCP, straight to the node that holds a key, so
+//! nothing in the harness goes through fred's routing. [`Traffic`] drives users through a
+//! failover and records what they saw.
+
+use std::{
+    io::{BufRead, BufReader, ErrorKind, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use http::StatusCode;
+use tokio::task::JoinSet;
+
+use super::{Client, Resp, free_port, sleep_ms};
+
+/// How long a node may stay unreachable before the cluster counts it as failed. Short, so that a
+/// failover happens within a few seconds.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1_000;
+/// How long the sentinel waits before it counts the primary as down.
+pub const SENTINEL_DOWN_AFTER_MS: u64 = 1_000;
+/// The service name the sentinel monitors.
+pub const SENTINEL_SERVICE: &str = "tower-scs";
+
+static DIRS: AtomicU64 = AtomicU64::new(0);
+
+/// Panics with an install hint when `bin` is not on PATH.
+fn require(bin: &str) {
+    match Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            panic!("{bin} not found on PATH: install it (apt-get install redis-server)")
+        }
+        Err(e) => panic!("cannot run {bin}: {e}"),
+        Ok(_) => {}
+    }
+}
+
+/// A fresh directory under the system temp dir, removed by its owner's drop.
+fn temp_root(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tower-scs-{kind}-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the redis temp dir");
+    dir
+}
+
+/// One `redis-server` process.
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts `redis-server` in a new directory under `root`, on a free port, with `args(port,
+    /// dir)` (whatever comes after an optional config file, `--port` excluded). Retries with
+    /// other ports if another process took the port first.
+    fn spawn(root: &Path, name: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Node {
+        for attempt in 0..5 {
+            let port = free_port();
+            let dir = root.join(format!("{name}-{attempt}"));
+            std::fs::create_dir_all(&dir).expect("create the node dir");
+            let child = Command::new("redis-server")
+                .args(args(port, &dir))
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut node = Node {
+                port,
+                child: Some(child),
+            };
+            if node.wait_ready() {
+                return node;
+            }
+            node.kill();
+        }
+        panic!("redis-server ({name}) did not start after 5 attempts");
+    }
+
+    /// Waits until the node answers, and checks that the process answering is ours.
+    fn wait_ready(&mut self) -> bool {
+        let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Some(child) = &mut self.child {
+                if child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+            }
+            if let Ok(info) = text(self.port, &["INFO", "server"]) {
+                return info.contains(&format!("process_id:{pid}\r\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Reply::Status(s) | Reply::Bulk(Some(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn int(&self) -> Option<i64> {
+        match self {
+            Reply::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn items(&self) -> &[Reply] {
+        match self {
+            Reply::Array(items) => items,
+            _ => &[],
+        }
+    }
+}
+
+fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at(1.min(line.len()));
+    let number = || rest.parse::<i64>().map_err(std::io::Error::other);
+    Ok(match kind {
+        "+" => Reply::Status(rest.to_owned()),
+        "-" => Reply::Error(rest.to_owned()),
+        ":" => Reply::Int(number()?),
+        "$" => match number()? {
+            n if n < 0 => Reply::Bulk(None),
+            n => {
+                let mut body = vec![0; n as usize + 2];
+                reader.read_exact(&mut body)?;
+                body.truncate(n as usize);
+                Reply::Bulk(Some(String::from_utf8_lossy(&body).into_owned()))
+            }
+        },
+        "*" => match number()? {
+            n if n < 0 => Reply::Array(Vec::new()),
+            n => Reply::Array(
+                (0..n)
+                    .map(|_| read_reply(reader))
+                    .collect::<Result<_, _>>()?,
+            ),
+        },
+        _ => return Err(std::io::Error::other(format!("not RESP: {line:?}"))),
+    })
+}
+
+/// Sends one command to the node on `port` and returns its reply (an error reply is `Ok`).
+pub fn command(port: u16, args: &[&str]) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut out = format!("*{}\r\n", args.len());
+    for arg in args {
+        out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(out.as_bytes())?;
+    read_reply(&mut BufReader::new(stream))
+}
+
+/// A command whose reply is text (status or bulk string); an error reply is an `Err`.
+fn text(port: u16, args: &[&str]) -> std::io::Result<String> {
+    match command(port, args)? {
+        Reply::Error(e) => Err(std::io::Error::other(e)),
+        reply => reply
+            .text()
+            .map(str::to_owned)
+            .ok_or_else(|| std::io::Error::other(format!("{args:?}: not text: {reply:?}"))),
+    }
+}
+
+/// `field:value` from an `INFO`-style or `CLUSTER INFO` text.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Waits until `ready` holds, polling every 50 ms; panics with `what` and the last `state` after
+/// `limit`.
+fn wait_for<S: std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> Result<S, String>,
+) -> S {
+    let until = Instant::now() + limit;
+    loop {
+        match ready() {
+            Ok(state) => return state,
+            Err(state) if Instant::now() >= until => panic!("{what} not within {limit:?}: {state}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A node as `CLUSTER NODES` shows it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub primary: bool,
+    /// Flagged `fail` or `fail?`.
+    pub failed: bool,
+    /// For a replica, the id of its primary.
+    pub primary_id: Option<String>,
+    /// Owns at least one slot.
+    pub has_slots: bool,
+}
+
+fn cluster_nodes(port: u16) -> std::io::Result<Vec<ClusterNode>> {
+    let text = text(port, &["CLUSTER", "NODES"])?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            // <id> <ip:port@cport> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f.get(1)?.split(['@', ',']).next()?.rsplit(':').next()?;
+            let flags: Vec<&str> = f.get(2)?.split(',').collect();
+            Some(ClusterNode {
+                id: f[0].to_owned(),
+                port: port.parse().ok()?,
+                primary: flags.contains(&"master"),
+                failed: flags.contains(&"fail") || flags.contains(&"fail?"),
+                primary_id: Some(f.get(3)?.to_string()).filter(|p| *p != "-"),
+                has_slots: f.len() > 8,
+            })
+        })
+        .collect())
+}
+
+/// A Redis Cluster of `redis-server` processes started by the test (persistence off, short node
+/// timeout), formed with `redis-cli --cluster create`. Everything is killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    /// The primaries right after creation, for the URL.
+    seeds: Vec<u16>,
+    root: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts `primaries × (1 + replicas_per_primary)` nodes, creates the cluster and waits until
+    /// every node sees all 16384 slots served and every replica is in sync with its primary.
+    pub fn start(primaries: usize, replicas_per_primary: usize) -> Self {
+        require("redis-server");
+        require("redis-cli");
+        assert!(
+            primaries >= 3,
+            "redis-cli --cluster create needs 3 primaries"
+        );
+        let root = temp_root("cluster");
+        let total = primaries * (1 + replicas_per_primary);
+        let mut cluster = RedisCluster {
+            nodes: Vec::with_capacity(total),
+            seeds: Vec::new(),
+            root,
+        };
+        for i in 0..total {
+            let node = Node::spawn(&cluster.root, &format!("node{i}"), |_, dir| {
+                let bus_port = free_port().to_string();
+                let config_file = dir.join("nodes.conf").display().to_string();
+                let timeout = CLUSTER_NODE_TIMEOUT_MS.to_string();
+                let dir = dir.display().to_string();
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &config_file,
+                    "--cluster-node-timeout",
+                    &timeout,
+                    "--cluster-port",
+                    &bus_port,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir,
+                ]
+                .map(String::from)
+                .to_vec()
+            });
+            cluster.nodes.push(node);
+        }
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas_per_primary.to_string()])
+            .arg("--cluster-yes")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_healthy(Duration::from_secs(20));
+        cluster.seeds = cluster.primaries();
+        assert_eq!(cluster.seeds.len(), primaries, "primaries after create");
+        cluster
+    }
+
+    /// `redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&node=…`, the primaries at creation.
+    pub fn url(&self) -> String {
+        let (first, rest) = self.seeds.split_first().expect("a created cluster");
+        let nodes: Vec<String> = rest.iter().map(|p| format!("node=127.0.0.1:{p}")).collect();
+        format!("redis-cluster://127.0.0.1:{first}?{}", nodes.join("&"))
+    }
+
+    /// The ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The cluster as the first live node sees it.
+    pub fn nodes(&self) -> Vec<ClusterNode> {
+        let port = self.live_ports()[0];
+        cluster_nodes(port).expect("CLUSTER NODES")
+    }
+
+    /// The ports of the primaries that serve slots and are not failed, sorted.
+    pub fn primaries(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.primary && !n.failed && n.has_slots)
+            .map(|n| n.port)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// The port of the primary serving `key`'s slot, as the first live node sees it.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let slot = i64::from(fred::util::redis_keyslot(key.as_bytes()));
+        let port = self.live_ports()[0];
+        let slots = command(port, &["CLUSTER", "SLOTS"]).expect("CLUSTER SLOTS");
+        slots
+            .items()
+            .iter()
+            .find_map(|range| {
+                let r = range.items();
+                let (start, end) = (r.first()?.int()?, r.get(1)?.int()?);
+                (start..=end)
+                    .contains(&slot)
+                    .then(|| r.get(2)?.items().get(1)?.int())
+                    .flatten()
+            })
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("no node serves slot {slot}: {slots:?}"))
+    }
+
+    /// `DBSIZE` of every primary, as (port, keys).
+    pub fn key_counts(&self) -> Vec<(u16, i64)> {
+        self.primaries()
+            .into_iter()
+            .map(|port| {
+                let n = command(port, &["DBSIZE"])
+                    .ok()
+                    .and_then(|r| r.int())
+                    .unwrap_or_else(|| panic!("DBSIZE on {port}"));
+                (port, n)
+            })
+            .collect()
+    }
+
+    /// Any command on the primary that serves `key`, e.g. `["PTTL", key]`.
+    pub fn key_command(&self, key: &str, args: &[&str]) -> Reply {
+        let port = self.primary_of(key);
+        command(port, args).unwrap_or_else(|e| panic!("{args:?} on {port}: {e}"))
+    }
+
+    /// Whether `key` exists (asked of the primary serving its slot).
+    pub fn exists(&self, key: &str) -> bool {
+        self.key_command(key, &["EXISTS", key]) == Reply::Int(1)
+    }
+
+    /// `PTTL` of `key` in milliseconds (asked of the primary serving its slot).
+    pub fn pttl(&self, key: &str) -> i64 {
+        let reply = self.key_command(key, &["PTTL", key]);
+        reply
+            .int()
+            .unwrap_or_else(|| panic!("PTTL {key}: {reply:?}"))
+    }
+
+    /// Kills the primary listening on `port` (panics if it is not a serving primary).
+    pub fn kill_primary(&mut self, port: u16) {
+        assert!(
+            self.primaries().contains(&port),
+            "{port} is not a primary: {:?}",
+            self.nodes()
+        );
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        node.kill();
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` with all slots served, every
+    /// serving primary is live, and every live replica is in sync with its primary; returns the
+    /// time it took. After a failover that means a replica has taken over the dead primary's
+    /// slots.
+    pub fn wait_healthy(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let live = self.live_ports();
+        wait_for(limit, "a healthy cluster", || {
+            for &port in &live {
+                let info = text(port, &["CLUSTER", "INFO"]).map_err(|e| format!("{port}: {e}"))?;
+                let ok = info_field(&info, "cluster_state") == Some("ok")
+                    && info_field(&info, "cluster_slots_ok") == Some("16384");
+                if !ok {
+                    return Err(format!("{port}: {info}"));
+                }
+                let nodes = cluster_nodes(port).map_err(|e| e.to_string())?;
+                if nodes.len() != self.nodes.len() {
+                    return Err(format!("{port} knows {} nodes", nodes.len()));
+                }
+                for n in nodes.iter().filter(|n| n.primary && n.has_slots) {
+                    if n.failed || !live.contains(&n.port) {
+                        return Err(format!("{port} sees {} serving, failed or dead", n.port));
+                    }
+                }
+                let role = text(port, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+                if info_field(&role, "role") == Some("slave")
+                    && info_field(&role, "master_link_status") != Some("up")
+                {
+                    return Err(format!("replica {port} not in sync: {role}"));
+                }
+            }
+            Ok(())
+        });
+        started.elapsed()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// One primary, one replica of it, and one Sentinel monitoring them (quorum 1, short
+/// `down-after-milliseconds` and `failover-timeout`), all started by the test and killed on drop.
+pub struct RedisSentinel {
+    primary: Node,
+    replica: Node,
+    sentinel: Node,
+    root: PathBuf,
+}
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        require("redis-server");
+        let root = temp_root("sentinel");
+        let data = |_: u16, dir: &Path| {
+            ["--save", "", "--appendonly", "no", "--dir"]
+                .map(String::from)
+                .into_iter()
+                .chain([dir.display().to_string()])
+                .collect::<Vec<_>>()
+        };
+        let primary = Node::spawn(&root, "primary", data);
+        let primary_port = primary.port.to_string();
+        let replica = Node::spawn(&root, "replica", |port, dir| {
+            let mut args = data(port, dir);
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary_port.clone(),
+            ]);
+            args
+        });
+        let sentinel = Node::spawn(&root, "sentinel", |port, dir| {
+            // Sentinel rewrites its config file, so each attempt gets its own.
+            let conf = dir.join("sentinel.conf");
+            let text = format!(
+                "port {port}\n\
+                 dir {dir}\n\
+                 sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_SERVICE} {SENTINEL_DOWN_AFTER_MS}\n\
+                 sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                 sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                dir = dir.display()
+            );
+            std::fs::write(&conf, text).expect("write sentinel.conf");
+            vec![conf.display().to_string(), "--sentinel".into()]
+        });
+        let setup = RedisSentinel {
+            primary,
+            replica,
+            sentinel,
+            root,
+        };
+        setup.wait_ready(Duration::from_secs(15));
+        setup
+    }
+
+    /// `redis-sentinel://127.0.0.1:<sentinel port>?sentinelServiceName=<service>`: fred asks the
+    /// sentinel for the primary, and asks again whenever it reconnects.
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}",
+            self.sentinel.port
+        )
+    }
+
+    pub fn primary_port(&self) -> u16 {
+        self.primary.port
+    }
+
+    pub fn replica_port(&self) -> u16 {
+        self.replica.port
+    }
+
+    /// The primary's address as the sentinel reports it.
+    pub fn reported_primary(&self) -> Option<u16> {
+        let reply = command(
+            self.sentinel.port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE],
+        )
+        .ok()?;
+        reply.items().get(1)?.text()?.parse().ok()
+    }
+
+    /// Waits until the replica is in sync and the sentinel knows it (it can then promote it).
+    fn wait_ready(&self, limit: Duration) {
+        let (replica, sentinel) = (self.replica.port, self.sentinel.port);
+        wait_for(limit, "replica in sync and known to the sentinel", || {
+            let info = text(replica, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+            if info_field(&info, "master_link_status") != Some("up") {
+                return Err(info);
+            }
+            let replicas = command(sentinel, &["SENTINEL", "REPLICAS", SENTINEL_SERVICE])
+                .map_err(|e| e.to_string())?;
+            let known = replicas.items().iter().any(|r| {
+                let fields: Vec<&str> = r.items().iter().filter_map(Reply::text).collect();
+                let value = |k: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|kv| kv[0] == k)
+                        .and_then(|kv| kv.get(1).copied())
+                };
+                value("port") == Some(&replica.to_string()) && value("flags") == Some("slave")
+            });
+            if known {
+                Ok(())
+            } else {
+                Err(format!("sentinel replicas: {replicas:?}"))
+            }
+        });
+    }
+
+    /// Kills the primary.
+    pub fn kill_primary(&mut self) {
+        self.primary.kill();
+    }
+
+    /// Waits until the sentinel reports the replica as the primary and the replica says it is
+    /// one; returns the time it took.
+    pub fn wait_promoted(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let replica = self.replica.port;
+        wait_for(limit, "the sentinel promoting the replica", || {
+            let role = text(replica, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+            match (self.reported_primary(), info_field(&role, "role")) {
+                (Some(p), Some("master")) if p == replica => Ok(()),
+                state => Err(format!("{state:?}")),
+            }
+        });
+        started.elapsed()
+    }
+
+    /// Any command on the node at `port` (primary or replica).
+    pub fn command(&self, port: u16, args: &[&str]) -> Reply {
+        command(port, args).unwrap_or_else(|e| panic!("{args:?} on {port}: {e}"))
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        self.sentinel.kill();
+        self.replica.kill();
+        self.primary.kill();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// What one user of a failover test saw.
+#[derive(Debug, Default)]
+pub struct UserLog {
+    /// Acknowledged writes (200) that a later read did not find: the write was on the dead
+    /// primary and had not reached its replica.
+    pub lost_acked: u64,
+    /// Requests answered 500 (the store failed or timed out).
+    pub errors: u64,
+    /// Rounds (write, then read back) that fully succeeded.
+    pub rounds: u64,
+    /// Time from the kill to the end of the first round that started after it and succeeded.
+    pub back_after: Option<Duration>,
+    /// The slowest request.
+    pub slowest: Duration,
+    /// Reads that returned a value this user never wrote.
+    pub mixups: Vec<String>,
+    /// The session was lost entirely: a write found no record and went into a new session.
+    pub session_lost: bool,
+}
+
+/// Users that each write `u<n>-<seq>` under the key `v` of their own session and read it back,
+/// in a loop, while the test kills a Redis node; each keeps a [`UserLog`].
+pub struct Traffic {
+    killed: Arc<OnceLock<Instant>>,
+    resumed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    users: JoinSet<(usize, UserLog)>,
+    count: usize,
+}
+
+impl Traffic {
+    /// Starts one loop per client; each client must already hold a session.
+    pub fn start(clients: Vec<Client>) -> Self {
+        let killed: Arc<OnceLock<Instant>> = Arc::default();
+        let resumed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut users = JoinSet::new();
+        let count = clients.len();
+        for (u, client) in clients.into_iter().enumerate() {
+            let user = run_user(u, client, killed.clone(), resumed.clone(), stop.clone());
+            users.spawn(async move { (u, user.await) });
+        }
+        Traffic {
+            killed,
+            resumed,
+            stop,
+            users,
+            count,
+        }
+    }
+
+    /// Records that the node was killed now.
+    pub fn killed_now(&self) {
+        self.killed.set(Instant::now()).expect("one kill per test");
+    }
+
+    /// Waits until every user has completed a round that started after the kill, for at most
+    /// `limit`.
+    pub async fn wait_resumed(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.resumed.load(Ordering::SeqCst) < self.count && Instant::now() < until {
+            sleep_ms(20).await;
+        }
+    }
+
+    /// Stops the users and returns their logs, in the order of the clients.
+    pub async fn stop(mut self) -> Vec<UserLog> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut logs: Vec<(usize, UserLog)> = Vec::new();
+        while let Some(done) = self.users.join_next().await {
+            logs.push(done.expect("user task"));
+        }
+        logs.sort_by_key(|(u, _)| *u);
+        logs.into_iter().map(|(_, log)| log).collect()
+    }
+}
+
+/// One request: a 200 or a 500, timed.
+async fn timed(client: &mut Client, uri: &str, log: &mut UserLog) -> Resp {
+    let started = Instant::now();
+    let res = client.get(uri).await;
+    log.slowest = log.slowest.max(started.elapsed());
+    match res.status {
+        StatusCode::OK => {}
+        StatusCode::INTERNAL_SERVER_ERROR => log.errors += 1,
+        _ => panic!("neither 200 nor 500: {res:?}"),
+    }
+    res
+}
+
+async fn run_user(
+    u: usize,
+    mut client: Client,
+    killed: Arc<OnceLock<Instant>>,
+    resumed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> UserLog {
+    let token = client.token.clone().expect("a session");
+    let prefix = format!("u{u}-");
+    let mut log = UserLog::default();
+    let (mut seq, mut acked) = (0u64, 0u64);
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        seq += 1;
+        let put = timed(
+            &mut client,
+            &format!("/put?key=v&value={prefix}{seq}"),
+            &mut log,
+        )
+        .await;
+        if put.status == StatusCode::OK {
+            acked = seq;
+        }
+        if client.token.as_deref() != Some(token.as_str()) {
+            log.session_lost = true;
+            break;
+        }
+        let got = timed(&mut client, "/get?key=v", &mut log).await;
+        if got.status != StatusCode::OK {
+            continue;
+        }
+        let Some(read) = got.body.strip_prefix(&prefix).and_then(|n| n.parse().ok()) else {
+            log.mixups.push(got.body);
+            continue;
+        };
+        if read < acked {
+            log.lost_acked += acked - read;
+            acked = read;
+        }
+        if put.status == StatusCode::OK && read == seq {
+            log.rounds += 1;
+            match killed.get() {
+                Some(&at) if started > at && log.back_after.is_none() => {
+                    log.back_after = Some(at.elapsed());
+                    resumed.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+        sleep_ms(5).await;
+    }
+    log
+}
+
+/// Prints what the users of a failover test saw, and asserts what must hold whatever Redis
+/// lost: nobody saw another user's data, no request outlived the store timeout by much, and
+/// every user was served again within `resume_limit` of the kill.
+pub fn report_and_check(what: &str, logs: &[UserLog], resume_limit: Duration) {
+    let mut back: Vec<u128> = logs
+        .iter()
+        .map(|l| l.back_after.map_or(u128::MAX, |d| d.as_millis()))
+        .collect();
+    back.sort_unstable();
+    println!("{what}: back after (ms, per user, sorted) {back:?}");
+    println!(
+        "{what}: 500s {}, successful rounds {}, acknowledged writes lost {}, sessions lost {}, \
+         slowest request {:?}",
+        logs.iter().map(|l| l.errors).sum::<u64>(),
+        logs.iter().map(|l| l.rounds).sum::<u64>(),
+        logs.iter().map(|l| l.lost_acked).sum::<u64>(),
+        logs.iter().filter(|l| l.session_lost).count(),
+        logs.iter().map(|l| l.slowest).max().unwrap_or_default(),
+    );
+    for (u, log) in logs.iter().enumerate() {
+        assert!(log.mixups.is_empty(), "user {u} read {:?}", log.mixups);
+        assert!(
+            log.slowest < Duration::from_millis(2_500),
+            "user {u}: a request took {:?} (store timeout 1 s)",
+            log.slowest
+        );
+        let back = log
+            .back_after
+            .unwrap_or_else(|| panic!("user {u} not served again within {resume_limit:?}"));
+        assert!(back < resume_limit, "user {u} served again after {back:?}");
+    }
+}

@@ -1,0 +1,124 @@
+//! tower-scs behind Redis Sentinel (one primary, one replica, one sentinel, started by the test),
+//! through `RedisStore::from_url("redis-sentinel://…")` and the real layer: sessions are served,
+//! and keep being served after the primary dies and the sentinel promotes the replica.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use http::StatusCode;
+use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+
+use common::{
+    Client, app,
+    cluster::{RedisSentinel, Reply, Traffic, report_and_check},
+    sleep_ms,
+};
+
+/// How soon after the primary dies every session must be served again.
+const RESUME_LIMIT: Duration = Duration::from_secs(15);
+
+fn dbsize(setup: &RedisSentinel, port: u16) -> i64 {
+    match setup.command(port, &["DBSIZE"]) {
+        Reply::Int(n) => n,
+        other => panic!("DBSIZE: {other:?}"),
+    }
+}
+
+/// The replication offset the node reports (`master_repl_offset` on a primary,
+/// `slave_repl_offset` on a replica).
+fn repl_offset(setup: &RedisSentinel, port: u16, field: &str) -> i64 {
+    let Reply::Bulk(Some(info)) = setup.command(port, &["INFO", "replication"]) else {
+        panic!("INFO replication on {port}");
+    };
+    info.lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in {info}"))
+}
+
+/// Sessions through a `redis-sentinel://` URL; then, under traffic, the primary dies: the
+/// sentinel promotes the replica, and the same sessions are served again by themselves. Writes
+/// the replica had received before the kill survive; acknowledged writes racing the kill may be
+/// lost (asynchronous replication): they are counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_served_through_a_sentinel_failover() {
+    const USERS: usize = 8;
+    let mut setup = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("start the sentinel setup");
+    let store = RedisStore::from_url(&setup.url())
+        .await
+        .expect("RedisStore::from_url on the sentinel");
+    let app = app(SessionLayer::new(store));
+    let (primary, replica) = (setup.primary_port(), setup.replica_port());
+    assert_eq!(setup.reported_primary(), Some(primary));
+
+    // Sessions through the sentinel URL land on the primary, and reach the replica.
+    let mut early = Vec::new();
+    for u in 0..USERS {
+        let mut client = Client::new(&app);
+        let res = client.get(&format!("/put?key=early&value=e{u}")).await;
+        assert_eq!(res.status, StatusCode::OK, "{res:?}");
+        assert_eq!(client.get("/get?key=early").await.body, format!("e{u}"));
+        early.push(client.token.clone().unwrap());
+    }
+    assert_eq!(dbsize(&setup, primary), USERS as i64);
+    for _ in 0..100 {
+        let target = repl_offset(&setup, primary, "master_repl_offset");
+        if repl_offset(&setup, replica, "slave_repl_offset") >= target {
+            break;
+        }
+        sleep_ms(20).await;
+    }
+    assert_eq!(dbsize(&setup, replica), USERS as i64, "replication");
+
+    // Traffic on those sessions; the primary dies under it.
+    let mut clients = Vec::new();
+    for token in &early {
+        let mut client = Client::with_token(&app, token);
+        let u = clients.len();
+        let res = client.get(&format!("/put?key=v&value=u{u}-0")).await;
+        assert_eq!(res.status, StatusCode::OK);
+        clients.push(client);
+    }
+    let traffic = Traffic::start(clients);
+    sleep_ms(500).await;
+    setup.kill_primary();
+    traffic.killed_now();
+    let setup = Arc::new(setup);
+    let promoted = {
+        let setup = setup.clone();
+        tokio::task::spawn_blocking(move || setup.wait_promoted(Duration::from_secs(20)))
+    };
+    traffic.wait_resumed(RESUME_LIMIT).await;
+    sleep_ms(500).await;
+    let logs = traffic.stop().await;
+    let promoted = promoted.await.expect("the sentinel promoted the replica");
+    println!("sentinel: replica {replica} promoted {promoted:?} after the primary was killed");
+    report_and_check("sentinel", &logs, RESUME_LIMIT);
+
+    // Writes replicated before the kill survived; new sessions and writes go to the new primary.
+    let mut survived = 0;
+    for (u, token) in early.iter().enumerate() {
+        let mut client = Client::with_token(&app, token);
+        let res = client.get("/get?key=early").await;
+        assert_eq!(res.status, StatusCode::OK);
+        survived += usize::from(res.body == format!("e{u}"));
+    }
+    println!("sentinel: {survived} of {USERS} sessions written before the kill survived");
+    assert_eq!(survived, USERS, "replicated sessions lost in the failover");
+    let mut client = Client::new(&app);
+    assert_eq!(
+        client.get("/put?key=k&value=after").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(client.get("/get?key=k").await.body, "after");
+    let new_key = format!("{DEFAULT_PREFIX}{}", client.token.unwrap());
+    assert_eq!(setup.command(replica, &["EXISTS", &new_key]), Reply::Int(1));
+}
