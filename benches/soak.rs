@@ -46,7 +46,10 @@ fn free_port() -> u16 {
 fn wait_for(addr: &str) {
     let start = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "{addr} never listened");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{addr} never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -106,10 +109,14 @@ fn redis_dbsize(port: u16) -> String {
 
 /// The server side: the example's app on Redis, until killed.
 async fn serve(redis_url: &str, addr: &str) {
-    let store = RedisStore::from_url(redis_url).await.expect("connect Redis");
+    let store = RedisStore::from_url(redis_url)
+        .await
+        .expect("connect Redis");
     let layer = SessionLayer::new(store).secure(false);
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    axum::serve(listener, put_get::app(layer)).await.expect("serve");
+    axum::serve(listener, put_get::app(layer))
+        .await
+        .expect("serve");
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
