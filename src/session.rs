@@ -605,34 +605,26 @@ impl Sessions {
     }
 }
 
+/// `Session` and `Sessions` as axum extractors: taken from the request extensions, where the
+/// layer put them; a route without a `SessionLayer` gets [`Error::MissingLayer`].
 #[cfg(feature = "axum")]
-impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
-    type Rejection = Error;
+macro_rules! extractor {
+    ($t:ty) => {
+        impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for $t {
+            type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Sessions>()
-            .cloned()
-            .ok_or(Error::MissingLayer)
-    }
+            async fn from_request_parts(
+                parts: &mut http::request::Parts,
+                _state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let found = parts.extensions.get::<$t>().cloned();
+                found.ok_or(Error::MissingLayer)
+            }
+        }
+    };
 }
 
 #[cfg(feature = "axum")]
-impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Session {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Session>()
-            .cloned()
-            .ok_or(Error::MissingLayer)
-    }
-}
+extractor!(Session);
+#[cfg(feature = "axum")]
+extractor!(Sessions);

@@ -256,40 +256,10 @@ async fn owner_logout_and_ids_span_every_primary() {
 /// then write their own key: all 400 writes survive on the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing() {
-    const SESSIONS: usize = 50;
-    const WRITERS: usize = 8;
     let cluster = start_cluster(3, 0).await;
     let app = cluster_app(&cluster, |l| l).await;
-    let mut tokens = Vec::new();
-    for s in 0..SESSIONS {
-        let mut client = Client::new(&app);
-        client.get(&format!("/put?key=base&value={s}")).await;
-        tokens.push(client.token.expect("session created"));
-    }
-    let mut set = JoinSet::new();
-    for token in &tokens {
-        for w in 0..WRITERS {
-            let mut client = Client::with_token(&app, token);
-            set.spawn(async move {
-                let uri = format!("/read_sleep_put?key=k{w}&value=v{w}&ms=50");
-                let res = client.get(&uri).await;
-                assert_eq!(res.status, StatusCode::OK, "{res:?}");
-            });
-        }
-    }
-    while let Some(done) = set.join_next().await {
-        done.expect("writer task");
-    }
-    let mut lost = 0;
-    for (s, token) in tokens.iter().enumerate() {
-        let mut client = Client::with_token(&app, token);
-        let keys = client.get("/keys").await.body;
-        lost += (0..WRITERS)
-            .filter(|w| !keys.split(',').any(|k| k == format!("k{w}")))
-            .count();
-        assert_eq!(client.get("/get?key=base").await.body, s.to_string());
-    }
-    assert_eq!(lost, 0, "{lost} of {} writes lost", SESSIONS * WRITERS);
+    let lost = common::lost_concurrent_writes(&app, 50, 8).await;
+    assert_eq!(lost, 0, "{lost} of 400 writes lost");
     assert!(cluster.key_counts().iter().all(|&(_, n)| n > 0));
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use common::{Backend, Client, NONE, assert_calls, monitor, sleep_ms};
+use common::{Backend, Client, NONE, assert_calls, lost_concurrent_writes, monitor, sleep_ms};
 
 crate::both_stores!(
     fifty_sessions_of_eight_concurrent_writers_lose_nothing,
@@ -26,35 +26,7 @@ const WRITERS: usize = 8;
 /// two thirds of them, SCS more).
 async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing(backend: Backend) {
     let app = backend.app(|l| l).await;
-    let mut tokens = Vec::new();
-    for s in 0..SESSIONS {
-        let mut client = Client::new(&app);
-        client.get(&format!("/put?key=base&value={s}")).await;
-        tokens.push(client.token.expect("session created"));
-    }
-    let mut set = JoinSet::new();
-    for token in &tokens {
-        for w in 0..WRITERS {
-            let mut client = Client::with_token(&app, token);
-            set.spawn(async move {
-                let uri = format!("/read_sleep_put?key=k{w}&value=v{w}&ms=50");
-                let res = client.get(&uri).await;
-                assert_eq!(res.status, StatusCode::OK, "{res:?}");
-            });
-        }
-    }
-    while let Some(done) = set.join_next().await {
-        done.expect("writer task");
-    }
-    let mut lost = 0;
-    for (s, token) in tokens.iter().enumerate() {
-        let mut client = Client::with_token(&app, token);
-        let keys = client.get("/keys").await.body;
-        lost += (0..WRITERS)
-            .filter(|w| !keys.split(',').any(|k| k == format!("k{w}")))
-            .count();
-        assert_eq!(client.get("/get?key=base").await.body, s.to_string());
-    }
+    let lost = lost_concurrent_writes(&app, SESSIONS, WRITERS).await;
     assert_eq!(lost, 0, "{lost} of {} writes lost", SESSIONS * WRITERS);
 }
 

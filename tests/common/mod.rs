@@ -450,3 +450,40 @@ pub async fn assert_calls(
         assert_eq!(m.client_commands(i).await, commands, "Redis commands sent");
     }
 }
+
+/// The lost-update scenario: `sessions` sessions × `writers` concurrent requests each, every
+/// request loading its session, pausing while the others are in flight, then writing its own
+/// key. Returns how many of the writes are missing afterwards (and checks each session kept the
+/// value it started with).
+pub async fn lost_concurrent_writes(app: &Router, sessions: usize, writers: usize) -> usize {
+    let mut tokens = Vec::new();
+    for s in 0..sessions {
+        let mut client = Client::new(app);
+        client.get(&format!("/put?key=base&value={s}")).await;
+        tokens.push(client.token.expect("session created"));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for token in &tokens {
+        for w in 0..writers {
+            let mut client = Client::with_token(app, token);
+            set.spawn(async move {
+                let uri = format!("/read_sleep_put?key=k{w}&value=v{w}&ms=50");
+                let res = client.get(&uri).await;
+                assert_eq!(res.status, StatusCode::OK, "{res:?}");
+            });
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("writer task");
+    }
+    let mut lost = 0;
+    for (s, token) in tokens.iter().enumerate() {
+        let mut client = Client::with_token(app, token);
+        let keys = client.get("/keys").await.body;
+        lost += (0..writers)
+            .filter(|w| !keys.split(',').any(|k| k == format!("k{w}")))
+            .count();
+        assert_eq!(client.get("/get?key=base").await.body, s.to_string());
+    }
+    lost
+}
