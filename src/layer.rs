@@ -18,7 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    Error, Session, Sessions,
+    Error, Session,
     session::Plan,
     store::{Change, Committed, DynStore, Mode, Record, SessionStore},
     token,
@@ -35,7 +35,7 @@ type ErrorHandler = Arc<dyn Fn(&Error) -> Response<()> + Send + Sync>;
 pub(crate) struct Config {
     pub(crate) lifetime: Duration,
     pub(crate) idle_timeout: Option<Duration>,
-    cookie_name: String,
+    pub(crate) cookie_name: String,
     cookie_domain: Option<String>,
     cookie_path: String,
     http_only: bool,
@@ -83,7 +83,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn store_id(&self, token: &str) -> String {
+    pub(crate) fn store_id<'a>(&self, token: &'a str) -> std::borrow::Cow<'a, str> {
         token::store_id(token, self.config.hash_token)
     }
 
@@ -124,17 +124,16 @@ impl Shared {
         req.headers()
             .get_all(header::COOKIE)
             .iter()
-            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .map(|h| String::from_utf8_lossy(h.as_bytes()))
             .flat_map(Cookie::split_parse)
             .filter_map(Result::ok)
             .find(|c| c.name() == self.config.cookie_name && token::is_well_formed(c.value()))
             .map(|c| c.value().to_owned())
     }
 
-    /// Runs the session's plan against the store; returns the `Set-Cookie` value to send.
-    async fn commit_session(&self, session: &Session) -> Result<Option<String>, Error> {
-        let now = SystemTime::now();
-        match session.plan(now) {
+    /// Runs a session's plan against the store; returns the `Set-Cookie` value to send.
+    async fn commit_plan(&self, plan: Plan, now: SystemTime) -> Result<Option<String>, Error> {
+        match plan {
             Plan::Nothing => Ok(None),
             Plan::Failed(e) => Err(e),
             Plan::Destroy { delete } => {
@@ -436,12 +435,10 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let token = self.shared.token_from(&req);
-        let session = Session::new(self.shared.clone(), token);
-        let extensions = req.extensions_mut();
-        extensions
-            .get_or_insert_default::<Sessions>()
-            .insert(&self.shared.config.cookie_name, session.clone());
-        extensions.insert(session.clone());
+        // An outer session layer's session stays reachable through `Sessions`.
+        let outer = req.extensions().get::<Session>().cloned();
+        let session = Session::new(self.shared.clone(), token, outer);
+        req.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Handler {
                 future: self.inner.call(req),
@@ -486,7 +483,12 @@ where
                     if !session.needs_commit() {
                         return Poll::Ready(Ok(response));
                     }
-                    let future = Box::pin(finish(session, response));
+                    let now = SystemTime::now();
+                    let plan = session.plan(now);
+                    if let Plan::Nothing = plan {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let future = Box::pin(finish(session, plan, now, response));
                     self.as_mut()
                         .project()
                         .state
@@ -500,9 +502,14 @@ where
 
 /// Commits the session and puts its cookie on the response, or replaces the response with the
 /// error response when the session or the store failed.
-async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
-    let shared = session.shared().clone();
-    match shared.commit_session(&session).await {
+async fn finish<B: Default>(
+    session: Session,
+    plan: Plan,
+    now: SystemTime,
+    mut response: Response<B>,
+) -> Response<B> {
+    let shared = session.shared();
+    match shared.commit_plan(plan, now).await {
         Ok(None) => response,
         Ok(Some(cookie)) => {
             let headers = response.headers_mut();
@@ -515,10 +522,10 @@ async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Resp
                     );
                     response
                 }
-                Err(_) => error_response(&shared, &Error::Malformed("cookie value".into())),
+                Err(_) => error_response(shared, &Error::Malformed("cookie value".into())),
             }
         }
-        Err(e) => error_response(&shared, &e),
+        Err(e) => error_response(shared, &e),
     }
 }
 

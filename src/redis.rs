@@ -171,6 +171,8 @@ impl Script {
     }
 
     async fn run(&self, client: &Client, key: String, args: Vec<String>) -> Result<Value, Error> {
+        // Values share their bytes, so keeping a copy for the NOSCRIPT retry costs no string copy.
+        let args: Vec<Value> = args.into_iter().map(Value::from).collect();
         match client
             .evalsha::<Value, _, _, _>(self.sha.as_str(), key.clone(), args.clone())
             .await
@@ -393,13 +395,13 @@ impl RedisStore<Pool> {
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let key = self.key(id);
-        let fields: HashMap<String, String> = self
+        let reply: Value = self
             .client
             .client_for(&key)
             .hgetall(key)
             .await
             .map_err(Error::store)?;
-        decode(fields)
+        decode(reply)
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
@@ -498,23 +500,36 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 }
 
-/// Decodes the fields of a session hash; an empty hash is a missing session.
-fn decode(fields: HashMap<String, String>) -> Result<Option<Record>, Error> {
+/// Decodes an `HGETALL` reply; an empty hash is a missing session.
+fn decode(reply: Value) -> Result<Option<Record>, Error> {
+    let fields = match reply {
+        Value::Map(map) => map.inner(),
+        Value::Null => return Ok(None),
+        Value::Array(items) if items.is_empty() => return Ok(None),
+        other => {
+            return Err(Error::Malformed(format!(
+                "unexpected HGETALL reply {other:?}"
+            )));
+        }
+    };
     if fields.is_empty() {
         return Ok(None);
     }
+    let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
     let mut values = HashMap::with_capacity(fields.len());
     let (mut deadline, mut expiry, mut remember, mut owner) = (None, None, false, None);
     for (field, value) in fields {
+        let field = field.as_str().ok_or_else(not_text)?;
         if let Some(key) = field.strip_prefix("v:") {
-            values.insert(key.to_owned(), value);
+            values.insert(key.to_owned(), value.into_string().ok_or_else(not_text)?);
             continue;
         }
-        match field.as_str() {
-            "deadline" => deadline = Some(parse_millis(&value)?),
-            "expiry" => expiry = Some(parse_millis(&value)?),
-            "remember" => remember = value == "1",
-            "owner" => owner = Some(value),
+        let text = value.as_str().ok_or_else(not_text)?;
+        match field {
+            "deadline" => deadline = Some(parse_millis(&text)?),
+            "expiry" => expiry = Some(parse_millis(&text)?),
+            "remember" => remember = text == "1",
+            "owner" => owner = Some(text.into_owned()),
             // Unknown fields are left alone, for forward compatibility.
             _ => {}
         }

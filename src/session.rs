@@ -55,8 +55,8 @@ struct Inner {
     shared: Arc<Shared>,
     /// The well-formed token the request's cookie carried, if any (not yet known to exist).
     cookie_token: Option<String>,
-    /// When the request started: a session created by it has this + lifetime as deadline.
-    started: SystemTime,
+    /// The session of the next layer out, when several session layers wrap the service.
+    outer: Option<Session>,
     /// The stored record, once loaded (`None` inside: no such session).
     loaded: OnceCell<Option<Record>>,
     state: Mutex<State>,
@@ -101,11 +101,15 @@ pub(crate) enum Plan {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie_token: Option<String>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        cookie_token: Option<String>,
+        outer: Option<Session>,
+    ) -> Self {
         Session(Arc::new(Inner {
             shared,
             cookie_token,
-            started: SystemTime::now(),
+            outer,
             loaded: OnceCell::new(),
             state: Mutex::new(State::default()),
         }))
@@ -151,12 +155,9 @@ impl Session {
     /// The value under `key`, deserialized as `T`; `None` when there is none. A value that does
     /// not deserialize as `T` is an [`Error::Value`].
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        match self.view(|v| v.get(key).map(str::to_owned)).await? {
-            Some(json) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| Error::value(key, e)),
-            None => Ok(None),
-        }
+        self.view(|v| v.get(key).map(serde_json::from_str).transpose())
+            .await?
+            .map_err(|e| Error::value(key, e))
     }
 
     /// Stores `value` under `key`. Infallible to call: if `value` cannot be serialized to JSON,
@@ -334,13 +335,12 @@ impl Session {
 
     /// The absolute deadline of the session (fixed at creation, reset by renew).
     pub async fn deadline(&self) -> Result<SystemTime, Error> {
-        let started = self.0.started;
-        let lifetime = self.0.shared.config.lifetime;
+        let new_deadline = later(SystemTime::now(), self.0.shared.config.lifetime);
         self.view(|v| {
             v.state
                 .deadline
                 .or(v.base.map(|r| r.deadline))
-                .unwrap_or(later(started, lifetime))
+                .unwrap_or(new_deadline)
         })
         .await
     }
@@ -393,7 +393,7 @@ impl Session {
             state.set.insert(key, json);
         }
         state.deadline = Some(own_deadline.max(other.deadline));
-        let id = self.0.shared.store_id(token);
+        let id = self.0.shared.store_id(token).into_owned();
         state.delete.push(id);
         state.status = Status::Modified;
         Ok(())
@@ -407,7 +407,7 @@ impl Session {
         self.0
             .cookie_token
             .as_deref()
-            .map(|t| self.0.shared.store_id(t))
+            .map(|t| self.0.shared.store_id(t).into_owned())
     }
 
     /// Whether `key` is certainly absent without asking the store.
@@ -437,7 +437,7 @@ impl Session {
     pub(crate) fn plan(&self, now: SystemTime) -> Plan {
         let config = &self.0.shared.config;
         let idle_ttl = config.idle_timeout.map(|idle| idle + idle / 10);
-        let new_deadline = later(self.0.started, config.lifetime);
+        let new_deadline = later(now, config.lifetime);
         let mut state = self.state();
         if let Some(e) = state.failure.take() {
             return Plan::Failed(e);
@@ -578,7 +578,7 @@ impl View<'_> {
 /// The sessions of every [`SessionLayer`](crate::SessionLayer) a request went through, by
 /// cookie name: for apps with several layers (e.g. a `session` cookie on one store and an
 /// `admin` cookie on another). The plain [`Session`] extension and extractor is the innermost
-/// layer's.
+/// layer's; `Sessions` reaches the others.
 ///
 /// ```
 /// # async fn demo(sessions: tower_scs::Sessions) {
@@ -588,25 +588,29 @@ impl View<'_> {
 /// # }
 /// ```
 #[derive(Clone, Default, Debug)]
-pub struct Sessions(Vec<(String, Session)>);
+pub struct Sessions(Option<Session>);
 
 impl Sessions {
-    /// The session of the layer whose cookie is named `cookie_name`.
-    pub fn get(&self, cookie_name: &str) -> Option<&Session> {
-        self.0
-            .iter()
-            .find(|(name, _)| name == cookie_name)
-            .map(|(_, s)| s)
+    /// The sessions of the layers a request went through, from its extensions.
+    pub fn from_extensions(extensions: &http::Extensions) -> Self {
+        Sessions(extensions.get::<Session>().cloned())
     }
 
-    pub(crate) fn insert(&mut self, cookie_name: &str, session: Session) {
-        self.0.retain(|(name, _)| name != cookie_name);
-        self.0.push((cookie_name.to_owned(), session));
+    /// The session of the layer whose cookie is named `cookie_name`.
+    pub fn get(&self, cookie_name: &str) -> Option<&Session> {
+        let mut next = self.0.as_ref();
+        while let Some(session) = next {
+            if session.0.shared.config.cookie_name == cookie_name {
+                return Some(session);
+            }
+            next = session.0.outer.as_ref();
+        }
+        None
     }
 }
 
-/// `Session` and `Sessions` as axum extractors: taken from the request extensions, where the
-/// layer put them; a route without a `SessionLayer` gets [`Error::MissingLayer`].
+/// `Session` as an axum extractor: taken from the request extensions, where the layer put it; a
+/// route without a `SessionLayer` gets [`Error::MissingLayer`].
 #[cfg(feature = "axum")]
 macro_rules! extractor {
     ($t:ty) => {
@@ -626,5 +630,18 @@ macro_rules! extractor {
 
 #[cfg(feature = "axum")]
 extractor!(Session);
+
 #[cfg(feature = "axum")]
-extractor!(Sessions);
+impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Sessions::from_extensions(&parts.extensions) {
+            Sessions(None) => Err(Error::MissingLayer),
+            sessions => Ok(sessions),
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Session tokens: 32 bytes from a CSPRNG, base64url without padding (43 characters).
 
+use std::borrow::Cow;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -20,16 +22,19 @@ pub(crate) fn is_well_formed(s: &str) -> bool {
     s.len() == LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && URL_SAFE_NO_PAD.decode(s).is_ok_and(|b| b.len() == 32)
+        && {
+            let mut bytes = [0u8; 48];
+            URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) == Ok(32)
+        }
 }
 
 /// The id a token is stored under: the token itself, or base64url(sha256(token)) when
 /// hash-token-in-store is on.
-pub(crate) fn store_id(token: &str, hash: bool) -> String {
+pub(crate) fn store_id(token: &str, hash: bool) -> Cow<'_, str> {
     if hash {
-        URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+        Cow::Owned(URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())))
     } else {
-        token.to_owned()
+        Cow::Borrowed(token)
     }
 }
 
