@@ -8,8 +8,9 @@
 //! |---|---|
 //! | `v:<key>` | the session value of `<key>`, as JSON text |
 //! | `deadline` | absolute deadline, Unix milliseconds |
-//! | `expiry` | when Redis drops the key (its `PEXPIREAT`), Unix milliseconds |
-//! | `remember` | remember-me flag, `0` or `1` |
+//! | `expiry` | when Redis drops the key (its `PEXPIREAT`), Unix milliseconds; absent when it is the deadline |
+//! | `remember` | `1` when remember-me is on (absent when off) |
+//! | `size` | bytes of the session's keys and JSON values, for the size limit |
 //! | `owner` | the owner the session is tied to, if any |
 //!
 //! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
@@ -30,10 +31,10 @@ use std::{
 
 use fred::{
     clients::{Client, Pool},
-    interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface},
+    interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface},
     prelude::{Builder, Config, ReconnectPolicy},
     types::{
-        Value,
+        ClusterHash, CustomCommand, Value,
         config::UnresponsiveConfig,
         scan::{ScanType, Scanner},
     },
@@ -75,12 +76,14 @@ local n = tonumber(ARGV[9])
 local update = ARGV[1] == 'u'
 local keep = update and ARGV[6] ~= '1'
 local size = 0
+local had_expiry, had_remember = false, false
 if update then
   local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner', 'size', 'expiry')
   if not meta[1] then return false end
   local stored_expiry = int(meta[5] or '')
   if meta[5] and not stored_expiry then return redis.error_reply('MALFORMED expiry') end
   if stored_expiry and stored_expiry <= now then return false end
+  had_expiry, had_remember = meta[5] ~= false, meta[2] ~= false
   if deadline == '' then deadline = meta[1] end
   if remember == '' then remember = meta[2] or '0' end
   if owner == '' then owner = meta[3] or '' end
@@ -123,10 +126,23 @@ if ARGV[6] == '1' then
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
 if n > 0 then redis.call('HDEL', key, unpack(ARGV, 10, 9 + n)) end
-local fields = {'deadline', deadline, 'expiry', string.format('%d', expiry), 'remember', remember,
-  'size', string.format('%d', size)}
+-- `expiry` is stored only when it differs from the deadline, `remember` only when on: a
+-- session without an idle timeout reads back as few fields as possible.
+local fields = {'deadline', deadline, 'size', string.format('%d', size)}
+local stale = {}
+if expiry ~= tonumber(deadline) then
+  fields[#fields + 1] = 'expiry'; fields[#fields + 1] = string.format('%d', expiry)
+elseif had_expiry then
+  stale[#stale + 1] = 'expiry'
+end
+if remember == '1' then
+  fields[#fields + 1] = 'remember'; fields[#fields + 1] = '1'
+elseif had_remember then
+  stale[#stale + 1] = 'remember'
+end
 if ARGV[7] ~= '' then fields[#fields + 1] = 'owner'; fields[#fields + 1] = owner end
 for i = 10 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, expiry)
 return {expiry, remember, owner}
@@ -395,10 +411,13 @@ impl RedisStore<Pool> {
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let key = self.key(id);
+        // Sent as a custom command so that fred hands back the flat reply instead of building a
+        // map we would only walk once.
+        let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
         let reply: Value = self
             .client
             .client_for(&key)
-            .hgetall(key)
+            .custom(hgetall, vec![key])
             .await
             .map_err(Error::store)?;
         decode(reply)
@@ -502,24 +521,33 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
 
 /// Decodes an `HGETALL` reply; an empty hash is a missing session.
 fn decode(reply: Value) -> Result<Option<Record>, Error> {
-    let fields = match reply {
-        Value::Map(map) => map.inner(),
+    // RESP2 answers a flat array of fields and values, RESP3 a map.
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(items) if items.len() % 2 == 0 => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
         Value::Null => return Ok(None),
-        Value::Array(items) if items.is_empty() => return Ok(None),
         other => {
             return Err(Error::Malformed(format!(
                 "unexpected HGETALL reply {other:?}"
             )));
         }
     };
-    if fields.is_empty() {
+    if pairs.is_empty() {
         return Ok(None);
     }
     let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
-    let mut values = HashMap::with_capacity(fields.len());
+    let mut values = HashMap::with_capacity(pairs.len());
     let (mut deadline, mut expiry, mut remember, mut owner) = (None, None, false, None);
-    for (field, value) in fields {
+    for (field, value) in pairs {
         let field = field.as_str().ok_or_else(not_text)?;
+        let field: &str = &field;
         if let Some(key) = field.strip_prefix("v:") {
             values.insert(key.to_owned(), value.into_string().ok_or_else(not_text)?);
             continue;

@@ -625,7 +625,7 @@ async fn examine(
         }
         let hash = inspector.hgetall(&key).await;
         let fields: BTreeSet<&str> = hash.keys().map(String::as_str).collect();
-        let expected = BTreeSet::from(["deadline", "expiry", "remember", "size", "v:v"]);
+        let expected = BTreeSet::from(["deadline", "size", "v:v"]);
         let consistent = fields == expected
             && hash["v:v"] == format!("{:?}", get.body)
             && hash["size"] == (1 + hash["v:v"].len()).to_string();

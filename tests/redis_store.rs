@@ -38,7 +38,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
     fields.sort();
     let expected = [
-        "deadline", "expiry", "remember", "size", "v:name", "v:number", "v:text", "v:user",
+        "deadline", "remember", "size", "v:name", "v:number", "v:text", "v:user",
     ];
     assert_eq!(fields, expected);
     let values: usize = hash
@@ -57,7 +57,13 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     assert_eq!(hash["remember"], "1");
     let deadline: i64 = hash["deadline"].parse().unwrap();
     assert_near(deadline, now_ms() + 86_400_000, 3_000, "deadline (Unix ms)");
-    assert_eq!(hash["expiry"], hash["deadline"], "no idle timeout");
+    assert!(
+        !hash.contains_key("expiry"),
+        "no idle timeout: the expiry is the deadline, not stored twice"
+    );
+    // Remember-me off: the field goes away rather than reading "0".
+    client.get("/remember?on=false").await;
+    assert!(!inspector.hgetall(&key).await.contains_key("remember"));
 }
 
 #[tokio::test]
@@ -89,7 +95,13 @@ async fn pttl_follows_lifetime_and_idle_timeout() {
         client.get("/put?key=a&value=1").await;
         let key = format!("scs:session:{}", client.token.clone().unwrap());
         assert_near(inspector.pttl(&key).await, ttl, 1_000, "PTTL");
-        let expiry: i64 = inspector.hgetall(&key).await["expiry"].parse().unwrap();
+        let hash = inspector.hgetall(&key).await;
+        // Stored only when it differs from the deadline.
+        let expiry: i64 = hash
+            .get("expiry")
+            .unwrap_or(&hash["deadline"])
+            .parse()
+            .unwrap();
         assert_near(expiry, now_ms() + ttl, 1_000, "expiry field");
         // A later write keeps an expiry on the key.
         client.get("/put?key=b&value=2").await;
