@@ -5,52 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+use http::StatusCode;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+use common::{
+    RedisServer, assert_valid_token,
+    example::{Example, HttpClient, get, token_of},
 };
-
-use common::{RedisServer, assert_valid_token, example::Example};
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-struct Reply {
-    status: StatusCode,
-    set_cookie: Option<String>,
-    body: String,
-}
-
-/// GET `path` on the example, with `session=<token>` when given.
-async fn get(http: &HttpClient, example: &Example, path: &str, token: Option<&str>) -> Reply {
-    let mut req = Request::get(format!("http://{}{path}", example.addr));
-    if let Some(token) = token {
-        req = req.header(header::COOKIE, format!("session={token}"));
-    }
-    let res = http
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .expect("request to the example");
-    let status = res.status();
-    let set_cookie = res
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        set_cookie,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
-}
-
-/// The token a `Set-Cookie` value carries.
-fn token_of(set_cookie: &str) -> String {
-    let pair = set_cookie.split(';').next().unwrap();
-    pair.strip_prefix("session=").unwrap().to_owned()
-}
 
 fn http1() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
@@ -79,11 +40,11 @@ async fn put_get_ping_on_redis() {
     let example = start(&redis);
     let http = http1();
 
-    let ping = get(&http, &example, "/ping", None).await;
+    let ping = get(&http, &example.addr, "/ping", None).await;
     assert_eq!((ping.status, ping.body.as_str()), (StatusCode::OK, "pong"));
     assert!(ping.set_cookie.is_none());
 
-    let put = get(&http, &example, "/put?message=hi%20there", None).await;
+    let put = get(&http, &example.addr, "/put?message=hi%20there", None).await;
     assert_eq!((put.status, put.body.as_str()), (StatusCode::OK, ""));
     let set_cookie = put.set_cookie.expect("a session cookie");
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
@@ -97,7 +58,7 @@ async fn put_get_ping_on_redis() {
     assert_eq!(stored["v:message"], r#""hi there""#);
 
     let t = Some(token.as_str());
-    let got = get(&http, &example, "/get", t).await;
+    let got = get(&http, &example.addr, "/get", t).await;
     assert_eq!(
         (got.status, got.body.as_str()),
         (StatusCode::OK, "hi there")
@@ -106,26 +67,29 @@ async fn put_get_ping_on_redis() {
 
     // The same session over HTTP/2.
     let h2 = http2();
-    assert_eq!(get(&h2, &example, "/get", t).await.body, "hi there");
-    let put = get(&h2, &example, "/put", t).await;
+    assert_eq!(get(&h2, &example.addr, "/get", t).await.body, "hi there");
+    let put = get(&h2, &example.addr, "/put", t).await;
     assert_eq!(token_of(&put.set_cookie.expect("a cookie")), token);
     assert_eq!(
-        get(&http, &example, "/get", t).await.body,
+        get(&http, &example.addr, "/get", t).await.body,
         "Hello from a session!"
     );
 
     // Without the cookie, or with a token the server never issued: no session.
-    let anonymous = get(&http, &example, "/get", None).await;
+    let anonymous = get(&http, &example.addr, "/get", None).await;
     assert_eq!(
         (anonymous.status, anonymous.body.as_str()),
         (StatusCode::OK, "")
     );
     assert!(anonymous.set_cookie.is_none());
     let made_up = common::made_up_token("hyper");
-    assert_eq!(get(&http, &example, "/get", Some(&made_up)).await.body, "");
+    assert_eq!(
+        get(&http, &example.addr, "/get", Some(&made_up)).await.body,
+        ""
+    );
 
     assert_eq!(
-        get(&http, &example, "/nope", t).await.status,
+        get(&http, &example.addr, "/nope", t).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(redis.inspector().await.keys().await.len(), 1);
@@ -136,20 +100,20 @@ async fn a_store_failure_is_a_500_and_the_server_recovers() {
     let mut redis = RedisServer::start();
     let mut example = start(&redis);
     let http = http1();
-    let put = get(&http, &example, "/put?message=before", None).await;
+    let put = get(&http, &example.addr, "/put?message=before", None).await;
     let token = token_of(&put.set_cookie.expect("a session cookie"));
     let t = Some(token.as_str());
 
     redis.stop();
-    let read = get(&http, &example, "/get", t).await;
+    let read = get(&http, &example.addr, "/get", t).await;
     assert_eq!(
         (read.status, read.body.as_str()),
         (StatusCode::INTERNAL_SERVER_ERROR, "")
     );
-    let write = get(&http, &example, "/put?message=during", t).await;
+    let write = get(&http, &example.addr, "/put?message=during", t).await;
     assert_eq!(write.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(write.set_cookie.is_none());
-    assert_eq!(get(&http, &example, "/ping", t).await.body, "pong");
+    assert_eq!(get(&http, &example.addr, "/ping", t).await.body, "pong");
     assert!(
         example.is_running(),
         "the example died: {}",
@@ -160,7 +124,7 @@ async fn a_store_failure_is_a_500_and_the_server_recovers() {
     redis.restart();
     let until = Instant::now() + Duration::from_secs(10);
     let after = loop {
-        let reply = get(&http, &example, "/put?message=after", t).await;
+        let reply = get(&http, &example.addr, "/put?message=after", t).await;
         if reply.status == StatusCode::OK || Instant::now() > until {
             break reply;
         }
@@ -169,6 +133,9 @@ async fn a_store_failure_is_a_500_and_the_server_recovers() {
     assert_eq!(after.status, StatusCode::OK, "the store did not recover");
     let new = token_of(&after.set_cookie.expect("a new session cookie"));
     assert_ne!(new, token);
-    assert_eq!(get(&http, &example, "/get", Some(&new)).await.body, "after");
-    assert_eq!(get(&http, &example, "/get", t).await.body, "");
+    assert_eq!(
+        get(&http, &example.addr, "/get", Some(&new)).await.body,
+        "after"
+    );
+    assert_eq!(get(&http, &example.addr, "/get", t).await.body, "");
 }

@@ -6,61 +6,17 @@
 
 mod common;
 
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http::StatusCode;
 use tokio::task::JoinSet;
 
-use common::{RedisServer, example::Example};
+use common::{
+    RedisServer,
+    example::{Example, get, http_client, token_of},
+};
 
 /// The `put_get` example on `redis`.
 fn start(redis: &RedisServer) -> Example {
     Example::start("put_get", &[("REDIS_URL", &redis.url())])
-}
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-struct Reply {
-    status: StatusCode,
-    set_cookie: Option<String>,
-    body: String,
-}
-
-/// GET `path` on `addr`, with `session=<token>` when given.
-async fn get(http: &HttpClient, addr: &str, path: &str, token: Option<&str>) -> Reply {
-    let mut req = Request::get(format!("http://{addr}{path}"));
-    if let Some(token) = token {
-        req = req.header(header::COOKIE, format!("session={token}"));
-    }
-    let res = http
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .expect("request to the example");
-    let status = res.status();
-    let set_cookie = res
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        set_cookie,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
-}
-
-/// The token a `Set-Cookie` value carries (empty for an expiring cookie).
-fn token_of(set_cookie: &str) -> String {
-    let pair = set_cookie.split(';').next().unwrap();
-    pair.strip_prefix("session=").unwrap().to_owned()
-}
-
-fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
 }
 
 #[tokio::test]

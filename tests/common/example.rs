@@ -12,6 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
 use super::redis::free_port;
 
 /// The environment variables the examples read; a test sets the ones it wants, the others are
@@ -185,4 +193,48 @@ fn drain(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHa
             line.clear();
         }
     })
+}
+
+/// An HTTP client for driving example processes.
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// What a GET to an example answered.
+pub struct Reply {
+    pub status: StatusCode,
+    pub set_cookie: Option<String>,
+    pub body: String,
+}
+
+/// An HTTP/1.1 keep-alive client.
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `path` on `addr`, with `session=<token>` when given.
+pub async fn get(http: &HttpClient, addr: &str, path: &str, token: Option<&str>) -> Reply {
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        req = req.header(header::COOKIE, format!("session={token}"));
+    }
+    let res = http
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request to the example");
+    let status = res.status();
+    let set_cookie = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        set_cookie,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// The token a `Set-Cookie` value carries (empty for an expiring cookie).
+pub fn token_of(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.strip_prefix("session=").unwrap().to_owned()
 }
