@@ -24,20 +24,10 @@ fn http2() -> HttpClient {
         .build_http()
 }
 
-fn start(redis: &RedisServer) -> Example {
-    let example = Example::start("hyper_server", &[("REDIS_URL", &redis.url())]);
-    assert!(
-        example.stdout().contains("store: RedisStore"),
-        "{}",
-        example.stdout()
-    );
-    example
-}
-
 #[tokio::test]
 async fn put_get_ping_on_redis() {
     let redis = RedisServer::start();
-    let example = start(&redis);
+    let example = Example::on_redis("hyper_server", &redis);
     let http = http1();
 
     let ping = get(&http, &example.addr, "/ping", None).await;
@@ -98,7 +88,7 @@ async fn put_get_ping_on_redis() {
 #[tokio::test]
 async fn a_store_failure_is_a_500_and_the_server_recovers() {
     let mut redis = RedisServer::start();
-    let mut example = start(&redis);
+    let mut example = Example::on_redis("hyper_server", &redis);
     let http = http1();
     let put = get(&http, &example.addr, "/put?message=before", None).await;
     let token = token_of(&put.set_cookie.expect("a session cookie"));

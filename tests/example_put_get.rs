@@ -15,14 +15,11 @@ use common::{
 };
 
 /// The `put_get` example on `redis`.
-fn start(redis: &RedisServer) -> Example {
-    Example::start("put_get", &[("REDIS_URL", &redis.url())])
-}
 
 #[tokio::test]
 async fn routes_answer_as_scs_on_redis() {
     let redis = RedisServer::start();
-    let example = start(&redis);
+    let example = Example::on_redis("put_get", &redis);
     let http = http_client();
     let a = example.addr.as_str();
 
@@ -69,7 +66,10 @@ async fn routes_answer_as_scs_on_redis() {
 #[tokio::test]
 async fn two_processes_sharing_redis_lose_no_concurrent_write() {
     let redis = RedisServer::start();
-    let servers = [start(&redis), start(&redis)];
+    let servers = [
+        Example::on_redis("put_get", &redis),
+        Example::on_redis("put_get", &redis),
+    ];
     let http = http_client();
     let mut tokens = Vec::new();
     for s in 0..50 {

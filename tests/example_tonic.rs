@@ -121,20 +121,10 @@ impl Client {
     }
 }
 
-fn start(redis: &RedisServer) -> Example {
-    let example = Example::start("tonic_grpc", &[("REDIS_URL", &redis.url())]);
-    assert!(
-        example.stdout().contains("store: RedisStore"),
-        "{}",
-        example.stdout()
-    );
-    example
-}
-
 #[tokio::test]
 async fn the_cookie_in_metadata_carries_the_session_across_calls() {
     let redis = RedisServer::start();
-    let example = start(&redis);
+    let example = Example::on_redis("tonic_grpc", &redis);
     let mut alice = Client::connect(&example).await;
 
     alice.put("greeting", "hello").await.unwrap();
@@ -202,7 +192,7 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
 #[tokio::test]
 async fn a_store_failure_is_unavailable_and_the_server_recovers() {
     let mut redis = RedisServer::start();
-    let mut example = start(&redis);
+    let mut example = Example::on_redis("tonic_grpc", &redis);
     let mut client = Client::connect(&example).await;
     assert_eq!(client.incr().await.unwrap(), 1);
     let token = client.token.clone().unwrap();

@@ -29,11 +29,7 @@ use axum::{Router, extract::Query, routing::get};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::TryStreamExt;
 use http::{HeaderValue, StatusCode};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt},
-    sync::mpsc,
-    task::JoinSet,
-};
+use tokio::{sync::mpsc, task::JoinSet};
 use tower::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -282,24 +278,9 @@ static MARKERS: AtomicU64 = AtomicU64::new(0);
 
 impl RawMonitor {
     async fn start(server: &RedisServer) -> Self {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
-            .await
-            .unwrap();
-        stream.write_all(b"MONITOR\r\n").await.unwrap();
-        let mut reader = tokio::io::BufReader::new(stream);
-        let mut ok = String::new();
-        reader.read_line(&mut ok).await.unwrap();
-        assert_eq!(ok, "+OK\r\n");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut line = String::new();
-            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                if tx.send(std::mem::take(&mut line)).is_err() {
-                    break;
-                }
-            }
-        });
-        RawMonitor { lines }
+        RawMonitor {
+            lines: common::redis::monitor_lines(server).await,
+        }
     }
 
     /// Every line Redis ran since the previous call (up to an `ECHO` marker sent now).

@@ -19,7 +19,7 @@ use std::{
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use super::{Client, Resp, free_port, sleep_ms};
+use super::{Client, Resp, free_port, redis::require, sleep_ms};
 
 /// How long a node may stay unreachable before the cluster counts it as failed. Short, so that a
 /// failover happens within a few seconds.
@@ -30,22 +30,6 @@ pub const SENTINEL_DOWN_AFTER_MS: u64 = 1_000;
 pub const SENTINEL_SERVICE: &str = "tower-scs";
 
 static DIRS: AtomicU64 = AtomicU64::new(0);
-
-/// Panics with an install hint when `bin` is not on PATH.
-fn require(bin: &str) {
-    match Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            panic!("{bin} not found on PATH: install it (apt-get install redis-server)")
-        }
-        Err(e) => panic!("cannot run {bin}: {e}"),
-        Ok(_) => {}
-    }
-}
 
 /// A fresh directory under the system temp dir, removed by its owner's drop.
 fn temp_root(kind: &str) -> PathBuf {

@@ -38,6 +38,18 @@ pub struct Example {
 }
 
 impl Example {
+    /// Starts the example `name` with `REDIS_URL` pointing at `redis`, and checks that it says
+    /// it uses the Redis store.
+    pub fn on_redis(name: &str, redis: &super::redis::RedisServer) -> Self {
+        let example = Self::start(name, &[("REDIS_URL", &redis.url())]);
+        assert!(
+            example.stdout().contains("store: RedisStore"),
+            "{}",
+            example.stdout()
+        );
+        example
+    }
+
     /// Starts the example `name` with `ADDR` set to a free loopback port and the given
     /// environment, and waits until it says it is listening. A start that lost its port to
     /// another process is retried on another port.

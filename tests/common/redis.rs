@@ -41,18 +41,7 @@ impl RedisServer {
     /// server's own temp dir. `restart` keeps the same arguments, port and dir, so a server that
     /// persists comes back with its data.
     pub fn start_with(args: &[&str]) -> Self {
-        match Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-        {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                panic!("redis-server not found on PATH: install it (apt-get install redis-server)")
-            }
-            Err(e) => panic!("cannot run redis-server: {e}"),
-            Ok(_) => {}
-        }
+        require("redis-server");
         for attempt in 0..5 {
             let port = free_port();
             let dir = std::env::temp_dir().join(format!(
@@ -272,24 +261,9 @@ static MARKERS: AtomicU64 = AtomicU64::new(0);
 
 impl Monitor {
     pub async fn start(server: &RedisServer) -> Self {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
-            .await
-            .expect("connect MONITOR");
-        stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
-        let mut reader = tokio::io::BufReader::new(stream);
-        let mut ok = String::new();
-        reader.read_line(&mut ok).await.expect("MONITOR reply");
-        assert_eq!(ok, "+OK\r\n");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut line = String::new();
-            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                if tx.send(std::mem::take(&mut line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Monitor { lines }
+        Monitor {
+            lines: monitor_lines(server).await,
+        }
     }
 
     /// The names of the commands that clients sent since the previous call, in order.
@@ -319,4 +293,42 @@ impl Monitor {
             commands.push(name.to_ascii_lowercase());
         }
     }
+}
+
+/// Panics with an install hint when `bin` (a Redis binary) is not on PATH.
+pub fn require(bin: &str) {
+    match Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            panic!("{bin} not found on PATH: install it (apt-get install redis-server)")
+        }
+        Err(e) => panic!("cannot run {bin}: {e}"),
+        Ok(_) => {}
+    }
+}
+
+/// Opens a `MONITOR` connection to `server`: every line the server prints, in order.
+pub async fn monitor_lines(server: &RedisServer) -> mpsc::UnboundedReceiver<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .expect("connect MONITOR");
+    stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut ok = String::new();
+    reader.read_line(&mut ok).await.expect("MONITOR reply");
+    assert_eq!(ok, "+OK\r\n");
+    let (tx, lines) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut line = String::new();
+        while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+            if tx.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
