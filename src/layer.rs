@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::{Duration, SystemTime},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use cookie::{Cookie, SameSite};
@@ -124,7 +124,10 @@ impl Shared {
         req.headers()
             .get_all(header::COOKIE)
             .iter()
-            .map(|h| String::from_utf8_lossy(h.as_bytes()))
+            .map(|h| match h.to_str() {
+                Ok(ascii) => std::borrow::Cow::Borrowed(ascii),
+                Err(_) => String::from_utf8_lossy(h.as_bytes()),
+            })
             .flat_map(Cookie::split_parse)
             .filter_map(Result::ok)
             .find(|c| c.name() == self.config.cookie_name && token::is_well_formed(c.value()))
@@ -212,11 +215,12 @@ impl Shared {
             // Browsers cap cookie lifetimes at 400 days; capping here also keeps far-future
             // deadlines within what cookie dates can express.
             let secs = left.min(MAX_COOKIE_AGE).as_secs() + 1; // rounded up, as SCS
-            let expires = OffsetDateTime::from(now).unix_timestamp() + secs as i64;
-            cookie.set_expires(
-                OffsetDateTime::from_unix_timestamp(expires).unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            );
             cookie.set_max_age(time::Duration::seconds(secs as i64));
+            // `Expires` comes last in the cookie crate's output too; httpdate writes the same
+            // IMF-fixdate several times faster than the cookie crate's date formatting.
+            let whole_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let expires = UNIX_EPOCH + Duration::from_secs(whole_secs + secs);
+            return format!("{cookie}; Expires={}", httpdate::fmt_http_date(expires));
         }
         cookie.to_string()
     }

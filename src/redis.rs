@@ -34,7 +34,7 @@ use fred::{
     interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface},
     prelude::{Builder, Config, ReconnectPolicy},
     types::{
-        ClusterHash, CustomCommand, Value,
+        ClusterHash, CustomCommand, Resp3Frame, Value,
         config::UnresponsiveConfig,
         scan::{ScanType, Scanner},
     },
@@ -186,17 +186,22 @@ impl Script {
         }
     }
 
-    async fn run(&self, client: &Client, key: String, args: Vec<String>) -> Result<Value, Error> {
-        // Values share their bytes, so keeping a copy for the NOSCRIPT retry costs no string copy.
-        let args: Vec<Value> = args.into_iter().map(Value::from).collect();
+    /// Runs the script on `key`. `args` is called again only for the `EVAL` after a `NOSCRIPT`.
+    async fn run(
+        &self,
+        client: &Client,
+        key: String,
+        args: impl Fn() -> Vec<Value>,
+    ) -> Result<Value, Error> {
         match client
-            .evalsha::<Value, _, _, _>(self.sha.as_str(), key.clone(), args.clone())
+            .evalsha::<Value, _, _, _>(self.sha.as_str(), key.as_str(), args())
             .await
         {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                client.eval(self.lua, key, args).await.map_err(script_error)
-            }
+            Err(e) if e.details().starts_with("NOSCRIPT") => client
+                .eval(self.lua, key, args())
+                .await
+                .map_err(script_error),
             other => other.map_err(script_error),
         }
     }
@@ -229,8 +234,14 @@ impl FredClient for Pool {
     }
 
     fn client_for(&self, key: &str) -> &Client {
+        // Session ids are random, so the last few bytes of the key spread keys evenly; any stable
+        // choice keeps one key's commands in order.
         let clients = self.clients();
-        &clients[usize::from(fred::util::redis_keyslot(key.as_bytes())) % clients.len()]
+        let tail = &key.as_bytes()[key.len().saturating_sub(8)..];
+        let hash = tail.iter().fold(0_usize, |h, &b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        &clients[hash % clients.len()]
     }
 }
 
@@ -290,7 +301,7 @@ impl<C: FredClient> RedisStore<C> {
     }
 
     fn key(&self, id: &str) -> String {
-        format!("{}{id}", self.prefix)
+        [self.prefix.as_str(), id].concat()
     }
 
     fn owner_key(&self, owner: &str) -> String {
@@ -346,11 +357,8 @@ impl<C: FredClient> RedisStore<C> {
 
     /// Records the session `id`, expiring at `expiry`, in the index of `owner`.
     async fn index(&self, owner: &str, id: &str, expiry: SystemTime) -> Result<(), Error> {
-        let args = vec![
-            millis(SystemTime::now()).to_string(),
-            id.to_owned(),
-            millis(expiry).to_string(),
-        ];
+        let now = millis(SystemTime::now());
+        let args = || vec![now.into(), id.into(), millis(expiry).into()];
         let key = self.owner_key(owner);
         let client = self.client.client_for(&key);
         self.index.run(client, key, args).await?;
@@ -411,45 +419,51 @@ impl RedisStore<Pool> {
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let key = self.key(id);
-        // Sent as a custom command so that fred hands back the flat reply instead of building a
-        // map we would only walk once.
+        // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
-        let reply: Value = self
+        let reply = self
             .client
             .client_for(&key)
-            .custom(hgetall, vec![key])
+            .custom_raw(hgetall, vec![key])
             .await
             .map_err(Error::store)?;
         decode(reply)
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
-        let mut args = Vec::with_capacity(9 + change.removed.len() + 2 * change.set.len());
-        args.push(match change.mode {
-            Mode::Create => "c".to_owned(),
-            Mode::Update => "u".to_owned(),
-        });
-        args.push(millis(change.now).to_string());
-        args.push(change.idle_ttl.map_or(0, |d| d.as_millis()).to_string());
-        args.push(
-            change
-                .deadline
-                .map(|d| millis(d).to_string())
-                .unwrap_or_default(),
-        );
-        args.push(match change.remember {
-            None => String::new(),
-            Some(r) => u8::from(r).to_string(),
-        });
-        args.push(u8::from(change.cleared).to_string());
-        args.push(change.owner.clone().unwrap_or_default());
-        args.push(change.max_bytes.unwrap_or(0).to_string());
-        args.push(change.removed.len().to_string());
-        args.extend(change.removed.iter().map(|k| format!("v:{k}")));
-        for (k, v) in &change.set {
-            args.push(format!("v:{k}"));
-            args.push(v.clone());
-        }
+        // Numbers go as integers and fixed strings as static ones: no allocation but the fields.
+        let text = |s: &'static str| Value::from_static_str(s);
+        let args = || {
+            let mut args: Vec<Value> =
+                Vec::with_capacity(9 + change.removed.len() + 2 * change.set.len());
+            args.push(text(match change.mode {
+                Mode::Create => "c",
+                Mode::Update => "u",
+            }));
+            args.push(millis(change.now).into());
+            args.push(change.idle_ttl.map_or(0, millis_of).into());
+            args.push(change.deadline.map_or(text(""), |d| millis(d).into()));
+            args.push(text(match change.remember {
+                None => "",
+                Some(true) => "1",
+                Some(false) => "0",
+            }));
+            args.push(text(if change.cleared { "1" } else { "0" }));
+            args.push(change.owner.as_deref().unwrap_or_default().into());
+            args.push(
+                change
+                    .max_bytes
+                    .map_or(0, |m| m.min(i64::MAX as u64) as i64)
+                    .into(),
+            );
+            args.push((change.removed.len() as i64).into());
+            args.extend(change.removed.iter().map(|k| ["v:", k].concat().into()));
+            for (k, v) in &change.set {
+                args.push(["v:", k].concat().into());
+                args.push(v.as_str().into());
+            }
+            args
+        };
         let key = self.key(id);
         let client = self.client.client_for(&key);
         let reply = self.commit.run(client, key, args).await?;
@@ -477,7 +491,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let key = self.key(id);
         let owner = self
             .delete
-            .run(self.client.client_for(&key), key, Vec::new())
+            .run(self.client.client_for(&key), key, Vec::new)
             .await?;
         if let Some(owner) = owner.as_string().filter(|o| !o.is_empty()) {
             let index = self.owner_key(&owner);
@@ -519,63 +533,98 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 }
 
-/// Decodes an `HGETALL` reply; an empty hash is a missing session.
-fn decode(reply: Value) -> Result<Option<Record>, Error> {
-    // RESP2 answers a flat array of fields and values, RESP3 a map.
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Array(items) if items.len() % 2 == 0 => {
-            let mut items = items.into_iter();
-            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+/// Decodes an `HGETALL` reply frame; an empty hash is a missing session.
+fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
+    let fields = match &reply {
+        Resp3Frame::Array { data, .. } => data.len() / 2,
+        Resp3Frame::Map { data, .. } => data.len(),
+        _ => 0,
+    };
+    let mut record = Record {
+        // All but `deadline` are usually values.
+        values: HashMap::with_capacity(fields.saturating_sub(1)),
+        deadline: UNIX_EPOCH,
+        expiry: UNIX_EPOCH,
+        remember: false,
+        owner: None,
+    };
+    let (mut deadline, mut expiry) = (None, None);
+    let mut field = |name: Resp3Frame, value: Resp3Frame| -> Result<(), Error> {
+        let (name, value) = (text(&name)?, text(&value)?);
+        if let Some(key) = name.strip_prefix("v:") {
+            record.values.insert(key.to_owned(), value.to_owned());
+            return Ok(());
         }
-        Value::Map(map) => map
-            .inner()
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect(),
-        Value::Null => return Ok(None),
+        match name {
+            "deadline" => deadline = Some(parse_millis(value)?),
+            "expiry" => expiry = Some(parse_millis(value)?),
+            "remember" => record.remember = value == "1",
+            "owner" => record.owner = Some(value.to_owned()),
+            // Unknown fields are left alone, for forward compatibility.
+            _ => {}
+        }
+        Ok(())
+    };
+    // RESP2 answers a flat array of fields and values (fred hands it over as a RESP3 array),
+    // RESP3 a map.
+    match reply {
+        Resp3Frame::Array { data, .. } if data.len() % 2 == 0 => {
+            if data.is_empty() {
+                return Ok(None);
+            }
+            let mut items = data.into_iter();
+            while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                field(name, value)?;
+            }
+        }
+        Resp3Frame::Map { data, .. } => {
+            if data.is_empty() {
+                return Ok(None);
+            }
+            for (name, value) in data {
+                field(name, value)?;
+            }
+        }
+        Resp3Frame::Null => return Ok(None),
+        Resp3Frame::SimpleError { data, .. } => return Err(reply_error(&data)),
+        Resp3Frame::BlobError { data, .. } => {
+            return Err(reply_error(&String::from_utf8_lossy(&data)));
+        }
         other => {
             return Err(Error::Malformed(format!(
                 "unexpected HGETALL reply {other:?}"
             )));
         }
-    };
-    if pairs.is_empty() {
-        return Ok(None);
     }
-    let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
-    let mut values = HashMap::with_capacity(pairs.len());
-    let (mut deadline, mut expiry, mut remember, mut owner) = (None, None, false, None);
-    for (field, value) in pairs {
-        let field = field.as_str().ok_or_else(not_text)?;
-        let field: &str = &field;
-        if let Some(key) = field.strip_prefix("v:") {
-            values.insert(key.to_owned(), value.into_string().ok_or_else(not_text)?);
-            continue;
-        }
-        let text = value.as_str().ok_or_else(not_text)?;
-        match field {
-            "deadline" => deadline = Some(parse_millis(&text)?),
-            "expiry" => expiry = Some(parse_millis(&text)?),
-            "remember" => remember = text == "1",
-            "owner" => owner = Some(text.into_owned()),
-            // Unknown fields are left alone, for forward compatibility.
-            _ => {}
-        }
-    }
-    let deadline =
+    record.deadline =
         deadline.ok_or_else(|| Error::Malformed("session hash has no deadline field".into()))?;
-    let expiry = expiry.unwrap_or(deadline);
-    if expiry <= SystemTime::now() {
+    record.expiry = expiry.unwrap_or(record.deadline);
+    if record.expiry <= SystemTime::now() {
         // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
         return Ok(None);
     }
-    Ok(Some(Record {
-        values,
-        deadline,
-        expiry,
-        remember,
-        owner,
-    }))
+    Ok(Some(record))
+}
+
+/// The text of a string reply frame.
+fn text(frame: &Resp3Frame) -> Result<&str, Error> {
+    let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
+    match frame {
+        Resp3Frame::BlobString { data, .. }
+        | Resp3Frame::SimpleString { data, .. }
+        | Resp3Frame::VerbatimString { data, .. } => {
+            std::str::from_utf8(data).map_err(|_| not_text())
+        }
+        _ => Err(not_text()),
+    }
+}
+
+/// An error reply from Redis, as a store error.
+fn reply_error(message: &str) -> Error {
+    Error::store(fred::error::Error::new(
+        fred::error::ErrorKind::Unknown,
+        message.to_owned(),
+    ))
 }
 
 /// A time in Unix milliseconds between 1970 and the end of year 9999.
@@ -586,6 +635,11 @@ fn parse_millis(s: &str) -> Result<SystemTime, Error> {
             "{s:?} is not a time in Unix milliseconds"
         ))),
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis_of(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn millis(t: SystemTime) -> i64 {
