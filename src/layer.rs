@@ -80,6 +80,8 @@ impl Default for Config {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     store: Arc<dyn DynStore>,
+    /// The store bounds its loads within the store timeout by itself.
+    store_bounds_loads: bool,
 }
 
 impl Shared {
@@ -97,6 +99,9 @@ impl Shared {
 
     pub(crate) async fn load(&self, token: &str) -> Result<Option<Record>, Error> {
         let id = self.store_id(token);
+        if self.store_bounds_loads {
+            return self.store.load(&id).await;
+        }
         self.bounded(self.store.load(&id)).await
     }
 
@@ -369,7 +374,9 @@ impl SessionLayer {
         self.with(|c| c.max_key_bytes = max)
     }
 
-    /// Bound on every store call; a call that takes longer fails with [`Error::Timeout`].
+    /// Bound on every store call; a call that takes longer fails with [`Error::Timeout`]. A
+    /// store whose own bound on loads is at most this long (see
+    /// [`SessionStore::load_timeout`]; `RedisStore::from_url`'s is 900 ms) enforces it for loads.
     pub fn store_timeout(self, timeout: Duration) -> Self {
         self.with(|c| c.store_timeout = timeout)
     }
@@ -406,6 +413,10 @@ impl<S> Layer<S> for SessionLayer {
             shared: Arc::new(Shared {
                 config: self.config.clone(),
                 store: self.store.clone(),
+                store_bounds_loads: self
+                    .store
+                    .load_timeout()
+                    .is_some_and(|t| t <= self.config.store_timeout),
             }),
         }
     }

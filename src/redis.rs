@@ -31,6 +31,7 @@ use std::{
 
 use fred::{
     clients::{Client, Pool},
+    error::ErrorKind,
     interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface},
     prelude::{Builder, Config, ReconnectPolicy},
     types::{
@@ -266,6 +267,8 @@ impl FredClient for Pool {
 pub struct RedisStore<C = Pool> {
     client: C,
     prefix: String,
+    /// The client's command timeout, if it has one: it bounds every load (one command).
+    command_timeout: Option<Duration>,
     commit: Script,
     index: Script,
     delete: Script,
@@ -275,9 +278,11 @@ impl<C: FredClient> RedisStore<C> {
     /// A store over an initialized (connected) fred client or pool, with the default prefix
     /// `scs:session:`.
     pub fn new(client: C) -> Self {
+        let timeout = client.client().perf_config().default_command_timeout;
         Self {
             client,
             prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: Some(timeout).filter(|t| !t.is_zero()),
             commit: Script::new(COMMIT_LUA),
             index: Script::new(INDEX_LUA),
             delete: Script::new(DELETE_LUA),
@@ -426,8 +431,16 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             .client_for(&key)
             .custom_raw(hgetall, vec![key])
             .await
-            .map_err(Error::store)?;
+            .map_err(|e| match (e.kind(), self.command_timeout) {
+                (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
+                _ => Error::store(e),
+            })?;
         decode(reply)
+    }
+
+    /// The fred client's command timeout (`default_command_timeout`), when it has one.
+    fn load_timeout(&self) -> Option<Duration> {
+        self.command_timeout
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
@@ -622,7 +635,7 @@ fn text(frame: &Resp3Frame) -> Result<&str, Error> {
 /// An error reply from Redis, as a store error.
 fn reply_error(message: &str) -> Error {
     Error::store(fred::error::Error::new(
-        fred::error::ErrorKind::Unknown,
+        ErrorKind::Unknown,
         message.to_owned(),
     ))
 }

@@ -110,6 +110,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes the record; deleting a missing record is not an error.
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// The longest a [`load`](Self::load) can take, when the store enforces that bound itself
+    /// (a client-side command timeout, say) and then fails the load with [`Error::Timeout`].
+    /// When it is no longer than the layer's store timeout, the layer sets no timer of its own
+    /// around loads, so a read costs one timer instead of two. `None`, the default: the layer
+    /// bounds every load.
+    fn load_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// Deletes every session tied to `owner` ("log out everywhere") and returns how many there
     /// were. Stores that keep no owner index answer with an error (the default).
     fn delete_owner(&self, owner: &str) -> impl Future<Output = Result<u64, Error>> + Send {
@@ -140,6 +149,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<Committed>, Error>>;
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>>;
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>>;
+    fn load_timeout(&self) -> Option<Duration>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -158,5 +168,8 @@ impl<S: SessionStore> DynStore for S {
     }
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(SessionStore::delete_owner(self, owner))
+    }
+    fn load_timeout(&self) -> Option<Duration> {
+        SessionStore::load_timeout(self)
     }
 }

@@ -19,11 +19,13 @@ pub(crate) fn generate() -> String {
 /// Whether `s` is a token this crate could have generated: exactly 43 base64url characters that
 /// decode (canonically) to 32 bytes. Anything else is treated as no session, before any store call.
 pub(crate) fn is_well_formed(s: &str) -> bool {
-    // The decoder rejects any other character, padding and non-zero trailing bits.
-    s.len() == LEN && {
-        let mut bytes = [0u8; 48];
-        URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) == Ok(32)
-    }
+    let b = s.as_bytes();
+    b.len() == LEN
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        // 43 characters carry 258 bits: in the canonical encoding of 32 bytes the last
+        // character's 2 low bits are zero (checked here on every request without decoding).
+        && b"AEIMQUYcgkosw048".contains(&b[LEN - 1])
 }
 
 /// The id a token is stored under: the token itself, or base64url(sha256(token)) when
@@ -62,6 +64,19 @@ mod tests {
         assert!(!is_well_formed(
             "*/../../scs:session:*aaaaaaaaaaaaaaaaaaaaaaaaa"
         ));
+    }
+
+    #[test]
+    fn well_formed_means_canonical_base64url_of_32_bytes() {
+        let prefix = &generate()[..42];
+        let chars = (0..=255u8).map(char::from).chain(['é', '€']);
+        for last in chars {
+            let token = format!("{prefix}{last}");
+            let mut bytes = [0u8; 48];
+            let decodes =
+                token.len() == LEN && URL_SAFE_NO_PAD.decode_slice(&token, &mut bytes) == Ok(32);
+            assert_eq!(is_well_formed(&token), decodes, "{token:?}");
+        }
     }
 
     #[test]

@@ -243,3 +243,32 @@ async fn survives_a_script_cache_flush_and_a_restart() {
         "a new session after the data loss"
     );
 }
+
+/// `from_url`'s pool bounds each command by 900 ms, so the store bounds its own loads (one
+/// command each) and reports a stalled load as the layer would: `Error::Timeout`.
+#[tokio::test]
+async fn a_stalled_load_times_out_by_the_store_itself() {
+    use tower_scs::{Error, SessionStore};
+
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(&server.url()).await.expect("from_url");
+    assert_eq!(store.load_timeout(), Some(Duration::from_millis(900)));
+    let id = "A".repeat(43);
+    assert!(matches!(store.load(&id).await, Ok(None)));
+
+    assert_eq!(server.inline("CLIENT PAUSE 1500 ALL"), "+OK\r\n");
+    let start = std::time::Instant::now();
+    let load = store.load(&id).await;
+    let took = start.elapsed();
+    assert!(
+        matches!(load, Err(Error::Timeout(d)) if d == Duration::from_millis(900)),
+        "{load:?}"
+    );
+    assert!(took < Duration::from_millis(1_200), "took {took:?}");
+
+    // A fred client without a command timeout leaves the bound to the layer.
+    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(RedisStore::new(client).load_timeout(), None);
+}
