@@ -16,10 +16,11 @@
 //!   plain cookie), no session logic, on the same kind of pool.
 //!
 //! One closed-loop client (tokio tasks in this process, one keep-alive HTTP/1.1 connection and
-//! one cookie jar per user) drives each in turn: A, B, C, A, B, C, … Each user writes
-//! (`/put?v=X`) 10% of the time and reads (`/get`) otherwise, and every read is checked against
-//! that user's last write. Then a race scenario counts lost updates: per session, 8 concurrent
-//! requests each read the session, wait a few ms (handler work), and write a different key.
+//! one cookie jar per user) drives each in turn, the order rotating every round: A, B, C, then
+//! B, C, A, then C, A, B, … Each user writes (`/put?v=X`) 10% of the time and reads (`/get`)
+//! otherwise, and every read is checked against that user's last write. Then a race scenario
+//! counts lost updates: per session, 8 concurrent requests each read the session, wait a few ms
+//! (handler work), and write a different key.
 //!
 //! Environment (all optional): `BENCH_SECS` (measured seconds per run, 5), `BENCH_WARMUP_SECS`
 //! (1), `BENCH_ROUNDS` (7), `BENCH_USERS` (64), `BENCH_WRITE_PCT` (10), `BENCH_RACE_SESSIONS`
@@ -1130,7 +1131,11 @@ fn bench() -> Result<()> {
         while round < s.rounds || (quiet_rounds < s.min_quiet && round < 3 * s.rounds) {
             round += 1;
             let mut quiet = true;
-            for (i, (v, proc, port)) in servers.iter().enumerate() {
+            // The order rotates every round (A, B, C; B, C, A; C, A, B; …), so that no variant
+            // always runs first or last when the machine's speed drifts within a round.
+            for k in 0..servers.len() {
+                let i = (k + round - 1) % servers.len();
+                let (v, proc, port) = &servers[i];
                 let timing = (s.warmup_secs, s.secs);
                 let run = load_run(&ctx, &s, timing, *port, proc.pid()).await?;
                 eprintln!(
@@ -1215,7 +1220,7 @@ fn report(
     let _ = writeln!(
         out,
         "Load: {} users, {}% writes; one unmeasured pass over A, B, C, then {} rounds of A/B/C \
-         (A, B, C, A, B, C, …), each run {} s warm-up + {} s measured. Race: {} sessions × {} \
+         (order rotating: A, B, C; B, C, A; C, A, B; …), each run {} s warm-up + {} s measured. Race: {} sessions × {} \
          concurrent requests, {} ms handler delay between read and write.",
         s.users,
         s.write_pct,
