@@ -7,11 +7,15 @@
 //! | field | value |
 //! |---|---|
 //! | `v:<key>` | the session value of `<key>`, as JSON text |
-//! | `deadline` | absolute deadline, Unix milliseconds |
-//! | `expiry` | when Redis drops the key (its `PEXPIREAT`), Unix milliseconds; absent when it is the deadline |
-//! | `remember` | `1` when remember-me is on (absent when off) |
-//! | `size` | bytes of the session's keys and JSON values, for the size limit |
+//! | `meta` | space-separated `name=value` pairs, e.g. `deadline=1767225600000 size=42`: |
+//! | | `deadline`: absolute deadline, Unix milliseconds |
+//! | | `size`: bytes of the session's keys and JSON values, for the size limit |
+//! | | `expiry`: when Redis drops the key (its `PEXPIREAT`), Unix ms; absent when it is the deadline |
+//! | | `remember=1` when remember-me is on (absent when off) |
 //! | `owner` | the owner the session is tied to, if any |
+//!
+//! The metadata shares one field so that a load (`HGETALL`) reads back one field and one value
+//! beside the session's own values.
 //!
 //! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
 //! session id, score: its expiry), pruned of expired members at every write and expiring with its
@@ -60,7 +64,7 @@ const SCAN_COUNT: u32 = 1000;
 /// max bytes (0 = none), n, then n fields to delete, then field/value pairs to set. Returns nil
 /// when an update finds no session, an error `TOOLARGE <bytes>` (changing nothing) when the values
 /// would exceed the limit, else {expiry ms, remember, owner}. The hash keeps the byte size of its
-/// values in `size`, so the check costs one HSTRLEN per changed key.
+/// values in `meta` (`size=`), so the check costs one HSTRLEN per changed key.
 const COMMIT_LUA: &str = r#"
 local function int(s)
   if type(s) == 'string' and #s <= 16 and string.match(s, '^%-?%d+$') then return tonumber(s) end
@@ -77,29 +81,32 @@ local n = tonumber(ARGV[9])
 local update = ARGV[1] == 'u'
 local keep = update and ARGV[6] ~= '1'
 local size = 0
-local had_expiry, had_remember = false, false
 if update then
-  local meta = redis.call('HMGET', key, 'deadline', 'remember', 'owner', 'size', 'expiry')
-  if not meta[1] then return false end
-  local stored_expiry = int(meta[5] or '')
-  if meta[5] and not stored_expiry then return redis.error_reply('MALFORMED expiry') end
-  if stored_expiry and stored_expiry <= now then return false end
-  had_expiry, had_remember = meta[5] ~= false, meta[2] ~= false
-  if deadline == '' then deadline = meta[1] end
-  if remember == '' then remember = meta[2] or '0' end
-  if owner == '' then owner = meta[3] or '' end
+  local stored = redis.call('HMGET', key, 'meta', 'owner')
+  if not stored[1] then return false end
+  local meta = ' ' .. stored[1]
+  local stored_expiry = string.match(meta, ' expiry=(%S*)')
+  if stored_expiry then
+    stored_expiry = int(stored_expiry)
+    if not stored_expiry then return redis.error_reply('MALFORMED expiry') end
+    if stored_expiry <= now then return false end
+  end
+  if deadline == '' then deadline = string.match(meta, ' deadline=(%S*)') or '' end
+  if remember == '' then remember = string.match(meta, ' remember=(%S*)') or '0' end
+  if owner == '' then owner = stored[2] or '' end
   if keep then
-    size = int(meta[4] or '0')
+    size = int(string.match(meta, ' size=(%S*)') or '0')
     if not size then return redis.error_reply('MALFORMED size') end
   end
 elseif remember == '' then
   remember = '0'
 end
 -- Everything is checked and computed before the first write: a script is not rolled back.
-local expiry = int(deadline)
-if not expiry or expiry < 0 or expiry > 253402300799999 then
+local deadline_ms = int(deadline)
+if not deadline_ms or deadline_ms < 0 or deadline_ms > 253402300799999 then
   return redis.error_reply('MALFORMED deadline')
 end
+local expiry = deadline_ms
 if idle > 0 and now + idle < expiry then expiry = now + idle end
 if keep then
   for i = 10, 9 + n do
@@ -127,23 +134,13 @@ if ARGV[6] == '1' then
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
 if n > 0 then redis.call('HDEL', key, unpack(ARGV, 10, 9 + n)) end
--- `expiry` is stored only when it differs from the deadline, `remember` only when on: a
--- session without an idle timeout reads back as few fields as possible.
-local fields = {'deadline', deadline, 'size', string.format('%d', size)}
-local stale = {}
-if expiry ~= tonumber(deadline) then
-  fields[#fields + 1] = 'expiry'; fields[#fields + 1] = string.format('%d', expiry)
-elseif had_expiry then
-  stale[#stale + 1] = 'expiry'
-end
-if remember == '1' then
-  fields[#fields + 1] = 'remember'; fields[#fields + 1] = '1'
-elseif had_remember then
-  stale[#stale + 1] = 'remember'
-end
-if ARGV[7] ~= '' then fields[#fields + 1] = 'owner'; fields[#fields + 1] = owner end
+-- `expiry` is written only when it differs from the deadline, `remember` only when on.
+local meta = string.format('deadline=%d size=%d', deadline_ms, size)
+if expiry ~= deadline_ms then meta = meta .. string.format(' expiry=%d', expiry) end
+if remember == '1' then meta = meta .. ' remember=1' end
+local fields = {'meta', meta}
+if ARGV[7] ~= '' then fields[3] = 'owner'; fields[4] = owner end
 for i = 10 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
-if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, expiry)
 return {expiry, remember, owner}
@@ -554,7 +551,7 @@ fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
         _ => 0,
     };
     let mut record = Record {
-        // All but `deadline` are usually values.
+        // All but `meta` are usually values.
         values: HashMap::with_capacity(fields.saturating_sub(1)),
         deadline: UNIX_EPOCH,
         expiry: UNIX_EPOCH,
@@ -569,9 +566,22 @@ fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             return Ok(());
         }
         match name {
-            "deadline" => deadline = Some(parse_millis(value)?),
-            "expiry" => expiry = Some(parse_millis(value)?),
-            "remember" => record.remember = value == "1",
+            "meta" => {
+                // Byte scans: cheaper than memchr-based `split`/`split_once` on strings this short.
+                let pairs = value.split_ascii_whitespace().filter_map(|pair| {
+                    let eq = pair.bytes().position(|b| b == b'=')?;
+                    Some((&pair[..eq], &pair[eq + 1..]))
+                });
+                for (name, value) in pairs {
+                    match name {
+                        "deadline" => deadline = Some(parse_millis(value)?),
+                        "expiry" => expiry = Some(parse_millis(value)?),
+                        "remember" => record.remember = value == "1",
+                        // `size` is the commit script's; unknown names are left alone.
+                        _ => {}
+                    }
+                }
+            }
             "owner" => record.owner = Some(value.to_owned()),
             // Unknown fields are left alone, for forward compatibility.
             _ => {}
@@ -609,8 +619,8 @@ fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             )));
         }
     }
-    record.deadline =
-        deadline.ok_or_else(|| Error::Malformed("session hash has no deadline field".into()))?;
+    record.deadline = deadline
+        .ok_or_else(|| Error::Malformed("session hash has no deadline in its meta field".into()))?;
     record.expiry = expiry.unwrap_or(record.deadline);
     if record.expiry <= SystemTime::now() {
         // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.

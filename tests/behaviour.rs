@@ -96,6 +96,7 @@ async fn keys_that_look_like_store_fields(backend: Backend) {
     let app = backend.app(|l| l).await;
     let mut client = Client::new(&app);
     let keys = [
+        ("meta", "meta"),
         ("deadline", "deadline"),
         ("expiry", "expiry"),
         ("remember", "remember"),

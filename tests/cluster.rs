@@ -125,9 +125,13 @@ async fn every_operation_works_across_slots() {
 
     // Idle timeout: a read once less than the idle timeout remains touches the expiry, to
     // the read's time + 1.1 × idle.
-    let expiry = || match cluster.key_command(&key(&token_a), &["HGET", &key(&token_a), "expiry"]) {
-        Reply::Bulk(Some(ms)) => ms.parse::<i64>().expect("expiry in ms"),
-        other => panic!("HGET expiry: {other:?}"),
+    let expiry = || match cluster.key_command(&key(&token_a), &["HGET", &key(&token_a), "meta"]) {
+        Reply::Bulk(Some(meta)) => meta
+            .split(' ')
+            .find_map(|p| p.strip_prefix("expiry="))
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("no expiry in meta {meta:?}")),
+        other => panic!("HGET meta: {other:?}"),
     };
     let before = expiry();
     sleep_ms(250).await;

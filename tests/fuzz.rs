@@ -551,17 +551,24 @@ async fn plant(client: &FredClient, key: &str, planted: &Planted) {
             values,
             extra,
         } => {
-            let meta = [
+            // The stored shape: `meta` = space-separated `name=value` pairs, `owner` apart.
+            let pairs = [
                 ("deadline", deadline),
                 ("expiry", expiry),
                 ("remember", remember),
-                ("owner", owner),
                 ("size", size),
             ];
-            for (field, v) in meta {
-                if let Some(v) = v {
-                    args.extend([arg(field.as_bytes()), b(v)]);
-                }
+            let meta: Vec<Vec<u8>> = pairs
+                .iter()
+                .filter_map(|(name, v)| {
+                    Some([name.as_bytes(), b"=", &v.as_ref()?.bytes(now)].concat())
+                })
+                .collect();
+            if !meta.is_empty() {
+                args.extend([arg(b"meta"), arg(&meta.join(&b' '))]);
+            }
+            if let Some(owner) = owner {
+                args.extend([arg(b"owner"), b(owner)]);
             }
             for (k, v) in values {
                 args.extend([arg(&[&b"v:"[..], k].concat()), b(v)]);
@@ -806,12 +813,13 @@ impl Foreign {
     }
 }
 
-fn future_ms() -> String {
-    (now_ms() + 3_600_000).to_string()
+/// A `meta` field with a deadline an hour ahead.
+fn future_meta() -> String {
+    format!("deadline={}", now_ms() + 3_600_000)
 }
 
 /// The rule for foreign data, as SCS: a record the layer cannot read is the error response (500),
-/// never a panic, and the data is left as it was. (A hash with no `deadline` and a string under
+/// never a panic, and the data is left as it was. (A hash with no `meta` and a string under
 /// a session key are also in `redis_store.rs`; this covers every Redis type and each way a hash
 /// can be corrupt.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,7 +853,7 @@ async fn each_kind_of_foreign_record_is_the_error_response_and_stays_untouched()
         }
     }
 
-    // A hash that is not a session (no `deadline`): reads fail; a write that did not read finds
+    // A hash that is not a session (no `meta`): reads fail; a write that did not read finds
     // no session there and starts a new one under a new token, leaving the hash alone.
     f.plant("HSET", &[b"foo", b"bar", b"v:k", b"\"1\""]).await;
     for uri in reads {
@@ -858,26 +866,23 @@ async fn each_kind_of_foreign_record_is_the_error_response_and_stays_untouched()
 
     // A deadline that is not a number in Unix milliseconds.
     for deadline in ["abc", "", "1.5", "1e30", "99999999999999999999", " 12"] {
-        let (v, size) = (b"\"1\"", b"4");
-        f.plant(
-            "HSET",
-            &[b"deadline", deadline.as_bytes(), b"v:k", v, b"size", size],
-        )
-        .await;
+        let (v, meta) = (b"\"1\"", format!("deadline={deadline} size=4"));
+        f.plant("HSET", &[b"meta", meta.as_bytes(), b"v:k", v])
+            .await;
         for uri in reads {
             f.assert_error_untouched(uri, &format!("deadline {deadline:?}"))
                 .await;
         }
     }
-    f.plant("HSET", &[b"deadline", b"abc", b"v:k", b"\"1\""])
+    f.plant("HSET", &[b"meta", b"deadline=abc", b"v:k", b"\"1\""])
         .await;
     f.assert_error_untouched("/put?key=k&value=v", "deadline \"abc\"")
         .await;
     // A non-numeric expiry is as bad.
-    let future = future_ms();
+    let future = future_meta();
     f.plant(
         "HSET",
-        &[b"deadline", future.as_bytes(), b"expiry", b"soon"],
+        &[b"meta", format!("{future} expiry=soon").as_bytes()],
     )
     .await;
     f.assert_error_untouched("/get?key=k", "expiry \"soon\"")
@@ -886,19 +891,16 @@ async fn each_kind_of_foreign_record_is_the_error_response_and_stays_untouched()
     // Non-UTF-8 values and field names: the read fails as a whole (fred cannot make a String).
     f.plant(
         "HSET",
-        &[b"deadline", future.as_bytes(), b"v:k", b"\xff\xfe\x80"],
+        &[b"meta", future.as_bytes(), b"v:k", b"\xff\xfe\x80"],
     )
     .await;
     for uri in reads {
         f.assert_error_untouched(uri, "non-UTF-8 value").await;
     }
-    f.plant(
-        "HSET",
-        &[b"deadline", future.as_bytes(), b"v:\xff", b"\"1\""],
-    )
-    .await;
+    f.plant("HSET", &[b"meta", future.as_bytes(), b"v:\xff", b"\"1\""])
+        .await;
     f.assert_error_untouched("/keys", "non-UTF-8 field").await;
-    f.plant("HSET", &[b"deadline", b"\xff", b"v:k", b"\"1\""])
+    f.plant("HSET", &[b"meta", b"deadline=\xff", b"v:k", b"\"1\""])
         .await;
     f.assert_error_untouched("/keys", "non-UTF-8 deadline")
         .await;
@@ -909,7 +911,7 @@ async fn each_kind_of_foreign_record_is_the_error_response_and_stays_untouched()
         f.plant(
             "HSET",
             &[
-                b"deadline",
+                b"meta",
                 future.as_bytes(),
                 b"v:k",
                 bad.as_bytes(),
@@ -933,13 +935,13 @@ async fn each_kind_of_foreign_record_is_the_error_response_and_stays_untouched()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_foreign_hash_is_read_without_a_panic() {
     let f = Foreign::new().await;
-    let future = future_ms();
+    let future = future_meta();
     raw(
         &f.client,
         "HSET",
         vec![
             arg(f.key.as_bytes()),
-            arg(b"deadline"),
+            arg(b"meta"),
             arg(future.as_bytes()),
             arg(b"v:big"),
             arg(format!("\"{}\"", "x".repeat(1 << 20)).as_bytes()),
@@ -983,7 +985,7 @@ async fn a_far_future_deadline_is_not_a_panic() {
     let f = Foreign::new().await;
     f.plant(
         "HSET",
-        &[b"deadline", b"10000000000000000", b"v:k", b"\"1\""],
+        &[b"meta", b"deadline=10000000000000000", b"v:k", b"\"1\""],
     )
     .await;
     // Each request must answer 200 (e.g. a clamped cookie) or 500 with the record untouched
@@ -1035,7 +1037,14 @@ async fn a_failed_commit_leaves_a_corrupt_record_untouched() {
     for (deadline, uri) in cases {
         f.plant(
             "HSET",
-            &[b"deadline", deadline, b"v:k", b"\"1\"", b"v:j", b"\"2\""],
+            &[
+                b"meta",
+                &[&b"deadline="[..], deadline].concat(),
+                b"v:k",
+                b"\"1\"",
+                b"v:j",
+                b"\"2\"",
+            ],
         )
         .await;
         let (res, changed) = f.request(uri).await;

@@ -625,10 +625,11 @@ async fn examine(
         }
         let hash = inspector.hgetall(&key).await;
         let fields: BTreeSet<&str> = hash.keys().map(String::as_str).collect();
-        let expected = BTreeSet::from(["deadline", "size", "v:v"]);
+        let expected = BTreeSet::from(["meta", "v:v"]);
+        let meta = common::redis::meta(&hash);
         let consistent = fields == expected
             && hash["v:v"] == format!("{:?}", get.body)
-            && hash["size"] == (1 + hash["v:v"].len()).to_string();
+            && meta.get("size") == Some(&(1 + hash["v:v"].len()).to_string());
         if !consistent {
             found.faults.push(format!(
                 "{who}: stored {hash:?}, read {:?} through the layer",

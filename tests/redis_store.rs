@@ -37,16 +37,18 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     let hash = inspector.hgetall(&key).await;
     let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
     fields.sort();
-    let expected = [
-        "deadline", "remember", "size", "v:name", "v:number", "v:text", "v:user",
-    ];
+    let expected = ["meta", "v:name", "v:number", "v:text", "v:user"];
     assert_eq!(fields, expected);
+    let meta = common::redis::meta(&hash);
+    let mut names: Vec<&str> = meta.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["deadline", "remember", "size"], "{hash:?}");
     let values: usize = hash
         .iter()
         .filter_map(|(f, v)| Some(f.strip_prefix("v:")?.len() + v.len()))
         .sum();
     assert_eq!(
-        hash["size"],
+        meta["size"],
         values.to_string(),
         "size = bytes of keys and values"
     );
@@ -54,16 +56,18 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     assert_eq!(hash["v:number"], "-42");
     let user: common::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
     assert_eq!(user, common::app::typed_values().2);
-    assert_eq!(hash["remember"], "1");
-    let deadline: i64 = hash["deadline"].parse().unwrap();
+    assert_eq!(meta["remember"], "1");
+    let deadline: i64 = meta["deadline"].parse().unwrap();
     assert_near(deadline, now_ms() + 86_400_000, 3_000, "deadline (Unix ms)");
     assert!(
-        !hash.contains_key("expiry"),
+        !meta.contains_key("expiry"),
         "no idle timeout: the expiry is the deadline, not stored twice"
     );
-    // Remember-me off: the field goes away rather than reading "0".
+    // Remember-me off: the pair goes away rather than reading "0".
     client.get("/remember?on=false").await;
-    assert!(!inspector.hgetall(&key).await.contains_key("remember"));
+    let meta = common::redis::meta(&inspector.hgetall(&key).await);
+    assert!(!meta.contains_key("remember"), "{meta:?}");
+    assert_eq!(meta["deadline"], deadline.to_string());
 }
 
 #[tokio::test]
@@ -95,11 +99,11 @@ async fn pttl_follows_lifetime_and_idle_timeout() {
         client.get("/put?key=a&value=1").await;
         let key = format!("scs:session:{}", client.token.clone().unwrap());
         assert_near(inspector.pttl(&key).await, ttl, 1_000, "PTTL");
-        let hash = inspector.hgetall(&key).await;
+        let meta = common::redis::meta(&inspector.hgetall(&key).await);
         // Stored only when it differs from the deadline.
-        let expiry: i64 = hash
+        let expiry: i64 = meta
             .get("expiry")
-            .unwrap_or(&hash["deadline"])
+            .unwrap_or(&meta["deadline"])
             .parse()
             .unwrap();
         assert_near(expiry, now_ms() + ttl, 1_000, "expiry field");
@@ -162,7 +166,7 @@ async fn hashed_token_never_appears_in_a_key() {
         assert!(keys.iter().all(|k| !k.contains(token.as_str())));
     }
     let hash = inspector.hgetall(&expected[0]).await;
-    assert!(hash.contains_key("v:k") && hash.contains_key("deadline"));
+    assert!(hash.contains_key("v:k") && hash.contains_key("meta"));
 }
 
 #[tokio::test]

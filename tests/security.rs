@@ -587,7 +587,9 @@ async fn tour() -> Tour {
     tour.tokens.insert(planted.clone());
     let key = format!("scs:session:{planted}");
     let mut victim = Client::with_token(&app, &planted);
-    inspector.command("HSET", &[&key, "deadline", "soon"]).await;
+    inspector
+        .command("HSET", &[&key, "meta", "deadline=soon"])
+        .await;
     errors.push(tour.get(&mut victim, "/get?key=a").await); // Malformed
     inspector.command("DEL", &[&key]).await;
     inspector.command("SET", &[&key, "x"]).await;

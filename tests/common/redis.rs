@@ -201,6 +201,16 @@ fn raw_command(port: u16, command: &str) -> std::io::Result<String> {
     }
 }
 
+/// The `name=value` pairs of a session hash's `meta` field (empty when it has none).
+pub fn meta(hash: &HashMap<String, String>) -> HashMap<String, String> {
+    hash.get("meta")
+        .into_iter()
+        .flat_map(|m| m.split(' '))
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// Reads and queries the test's own Redis server.
 pub struct Inspector(Client);
 
