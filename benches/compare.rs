@@ -10,8 +10,8 @@
 //! `/proc/<pid>/stat`:
 //!
 //! - **A** tower-scs: `SessionLayer::new(RedisStore::from_url(url))`;
-//! - **B** tower-sessions 0.14 + tower-sessions-redis-store 0.16 on a fred pool configured as
-//!   `RedisStore::from_url` configures its own (4 connections, same timeouts and reconnects);
+//! - **B** tower-sessions 0.14 + tower-sessions-redis-store 0.16 on the fred pool
+//!   `RedisStore::from_url` builds (the very same configuration as A's);
 //! - **C** the floor: exactly one raw fred command per request (`SET`/`GET` of a key named by a
 //!   plain cookie), no session logic, on the same kind of pool.
 //!
@@ -60,12 +60,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use serde::Deserialize;
-use tower_scs::fred::{
-    clients::Pool,
-    interfaces::{ClientLike, KeysInterface},
-    prelude::{Builder, Config, ReconnectPolicy},
-    types::Expiration,
-};
+use tower_scs::fred::{clients::Pool, interfaces::KeysInterface, types::Expiration};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -173,19 +168,11 @@ fn serve(variant: &str, args: &[String]) -> Result<()> {
     })
 }
 
-/// A fred pool configured exactly as `tower_scs::RedisStore::from_url` configures its own.
+/// The fred pool `tower_scs::RedisStore::from_url` builds (4 connections, its timeouts,
+/// reconnect policy, retries and unresponsive-connection check), taken from a store built by it
+/// so that B and C can never drift from A's client configuration.
 async fn pool(url: &str) -> Result<Pool> {
-    let pool = Builder::from_config(Config::from_url(url)?)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(1);
-            c.internal_command_timeout = Duration::from_secs(1);
-            c.max_command_attempts = 1;
-        })
-        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(1))
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build_pool(4)?;
-    pool.init().await?;
-    Ok(pool)
+    Ok(tower_scs::RedisStore::from_url(url).await?.client().clone())
 }
 
 // A: tower-scs.
