@@ -276,3 +276,42 @@ async fn a_stalled_load_times_out_by_the_store_itself() {
         .unwrap();
     assert_eq!(RedisStore::new(client).load_timeout(), None);
 }
+
+/// Over RESP3, `HGETALL` answers a map instead of a flat array: the same session reads back,
+/// metadata and owner included, and a foreign type still fails cleanly.
+#[tokio::test]
+async fn resp3_clients_read_the_same_sessions() {
+    let server = RedisServer::start();
+    let mut config = Config::from_url(&server.url()).unwrap();
+    config.version = fred::types::RespVersion::RESP3;
+    let client = Builder::from_config(config).build().unwrap();
+    client.init().await.unwrap();
+    let app = app(SessionLayer::new(RedisStore::new(client)).idle_timeout(Duration::from_secs(60)));
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+    c.get("/put?key=b&value=2").await;
+    c.get("/set_owner?value=alice").await;
+    c.get("/remember?on=true").await;
+    assert_eq!(c.get("/keys").await.body, "a,b");
+    assert_eq!(c.get("/get?key=b").await.body, "2");
+    assert_eq!(c.get("/owner").await.body, "alice");
+    let meta = common::redis::meta(
+        &server
+            .inspector()
+            .await
+            .hgetall(&format!("{DEFAULT_PREFIX}{}", c.token.clone().unwrap()))
+            .await,
+    );
+    assert!(
+        meta.contains_key("expiry") && meta["remember"] == "1",
+        "{meta:?}"
+    );
+
+    let token = common::made_up_token("resp3 foreign");
+    let inspector = server.inspector().await;
+    inspector
+        .command("SET", &[&format!("{DEFAULT_PREFIX}{token}"), "x"])
+        .await;
+    let res = Client::with_token(&app, &token).get("/get?key=a").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
