@@ -15,20 +15,14 @@ use std::{
 
 use axum::Router;
 use futures_util::TryStreamExt;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::{
-    client::legacy::{Client as HttpClient, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http::StatusCode;
 use tokio::task::JoinSet;
 use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
 
 use common::{
     Client, NONE, app,
     cluster::{RedisCluster, Reply, Traffic, UserLog, report_and_check},
-    example::Example,
+    example::{Example, get, http_client, token_of},
     sleep_ms,
 };
 
@@ -126,9 +120,8 @@ async fn every_operation_works_across_slots() {
     // Idle timeout: a read once less than the idle timeout remains touches the expiry, to
     // the read's time + 1.1 × idle.
     let expiry = || match cluster.key_command(&key(&token_a), &["HGET", &key(&token_a), "meta"]) {
-        Reply::Bulk(Some(meta)) => meta
-            .split(' ')
-            .find_map(|p| p.strip_prefix("expiry="))
+        Reply::Bulk(Some(meta)) => common::redis::meta_pairs(&meta)
+            .get("expiry")
             .and_then(|ms| ms.parse::<i64>().ok())
             .unwrap_or_else(|| panic!("no expiry in meta {meta:?}")),
         other => panic!("HGET meta: {other:?}"),
@@ -267,30 +260,6 @@ async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing() {
     assert!(cluster.key_counts().iter().all(|&(_, n)| n > 0));
 }
 
-/// GET `path` on `addr` with `session=<token>`; (status, token of the `Set-Cookie`, body).
-async fn http_get(
-    http: &HttpClient<HttpConnector, Empty<Bytes>>,
-    addr: &str,
-    path: &str,
-    token: Option<&str>,
-) -> (StatusCode, Option<String>, String) {
-    let mut req = Request::get(format!("http://{addr}{path}"));
-    if let Some(token) = token {
-        req = req.header(header::COOKIE, format!("session={token}"));
-    }
-    let res = http
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .expect("request to the example");
-    let status = res.status();
-    let token = res.headers().get(header::SET_COOKIE).map(|v| {
-        let pair = v.to_str().unwrap().split(';').next().unwrap();
-        pair.strip_prefix("session=").unwrap().to_owned()
-    });
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, token, String::from_utf8(body.to_vec()).unwrap())
-}
-
 /// The `put_get` example with `REDIS_URL=redis-cluster://…` serves 32 concurrent users, each
 /// with its own cookie, writing and reading back its own values for two seconds: every read
 /// returns that user's latest write, and the sessions are spread over every primary.
@@ -300,37 +269,36 @@ async fn put_get_example_serves_concurrent_users_on_a_cluster() {
     let cluster = start_cluster(3, 0).await;
     let url = cluster.url();
     let example = Example::start("put_get", &[("REDIS_URL", url.as_str())]);
-    let http = HttpClient::builder(TokioExecutor::new()).build_http();
+    let http = http_client();
     let mut set = JoinSet::new();
     for u in 0..USERS {
         let (http, addr) = (http.clone(), example.addr.clone());
         set.spawn(async move {
-            let (status, token, _) =
-                http_get(&http, &addr, &format!("/put?key=u&message=u{u}-0"), None).await;
-            assert_eq!(status, StatusCode::OK);
-            let token = token.expect("a session cookie");
+            let first = get(&http, &addr, &format!("/put?key=u&message=u{u}-0"), None).await;
+            assert_eq!(first.status, StatusCode::OK);
+            let token = token_of(first.set_cookie.as_deref().expect("a session cookie"));
             let (mut rounds, mut mixups) = (0, Vec::new());
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(2) {
                 rounds += 1;
                 let value = format!("u{u}-{rounds}");
-                let put = http_get(
+                let put = get(
                     &http,
                     &addr,
                     &format!("/put?key=u&message={value}"),
                     Some(&token),
                 )
                 .await;
-                assert_eq!(put.0, StatusCode::OK);
+                assert_eq!(put.status, StatusCode::OK);
                 assert_eq!(
-                    put.1.as_deref(),
-                    Some(token.as_str()),
+                    put.set_cookie.as_deref().map(token_of),
+                    Some(token.clone()),
                     "the session changed token"
                 );
-                let got = http_get(&http, &addr, "/get?key=u", Some(&token)).await;
-                assert_eq!(got.0, StatusCode::OK);
-                if got.2 != value {
-                    mixups.push((value, got.2));
+                let got = get(&http, &addr, "/get?key=u", Some(&token)).await;
+                assert_eq!(got.status, StatusCode::OK);
+                if got.body != value {
+                    mixups.push((value, got.body));
                 }
             }
             (token, rounds, mixups)

@@ -203,9 +203,12 @@ fn raw_command(port: u16, command: &str) -> std::io::Result<String> {
 
 /// The `name=value` pairs of a session hash's `meta` field (empty when it has none).
 pub fn meta(hash: &HashMap<String, String>) -> HashMap<String, String> {
-    hash.get("meta")
-        .into_iter()
-        .flat_map(|m| m.split(' '))
+    hash.get("meta").map(|m| meta_pairs(m)).unwrap_or_default()
+}
+
+/// The `name=value` pairs of a `meta` field's value.
+pub fn meta_pairs(meta: &str) -> HashMap<String, String> {
+    meta.split(' ')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
