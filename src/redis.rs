@@ -442,23 +442,23 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
         // Numbers go as integers and fixed strings as static ones: no allocation but the fields.
-        let text = |s: &'static str| Value::from_static_str(s);
+        let fixed = |s: &'static str| Value::from_static_str(s);
         let args = || {
             let mut args: Vec<Value> =
                 Vec::with_capacity(9 + change.removed.len() + 2 * change.set.len());
-            args.push(text(match change.mode {
+            args.push(fixed(match change.mode {
                 Mode::Create => "c",
                 Mode::Update => "u",
             }));
             args.push(millis(change.now).into());
             args.push(change.idle_ttl.map_or(0, millis_of).into());
-            args.push(change.deadline.map_or(text(""), |d| millis(d).into()));
-            args.push(text(match change.remember {
+            args.push(change.deadline.map_or(fixed(""), |d| millis(d).into()));
+            args.push(fixed(match change.remember {
                 None => "",
                 Some(true) => "1",
                 Some(false) => "0",
             }));
-            args.push(text(if change.cleared { "1" } else { "0" }));
+            args.push(fixed(if change.cleared { "1" } else { "0" }));
             args.push(change.owner.as_deref().unwrap_or_default().into());
             args.push(
                 change
