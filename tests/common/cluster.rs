@@ -19,7 +19,11 @@ use std::{
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use super::{Client, Resp, free_port, redis::require, sleep_ms};
+use super::{
+    Client, Resp, free_port,
+    redis::{self, require},
+    sleep_ms,
+};
 
 /// How long a node may stay unreachable before the cluster counts it as failed. Short, so that a
 /// failover happens within a few seconds.
@@ -79,20 +83,7 @@ impl Node {
 
     /// Waits until the node answers, and checks that the process answering is ours.
     fn wait_ready(&mut self) -> bool {
-        let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if let Some(child) = &mut self.child {
-                if child.try_wait().ok().flatten().is_some() {
-                    return false;
-                }
-            }
-            if let Ok(info) = text(self.port, &["INFO", "server"]) {
-                return info.contains(&format!("process_id:{pid}\r\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        redis::wait_ready(&mut self.child, self.port)
     }
 
     fn alive(&self) -> bool {

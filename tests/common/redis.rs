@@ -92,24 +92,8 @@ impl RedisServer {
         panic!("redis-server did not restart on port {}", self.port);
     }
 
-    /// Waits until the server answers, and checks that the one answering is ours (another test
-    /// may have raced us for the port).
     fn wait_ready(&mut self) -> bool {
-        let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if let Some(child) = &mut self.child {
-                if child.try_wait().ok().flatten().is_some() {
-                    return false;
-                }
-            }
-            if raw_command(self.port, "PING").is_ok_and(|r| r == "+PONG\r\n") {
-                return raw_command(self.port, "INFO server")
-                    .is_ok_and(|info| info.contains(&format!("process_id:{pid}\r\n")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_ready(&mut self.child, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -179,6 +163,26 @@ impl Drop for RedisServer {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
+}
+
+/// Waits until the redis-server on `port` answers (`PING`, which also waits out loading an AOF),
+/// and checks that the one answering is `child` (another test may have raced us for the port).
+pub fn wait_ready(child: &mut Option<Child>, port: u16) -> bool {
+    let pid = child.as_ref().map(Child::id).unwrap_or_default();
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if let Some(child) = child {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+        }
+        if raw_command(port, "PING").is_ok_and(|r| r == "+PONG\r\n") {
+            return raw_command(port, "INFO server")
+                .is_ok_and(|info| info.contains(&format!("process_id:{pid}\r\n")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Sends one inline command and returns its reply (status, error, integer or bulk string).
