@@ -70,7 +70,7 @@ pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use redis::{DEFAULT_PREFIX, FredClient, RedisStore};
 pub use session::{Session, Sessions, Status};
-pub use store::{Change, Committed, Mode, Record, SessionStore};
+pub use store::{Change, Committed, Mode, REPLACE_GRACE, Record, SessionStore};
 
 /// The fred crate this crate is built on, for configuring clients and pools.
 pub use fred;

@@ -57,9 +57,11 @@ pub struct Change {
     pub remember: Option<bool>,
     /// A new owner, if any: the store indexes the session under it.
     pub owner: Option<String>,
-    /// The largest the record's values may be after the change, in bytes (sum of key and value
-    /// lengths); `None` for no limit. A store must refuse a change that exceeds it with
-    /// [`Error::TooLarge`] and leave the record as it was.
+    /// The size limit of the record's values, in bytes (sum of key and value lengths); `None`
+    /// for no limit. A store must refuse, with [`Error::TooLarge`] and leaving the record as it
+    /// was, a change that leaves the values both larger than this **and** larger than they were
+    /// before the change (for [`Mode::Create`]: larger than nothing). So a limit lowered below
+    /// existing sessions never blocks a write that keeps a session's size or shrinks it.
     pub max_bytes: Option<u64>,
     /// The time of the commit, as the application sees it.
     pub now: SystemTime,
@@ -87,6 +89,11 @@ pub struct Committed {
     pub remember: bool,
 }
 
+/// How long a token replaced by [`SessionStore::replace`] keeps pointing at its successor: a
+/// [`delete`](SessionStore::delete) of the old id within this time also deletes the successor,
+/// so a destroy that races a renew (and arrives just after it) still ends the session.
+pub const REPLACE_GRACE: Duration = Duration::from_secs(10);
+
 /// The one seam between the session layer and where sessions live.
 ///
 /// `id` is the session token, or its SHA-256 hash when hash-token-in-store is on; it has been
@@ -95,6 +102,11 @@ pub struct Committed {
 /// Implementations must make each call atomic with respect to concurrent calls on the same id,
 /// must honour expiry (an expired record is never returned, and a record whose expiry has passed
 /// is deleted, never kept forever), and must not resurrect a record on [`Mode::Update`].
+///
+/// A record is *live* while it exists, has not been replaced, and its expiry is after the
+/// current time. Times are the application's clock ([`Change::now`]); a store whose server has
+/// its own clock (Redis) sets expiries as durations from now, so skew between the two never
+/// shortens a session.
 pub trait SessionStore: Send + Sync + 'static {
     /// Fetches a live record, or `None` when there is none.
     fn load(&self, id: &str) -> impl Future<Output = Result<Option<Record>, Error>> + Send;
@@ -107,8 +119,34 @@ pub trait SessionStore: Send + Sync + 'static {
         change: &Change,
     ) -> impl Future<Output = Result<Option<Committed>, Error>> + Send;
 
-    /// Deletes the record; deleting a missing record is not an error.
+    /// Deletes the record; deleting a missing record is not an error. If `id` was
+    /// [replaced](Self::replace) less than [`REPLACE_GRACE`] ago, its successor is deleted too
+    /// (and the successor's successor, and so on).
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Ends the live record `id` because a renew or a merge has moved its data into `successor`
+    /// (a record the caller has already written). Atomic: returns `true` when `id` was live and
+    /// is now gone, `false` when it was not live (never existed, expired, deleted, or already
+    /// replaced), in which case nothing changed. The caller then deletes `successor`: only one
+    /// of any number of concurrent renews of one session carries its data on.
+    ///
+    /// For [`REPLACE_GRACE`] (or until `id` would have expired, if sooner) the store remembers
+    /// the replacement, with `id`'s owner: [`delete`](Self::delete) of `id`, and
+    /// [`delete_owner`](Self::delete_owner) of that owner, then also delete `successor`.
+    fn replace(
+        &self,
+        id: &str,
+        successor: &str,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Removes `key` from the live record `id` and returns its value (JSON text), atomically:
+    /// of any number of concurrent calls for one key, exactly one gets the value. `None` when
+    /// the record is not live or has no such key. The record's expiry is left as it is.
+    fn take(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
 
     /// The longest a [`load`](Self::load) can take, when the store enforces that bound itself
     /// (a client-side command timeout, say) and then fails the load with [`Error::Timeout`].
@@ -119,8 +157,11 @@ pub trait SessionStore: Send + Sync + 'static {
         None
     }
 
-    /// Deletes every session tied to `owner` ("log out everywhere") and returns how many there
-    /// were. Stores that keep no owner index answer with an error (the default).
+    /// Deletes every session tied to `owner` ("log out everywhere"), and the successors of
+    /// sessions of `owner` replaced less than [`REPLACE_GRACE`] ago, and returns how many live
+    /// sessions it deleted. A session whose owner has changed away from `owner` is never
+    /// deleted by it, even if an index still lists it. Stores that keep no owner index answer
+    /// with an error (the default).
     fn delete_owner(&self, owner: &str) -> impl Future<Output = Result<u64, Error>> + Send {
         let _ = owner;
         async { Err(Error::Unsupported("this store keeps no owner index")) }
@@ -148,6 +189,9 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         change: &'a Change,
     ) -> BoxFuture<'a, Result<Option<Committed>, Error>>;
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    fn replace<'a>(&'a self, id: &'a str, successor: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
+    fn take<'a>(&'a self, id: &'a str, key: &'a str)
+    -> BoxFuture<'a, Result<Option<String>, Error>>;
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>>;
     fn load_timeout(&self) -> Option<Duration>;
 }
@@ -165,6 +209,16 @@ impl<S: SessionStore> DynStore for S {
     }
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(SessionStore::delete(self, id))
+    }
+    fn replace<'a>(&'a self, id: &'a str, successor: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(SessionStore::replace(self, id, successor))
+    }
+    fn take<'a>(
+        &'a self,
+        id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        Box::pin(SessionStore::take(self, id, key))
     }
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(SessionStore::delete_owner(self, owner))

@@ -481,6 +481,20 @@ impl<S: SessionStore> SessionStore for Recording<S> {
         result
     }
 
+    async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        self.check()?;
+        let result = self.inner.replace(id, successor).await;
+        self.keep("replace", &result);
+        result
+    }
+
+    async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        self.check()?;
+        let result = self.inner.take(id, key).await;
+        self.keep("take", &result);
+        result
+    }
+
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
         self.check()?;
         let result = self.inner.delete_owner(owner).await;

@@ -64,6 +64,9 @@ pub struct Calls {
     pub load: AtomicUsize,
     pub commit: AtomicUsize,
     pub delete: AtomicUsize,
+    /// `replace` (renew, merge) and `take` (pop) calls.
+    pub replace: AtomicUsize,
+    pub take: AtomicUsize,
     pub fail: AtomicBool,
     /// Milliseconds every call waits before running.
     pub delay_ms: AtomicU64,
@@ -114,6 +117,16 @@ impl<S: SessionStore> SessionStore for Counting<S> {
     async fn delete(&self, id: &str) -> Result<(), Error> {
         self.check(&self.calls.delete).await?;
         self.inner.delete(id).await
+    }
+
+    async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        self.check(&self.calls.replace).await?;
+        self.inner.replace(id, successor).await
+    }
+
+    async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        self.check(&self.calls.take).await?;
+        self.inner.take(id, key).await
     }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
