@@ -19,8 +19,8 @@ use tower_service::Service;
 
 use crate::{
     Error, Session,
-    session::Plan,
-    store::{Change, Committed, DynStore, Mode, Record, SessionStore},
+    session::{Plan, Write},
+    store::{Change, Committed, DynStore, Record, SessionStore},
     token,
 };
 
@@ -114,6 +114,14 @@ impl Shared {
         self.bounded(self.store.delete_owner(owner)).await
     }
 
+    pub(crate) async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        self.bounded(self.store.take(id, key)).await
+    }
+
+    async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        self.bounded(self.store.replace(id, successor)).await
+    }
+
     async fn delete(&self, ids: &[String]) -> Result<(), Error> {
         for id in ids {
             self.bounded(self.store.delete(id)).await?;
@@ -148,37 +156,42 @@ impl Shared {
                 self.delete(&delete).await?;
                 Ok(Some(self.expired_cookie()))
             }
-            Plan::Write {
-                delete,
-                token,
-                change,
-                new_deadline,
-            } => {
-                // Commit before deleting, so a failed commit never loses renewed or merged data.
-                let done = self.commit(&token, &change).await?;
-                self.delete(&delete).await?;
-                if let Some(done) = done {
-                    return Ok(Some(self.cookie(&token, done, now)));
-                }
-                // The session expired or was destroyed meanwhile: never adopt or resurrect it;
-                // what this request wrote goes into a new session with a new token.
-                if change.set.is_empty() && change.deadline.is_none() && change.remember.is_none() {
-                    return Ok(None);
-                }
-                let change = Change {
-                    mode: Mode::Create,
-                    cleared: false,
-                    removed: Vec::new(),
-                    deadline: change.deadline.or(Some(new_deadline)),
-                    ..change
-                };
-                let token = token::generate();
-                let done = self.commit(&token, &change).await?.ok_or_else(|| {
-                    Error::Malformed("the store refused to create a session".into())
-                })?;
-                Ok(Some(self.cookie(&token, done, now)))
+            Plan::Write(write) => self.write(*write, now).await,
+        }
+    }
+
+    /// Runs a write (see [`Write`] for the order). Whatever a renew or merge hands over must
+    /// still be live when the new record is confirmed, or the new record does not survive.
+    async fn write(&self, mut w: Write, now: SystemTime) -> Result<Option<String>, Error> {
+        self.delete(&w.delete).await?;
+        let target = self.store_id(&w.token).into_owned();
+        for merged in std::mem::take(&mut w.merged_ids) {
+            if !self.replace(&merged, &target).await? {
+                w.drop_merged();
             }
         }
+        let done = self.commit(&w.token, &w.change).await?;
+        let handed_over = match (&done, &w.renewed_from) {
+            (Some(_), Some(from)) => self.replace(from, &target).await?,
+            _ => true,
+        };
+        match done {
+            Some(done) if handed_over => return Ok(Some(self.cookie(&w.token, done, now))),
+            // The renewed session was destroyed, or renewed by another request, meanwhile.
+            Some(_) => self.delete(std::slice::from_ref(&target)).await?,
+            // The session expired or was destroyed meanwhile: never adopt or resurrect it.
+            None => {}
+        }
+        // What this request wrote itself goes into a new session with a new token.
+        let Some(own) = w.own() else {
+            return Ok(None);
+        };
+        let token = token::generate();
+        let done = self
+            .commit(&token, &own)
+            .await?
+            .ok_or_else(|| Error::Malformed("the store refused to create a session".into()))?;
+        Ok(Some(self.cookie(&token, done, now)))
     }
 
     /// The cookie with the configured attributes. Names with a `__Host-` prefix always get

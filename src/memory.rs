@@ -34,6 +34,8 @@ struct Inner {
     records: HashMap<String, Record>,
     /// owner → ids of the sessions tied to it.
     owners: HashMap<String, HashSet<String>>,
+    /// Replaced ids → (successor, owner, until).
+    moved: HashMap<String, (String, Option<String>, SystemTime)>,
     commits: u64,
 }
 
@@ -196,20 +198,70 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        self.lock().remove(id);
+        let mut inner = self.lock();
+        let mut id = id.to_owned();
+        for _ in 0..16 {
+            inner.remove(&id);
+            match inner.moved.remove(&id) {
+                Some((next, _, until)) if until > SystemTime::now() => id = next,
+                _ => break,
+            }
+        }
         Ok(())
     }
 
+    async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        match inner.records.get(id) {
+            Some(r) if r.expiry > now => {}
+            _ => return Ok(false),
+        }
+        let record = inner.remove(id).expect("checked above");
+        let until = record
+            .expiry
+            .min(crate::store::later(now, crate::store::REPLACE_GRACE));
+        inner
+            .moved
+            .insert(id.to_owned(), (successor.to_owned(), record.owner, until));
+        Ok(true)
+    }
+
+    async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        Ok(match inner.records.get_mut(id) {
+            Some(r) if r.expiry > now => r.values.remove(key),
+            _ => None,
+        })
+    }
+
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
+        let (live, moved) = self.delete_owned(owner);
+        for id in moved {
+            self.delete(&id).await?;
+        }
+        Ok(live)
+    }
+}
+
+impl MemoryStore {
+    fn delete_owned(&self, owner: &str) -> (u64, Vec<String>) {
         let mut inner = self.lock();
         let now = SystemTime::now();
         let ids = inner.owners.remove(owner).unwrap_or_default();
+        let moved: Vec<String> = inner
+            .moved
+            .iter()
+            .filter(|(_, (_, o, until))| o.as_deref() == Some(owner) && *until > now)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut live = 0;
         for id in ids {
             if inner.remove(&id).is_some_and(|r| r.expiry > now) {
                 live += 1;
             }
         }
-        Ok(live)
+        (live, moved)
     }
 }

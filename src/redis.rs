@@ -10,23 +10,34 @@
 //! | `meta` | space-separated `name=value` pairs, e.g. `deadline=1767225600000 size=42`: |
 //! | | `deadline`: absolute deadline, Unix milliseconds |
 //! | | `size`: bytes of the session's keys and JSON values, for the size limit |
-//! | | `expiry`: when Redis drops the key (its `PEXPIREAT`), Unix ms; absent when it is the deadline |
+//! | | `expiry`: when the session expires (idle timeout), Unix ms; absent when it is the deadline |
 //! | | `remember=1` when remember-me is on (absent when off) |
 //! | `owner` | the owner the session is tied to, if any |
 //!
 //! The metadata shares one field so that a load (`HGETALL`) reads back one field and one value
 //! beside the session's own values.
 //!
+//! `meta` has one grammar, checked alike by the Rust decoder and the Lua scripts: pairs separated
+//! by spaces, each `[a-z]+=` and an integer, no name twice; anything else is a corrupt record
+//! ([`Error::Malformed`]).
+//!
+//! A token replaced by a renew or merge keeps, for [`REPLACE_GRACE`](crate::REPLACE_GRACE), a
+//! marker hash `{moved: <successor id>, owner: <owner>}` with no `meta`: it is no session, but a
+//! delete of it also deletes the successor.
+//!
 //! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
 //! session id, score: its expiry), pruned of expired members at every write and expiring with its
-//! last session.
+//! last session. The session's own `owner` field is what counts: "log out everywhere" deletes a
+//! listed session only if that field still names the owner.
 //!
 //! A load is one `HGETALL`. A commit is one `EVALSHA` of a small Lua script that applies the
-//! [`Change`] (clear, `HDEL`, `HSET`) and sets the expiry with `PEXPIREAT`, atomically, and
-//! refuses to touch a key that no longer exists, so a destroyed or expired session is never
-//! resurrected; a session with an owner then costs one more `EVALSHA` to update the owner index.
-//! Every command names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or
-//! later is required (`ZADD GT`).
+//! [`Change`] (clear, `HDEL`, `HSET`, in batches of 1,000 fields) and sets the TTL with `PEXPIRE`,
+//! atomically, and refuses to touch a key that holds no live session, so a destroyed or expired
+//! session is never resurrected; a session with an owner then costs one more `EVALSHA` to update
+//! the owner index. Times in `meta` and the index are the application's clock; TTLs are given to
+//! Redis relative to it, so a Redis clock ahead or behind never shortens a session. Every command
+//! names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or later is required
+//! (`ZADD GT`).
 
 use std::{
     collections::HashMap,
@@ -36,7 +47,7 @@ use std::{
 use fred::{
     clients::{Client, Pool},
     error::ErrorKind,
-    interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface},
+    interfaces::{ClientLike, LuaInterface, SortedSetsInterface},
     prelude::{Builder, Config, ReconnectPolicy},
     types::{
         ClusterHash, CustomCommand, Resp3Frame, Value,
@@ -59,128 +70,36 @@ pub const DEFAULT_PREFIX: &str = "scs:session:";
 /// SCAN page size for [`RedisStore::ids`].
 const SCAN_COUNT: u32 = 1000;
 
-/// Applies a [`Change`]. KEYS[1] = session key. ARGV: mode (`c`|`u`), now ms, idle ttl ms (0 =
-/// none), deadline ms (or empty), remember (`0`|`1`|empty), cleared (`0`|`1`), owner (or empty),
-/// max bytes (0 = none), n, then n fields to delete, then field/value pairs to set. Returns nil
-/// when an update finds no session, an error `TOOLARGE <bytes>` (changing nothing) when the values
-/// would exceed the limit, else {expiry ms, remember, owner}. The hash keeps the byte size of its
-/// values in `meta` (`size=`), so the check costs one HSTRLEN per changed key.
-const COMMIT_LUA: &str = r#"
-local function int(s)
-  if type(s) == 'string' and #s <= 16 and string.match(s, '^%-?%d+$') then return tonumber(s) end
-  return nil
-end
-local key = KEYS[1]
-local now = tonumber(ARGV[2])
-local idle = tonumber(ARGV[3])
-local deadline = ARGV[4]
-local remember = ARGV[5]
-local owner = ARGV[7]
-local max = tonumber(ARGV[8])
-local n = tonumber(ARGV[9])
-local update = ARGV[1] == 'u'
-local keep = update and ARGV[6] ~= '1'
-local size = 0
-if update then
-  local stored = redis.call('HMGET', key, 'meta', 'owner')
-  if not stored[1] then return false end
-  local meta = ' ' .. stored[1]
-  local stored_expiry = string.match(meta, ' expiry=(%S*)')
-  if stored_expiry then
-    stored_expiry = int(stored_expiry)
-    if not stored_expiry then return redis.error_reply('MALFORMED expiry') end
-    if stored_expiry <= now then return false end
-  end
-  if deadline == '' then deadline = string.match(meta, ' deadline=(%S*)') or '' end
-  if remember == '' then remember = string.match(meta, ' remember=(%S*)') or '0' end
-  if owner == '' then owner = stored[2] or '' end
-  if keep then
-    size = int(string.match(meta, ' size=(%S*)') or '0')
-    if not size then return redis.error_reply('MALFORMED size') end
-  end
-elseif remember == '' then
-  remember = '0'
-end
--- Everything is checked and computed before the first write: a script is not rolled back.
-local deadline_ms = int(deadline)
-if not deadline_ms or deadline_ms < 0 or deadline_ms > 253402300799999 then
-  return redis.error_reply('MALFORMED deadline')
-end
-local expiry = deadline_ms
-if idle > 0 and now + idle < expiry then expiry = now + idle end
-if keep then
-  for i = 10, 9 + n do
-    local old = redis.call('HSTRLEN', key, ARGV[i])
-    if old > 0 then size = size - old - #ARGV[i] + 2 end
-  end
-end
-for i = 10 + n, #ARGV, 2 do
-  if keep then
-    local old = redis.call('HSTRLEN', key, ARGV[i])
-    if old > 0 then size = size - old - #ARGV[i] + 2 end
-  end
-  size = size + #ARGV[i] - 2 + #ARGV[i + 1]
-end
-if max > 0 and size > max then return redis.error_reply('TOOLARGE ' .. size) end
-if expiry <= now then
-  redis.call('DEL', key)
-  return {expiry, remember, owner}
-end
-if ARGV[6] == '1' then
-  local gone = {}
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(field, 1, 2) == 'v:' then gone[#gone + 1] = field end
-  end
-  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-end
-if n > 0 then redis.call('HDEL', key, unpack(ARGV, 10, 9 + n)) end
--- `expiry` is written only when it differs from the deadline, `remember` only when on.
-local meta = string.format('deadline=%d size=%d', deadline_ms, size)
-if expiry ~= deadline_ms then meta = meta .. string.format(' expiry=%d', expiry) end
-if remember == '1' then meta = meta .. ' remember=1' end
-local fields = {'meta', meta}
-if ARGV[7] ~= '' then fields[3] = 'owner'; fields[4] = owner end
-for i = 10 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', key, unpack(fields))
-redis.call('PEXPIREAT', key, expiry)
-return {expiry, remember, owner}
-"#;
+/// The helpers every session script starts with: the `meta` grammar, the live check, batching.
+const PRELUDE_LUA: &str = include_str!("redis/prelude.lua");
+/// Applies a [`Change`] (see the script for its arguments).
+const COMMIT_LUA: &str = include_str!("redis/commit.lua");
+/// Removes one value of a live session and returns it ([`SessionStore::take`]).
+const TAKE_LUA: &str = include_str!("redis/take.lua");
+/// Turns a live session into a marker pointing at its successor ([`SessionStore::replace`]).
+const REPLACE_LUA: &str = include_str!("redis/replace.lua");
+/// Deletes a session or marker, optionally only if it belongs to a given owner.
+const DELETE_LUA: &str = include_str!("redis/delete.lua");
+/// Records a session in its owner's index.
+const INDEX_LUA: &str = include_str!("redis/index.lua");
 
-/// Records session ARGV[2] with expiry ARGV[3] (ms) in the owner index KEYS[1], dropping members
-/// expired at ARGV[1] (ms); the index expires with its last member.
-const INDEX_LUA: &str = r#"
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-if tonumber(ARGV[3]) > now then
-  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[2])
-else
-  redis.call('ZREM', KEYS[1], ARGV[2])
-end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
-return 1
-"#;
-
-/// Deletes session KEYS[1] and returns its owner, if any (also for foreign data under the key).
-const DELETE_LUA: &str = r#"
-local owner = false
-if redis.call('TYPE', KEYS[1]).ok == 'hash' then owner = redis.call('HGET', KEYS[1], 'owner') end
-redis.call('DEL', KEYS[1])
-return owner
-"#;
+/// How many replacement markers a delete follows (a renew of a renew of …) before it stops.
+const MAX_FOLLOW: usize = 16;
 
 /// A Lua script and its SHA-1, run with `EVALSHA`, falling back to `EVAL` after a Redis restart.
 #[derive(Clone, Debug)]
 struct Script {
-    lua: &'static str,
+    lua: String,
     sha: String,
 }
 
 impl Script {
-    fn new(lua: &'static str) -> Self {
+    /// A script of `parts` concatenated (the prelude, then the body).
+    fn new(parts: &[&str]) -> Self {
+        let lua = parts.concat();
         Script {
+            sha: fred::util::sha1_hash(&lua),
             lua,
-            sha: fred::util::sha1_hash(lua),
         }
     }
 
@@ -197,7 +116,7 @@ impl Script {
         {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .eval(self.lua, key, args())
+                .eval(self.lua.as_str(), key, args())
                 .await
                 .map_err(script_error),
             other => other.map_err(script_error),
@@ -267,8 +186,10 @@ pub struct RedisStore<C = Pool> {
     /// The client's command timeout, if it has one: it bounds every load (one command).
     command_timeout: Option<Duration>,
     commit: Script,
-    index: Script,
+    take: Script,
+    replace: Script,
     delete: Script,
+    index: Script,
 }
 
 impl<C: FredClient> RedisStore<C> {
@@ -280,9 +201,11 @@ impl<C: FredClient> RedisStore<C> {
             client,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: Some(timeout).filter(|t| !t.is_zero()),
-            commit: Script::new(COMMIT_LUA),
-            index: Script::new(INDEX_LUA),
-            delete: Script::new(DELETE_LUA),
+            commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA]),
+            take: Script::new(&[PRELUDE_LUA, TAKE_LUA]),
+            replace: Script::new(&[PRELUDE_LUA, REPLACE_LUA]),
+            delete: Script::new(&[DELETE_LUA]),
+            index: Script::new(&[INDEX_LUA]),
         }
     }
 
@@ -498,24 +421,35 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        let key = self.key(id);
-        let owner = self
-            .delete
-            .run(self.client.client_for(&key), key, Vec::new)
-            .await?;
-        if let Some(owner) = owner.as_string().filter(|o| !o.is_empty()) {
-            let index = self.owner_key(&owner);
-            self.client
-                .client_for(&index)
-                .zrem::<(), _, _>(index, id)
-                .await
-                .map_err(Error::store)?;
-        }
-        Ok(())
+        self.delete_following(id.to_owned(), "").await.map(drop)
     }
 
-    /// Deletes every session listed in the owner's index (one `DEL` each, sent together), then
-    /// removes them from the index. A session tied to the owner while this runs survives.
+    async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        let now = millis(SystemTime::now());
+        let grace = millis_of(crate::store::REPLACE_GRACE);
+        let args = || vec![now.into(), successor.into(), grace.into()];
+        let key = self.key(id);
+        let reply = self
+            .replace
+            .run(self.client.client_for(&key), key, args)
+            .await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        let now = millis(SystemTime::now());
+        let field = ["v:", key].concat();
+        let args = || vec![now.into(), field.as_str().into()];
+        let redis_key = self.key(id);
+        let client = self.client.client_for(&redis_key);
+        let reply = self.take.run(client, redis_key, args).await?;
+        Ok(reply.into_string())
+    }
+
+    /// Deletes, one script per session, each session listed in the owner's index whose own
+    /// `owner` field is still `owner`, following replacement markers to their successors; then
+    /// drops the deleted ids from the index. Ids whose session now has another owner stay
+    /// listed until their score passes, and are never deleted here.
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
         let index = self.owner_key(owner);
         let client = self.client.client_for(&index);
@@ -523,23 +457,71 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             .zrange(index.as_str(), 0, -1, None, false, None, false)
             .await
             .map_err(Error::store)?;
-        if ids.is_empty() {
-            return Ok(0);
+        let deletes = ids
+            .iter()
+            .map(|id| self.delete_following(id.clone(), owner));
+        let results = futures_util::future::try_join_all(deletes).await?;
+        let gone: Vec<&String> = ids
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        if !gone.is_empty() {
+            client
+                .zrem::<(), _, _>(index, gone)
+                .await
+                .map_err(Error::store)?;
         }
-        let deletes = ids.iter().map(|id| {
-            let key = self.key(id);
-            self.client.client_for(&key).del::<u64, _>(key)
-        });
-        let deleted: u64 = futures_util::future::try_join_all(deletes)
-            .await
-            .map_err(Error::store)?
-            .into_iter()
-            .sum();
-        client
-            .zrem::<(), _, _>(index, ids)
-            .await
-            .map_err(Error::store)?;
-        Ok(deleted)
+        Ok(results.into_iter().flatten().sum())
+    }
+}
+
+impl<C: FredClient> RedisStore<C> {
+    /// Deletes session `id` (only if its owner is `owner`, when that is not empty), and the
+    /// successors its replacement markers point to, and drops each deleted session from its
+    /// owner's index. Returns how many live sessions were deleted, or `None` when `id` belongs
+    /// to another owner and was kept.
+    async fn delete_following(&self, mut id: String, owner: &str) -> Result<Option<u64>, Error> {
+        let mut deleted = 0;
+        let mut only_owner = owner;
+        for _ in 0..MAX_FOLLOW {
+            let key = self.key(&id);
+            let reply = self
+                .delete
+                .run(self.client.client_for(&key), key, || {
+                    vec![only_owner.into()]
+                })
+                .await?;
+            let Value::Array(items) = reply else {
+                return Err(bad_reply(&reply));
+            };
+            let [status, moved, stored_owner] = items.as_slice() else {
+                return Err(bad_reply(&items));
+            };
+            match status.as_i64() {
+                Some(-1) => return Ok(None),
+                Some(1) => deleted += 1,
+                _ => {}
+            }
+            // (delete_owner drops its own index's ids in one command afterwards.)
+            let stored_owner = stored_owner.as_string().filter(|o| !o.is_empty());
+            if let Some(stored_owner) = stored_owner.filter(|_| only_owner.is_empty()) {
+                let index = self.owner_key(&stored_owner);
+                self.client
+                    .client_for(&index)
+                    .zrem::<(), _, _>(index, id.as_str())
+                    .await
+                    .map_err(Error::store)?;
+            }
+            // A replaced session's successor carries its data on: it goes too, whoever owns it.
+            match moved.as_string().filter(|m| token::is_well_formed(m)) {
+                Some(next) => id = next,
+                None => break,
+            }
+            only_owner = "";
+        }
+        Ok(Some(deleted))
     }
 }
 
@@ -558,7 +540,7 @@ fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
         remember: false,
         owner: None,
     };
-    let (mut deadline, mut expiry) = (None, None);
+    let (mut deadline, mut expiry, mut moved) = (None, None, false);
     let mut field = |name: Resp3Frame, value: Resp3Frame| -> Result<(), Error> {
         let (name, value) = (text(&name)?, text(&value)?);
         if let Some(key) = name.strip_prefix("v:") {
@@ -567,21 +549,13 @@ fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
         }
         match name {
             "meta" => {
-                // Byte scans: cheaper than memchr-based `split`/`split_once` on strings this short.
-                let pairs = value.split_ascii_whitespace().filter_map(|pair| {
-                    let eq = pair.bytes().position(|b| b == b'=')?;
-                    Some((&pair[..eq], &pair[eq + 1..]))
-                });
-                for (name, value) in pairs {
-                    match name {
-                        "deadline" => deadline = Some(parse_millis(value)?),
-                        "expiry" => expiry = Some(parse_millis(value)?),
-                        "remember" => record.remember = value == "1",
-                        // `size` is the commit script's; unknown names are left alone.
-                        _ => {}
-                    }
-                }
+                let meta = parse_meta(value)?;
+                deadline = Some(meta.deadline);
+                expiry = meta.expiry;
+                record.remember = meta.remember;
             }
+            // A token replaced by a renew or merge: not a session.
+            "moved" => moved = true,
             "owner" => record.owner = Some(value.to_owned()),
             // Unknown fields are left alone, for forward compatibility.
             _ => {}
@@ -619,6 +593,9 @@ fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             )));
         }
     }
+    if moved {
+        return Ok(None);
+    }
     record.deadline = deadline
         .ok_or_else(|| Error::Malformed("session hash has no deadline in its meta field".into()))?;
     record.expiry = expiry.unwrap_or(record.deadline);
@@ -650,14 +627,65 @@ fn reply_error(message: &str) -> Error {
     ))
 }
 
-/// A time in Unix milliseconds between 1970 and the end of year 9999.
-fn parse_millis(s: &str) -> Result<SystemTime, Error> {
-    match s.parse::<i64>() {
-        Ok(ms) if (0..=253_402_300_799_999).contains(&ms) => Ok(from_millis(ms)),
-        _ => Err(Error::Malformed(format!(
-            "{s:?} is not a time in Unix milliseconds"
-        ))),
+/// The `meta` field, decoded.
+struct Meta {
+    deadline: SystemTime,
+    expiry: Option<SystemTime>,
+    remember: bool,
+}
+
+/// Parses `meta` by the grammar the scripts' `parse_meta` (in `redis/prelude.lua`) uses, so that
+/// Rust and Lua agree on what is corrupt: pairs separated by spaces, each `[a-z]+=-?[0-9]+` with
+/// at most 16 characters of number, no name twice, a `deadline`; times between 1970 and the end
+/// of year 9999 in Unix ms, `size` >= 0, `remember` 0 or 1. Unknown names are allowed.
+fn parse_meta(text: &str) -> Result<Meta, Error> {
+    let corrupt = || Error::Malformed("stored session field meta".into());
+    let (mut deadline, mut expiry, mut remember, mut size) = (None, None, None, None);
+    let mut others: Vec<&str> = Vec::new();
+    // Byte scans: cheaper than memchr-based `split_once` on strings this short.
+    for pair in text.split(' ').filter(|p| !p.is_empty()) {
+        let eq = pair.bytes().position(|b| b == b'=').ok_or_else(corrupt)?;
+        let (name, number) = (&pair[..eq], &pair[eq + 1..]);
+        let digits = number.strip_prefix('-').unwrap_or(number);
+        let well_formed = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_lowercase())
+            && !digits.is_empty()
+            && number.len() <= 16
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        let value: i64 = number
+            .parse()
+            .ok()
+            .filter(|_| well_formed)
+            .ok_or_else(corrupt)?;
+        let slot = match name {
+            "deadline" => &mut deadline,
+            "expiry" => &mut expiry,
+            "remember" => &mut remember,
+            "size" => &mut size,
+            _ if others.contains(&name) => return Err(corrupt()),
+            _ => {
+                others.push(name);
+                continue;
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(corrupt());
+        }
     }
+    let time = |ms: i64| {
+        (0..=253_402_300_799_999)
+            .contains(&ms)
+            .then(|| from_millis(ms))
+            .ok_or_else(corrupt)
+    };
+    if size.is_some_and(|s| s < 0) || remember.is_some_and(|r| !(0..=1).contains(&r)) {
+        return Err(corrupt());
+    }
+    Ok(Meta {
+        deadline: time(deadline.ok_or_else(corrupt)?)?,
+        expiry: expiry.map(time).transpose()?,
+        remember: remember == Some(1),
+    })
 }
 
 /// A duration in whole milliseconds, saturating.

@@ -4,8 +4,9 @@
 //! keys removed, cleared, new deadline, remember-me) and the layer hands exactly those to the
 //! store after the handler returns.
 
+mod state;
+
 use std::{
-    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::SystemTime,
 };
@@ -13,10 +14,12 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::OnceCell;
 
+use self::state::{Carried, Settings, State, View};
+pub(crate) use self::state::{Plan, Write};
 use crate::{
     Error,
     layer::Shared,
-    store::{Change, Mode, Record, later},
+    store::{Change, Record, later},
     token,
 };
 
@@ -60,44 +63,6 @@ struct Inner {
     /// The stored record, once loaded (`None` inside: no such session).
     loaded: OnceCell<Option<Record>>,
     state: Mutex<State>,
-}
-
-/// What the request did to its session so far.
-#[derive(Default)]
-struct State {
-    status: Status,
-    /// The stored record must not be used: destroyed, renewed (copied into `set`), or merged.
-    fresh: bool,
-    /// The token a new record gets (set by `renew_token`; otherwise generated at commit).
-    new_token: Option<String>,
-    set: BTreeMap<String, String>,
-    removed: BTreeSet<String>,
-    cleared: bool,
-    deadline: Option<SystemTime>,
-    remember: Option<bool>,
-    owner: Option<String>,
-    /// Store ids to delete at commit (renewed, destroyed or merged sessions).
-    delete: Vec<String>,
-    /// An error to answer with instead of the handler's response.
-    failure: Option<Error>,
-}
-
-/// What the layer must do with the session once the handler has returned.
-pub(crate) enum Plan {
-    /// Nothing to store, no cookie to send.
-    Nothing,
-    /// A store call or a value failed during the request: answer with the error response.
-    Failed(Error),
-    /// Delete these store ids and send an expiring cookie.
-    Destroy { delete: Vec<String> },
-    /// Delete these store ids, then apply `change` to the session of `token`.
-    Write {
-        delete: Vec<String>,
-        token: String,
-        change: Change,
-        /// The deadline to use if an update finds the session gone and it must be created anew.
-        new_deadline: SystemTime,
-    },
 }
 
 impl Session {
@@ -200,30 +165,100 @@ impl Session {
     /// committed without loading the session first.
     pub fn remove(&self, key: &str) {
         let mut state = self.state();
-        if state.set.remove(key).is_none() && self.known_absent(&state, key) {
+        let pending = state.set.remove(key).is_some() | state.merged.remove(key).is_some();
+        if !pending && self.known_absent(&state, key) {
             return;
         }
-        if !state.fresh {
+        if let Some(carried) = state.carried.as_mut() {
+            carried.values.remove(key);
+        } else if !state.fresh {
             state.removed.insert(key.to_owned());
         }
         state.status = Status::Modified;
     }
 
-    /// Removes `key` and returns its value, deserialized as `T`.
+    /// Removes `key` and returns its value, deserialized as `T`: for one-time values (flash
+    /// messages, one-time codes). A stored value is removed **in the store at once**, not at
+    /// commit, atomically: of any number of concurrent requests popping one key, in any number
+    /// of processes, exactly one gets the value. The value is removed even if it does not
+    /// deserialize as `T` (the error is returned).
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let value = self.get(key).await?;
-        if value.is_some() {
-            self.remove(key);
+        let json = match self.pop_pending(key) {
+            Ok(found) => found,
+            Err(id) => self.take(id, key).await?,
+        };
+        json.map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| Error::value(key, e))
+    }
+
+    /// Pops `key` from what this request holds itself; `Err(id)` when it must be taken from
+    /// the store record `id`.
+    fn pop_pending(&self, key: &str) -> Result<Option<String>, String> {
+        let mut state = self.state();
+        let fresh = state.fresh;
+        let pending = state.set.remove(key).or_else(|| state.merged.remove(key));
+        if let Some(json) = pending {
+            // A value this request set: the stored one, if any, goes at commit.
+            match state.carried.as_mut() {
+                Some(carried) => drop(carried.values.remove(key)),
+                None if !fresh => drop(state.removed.insert(key.to_owned())),
+                None => {}
+            }
+            state.status = Status::Modified;
+            return Ok(Some(json));
         }
-        Ok(value)
+        if self.known_absent(&state, key) {
+            return Ok(None);
+        }
+        let id = match state.carried.as_mut() {
+            // Carried by a renew: the renewed session still holds it until the commit.
+            Some(carried) => match (carried.values.remove(key), &carried.from) {
+                (Some(_), Some(from)) => from.clone(),
+                _ => return Ok(None),
+            },
+            None => match self.committed_id(&state) {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        Err(id)
+    }
+
+    /// Takes `key` from the store record `id`.
+    async fn take(&self, id: String, key: &str) -> Result<Option<String>, Error> {
+        let taken = self.0.shared.take(&id, key).await;
+        let mut state = self.state();
+        match taken {
+            Ok(json) => {
+                state.taken.insert(key.to_owned());
+                if json.is_some() {
+                    state.status = Status::Modified;
+                }
+                Ok(json)
+            }
+            Err(e) => {
+                state.failure.get_or_insert_with(|| e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// Removes every value, keeping the token and the deadline (SCS `Clear`).
     pub fn clear(&self) {
         let mut state = self.state();
-        let had_pending = !state.set.is_empty();
+        let had_pending = !state.set.is_empty() || !state.merged.is_empty();
         state.set.clear();
+        state.merged.clear();
         state.removed.clear();
+        if let Some(carried) = state.carried.as_mut() {
+            if carried.values.is_empty() && !had_pending {
+                return;
+            }
+            carried.values.clear();
+            state.status = Status::Modified;
+            return;
+        }
         let nothing_stored = state.fresh
             || state.cleared
             || self.0.cookie_token.is_none()
@@ -253,8 +288,10 @@ impl Session {
     /// session with a new token.
     pub fn destroy(&self) {
         let mut state = self.state();
-        let old = self.committed_id(&state);
-        let delete = std::mem::take(&mut state.delete);
+        let mut delete = std::mem::take(&mut state.delete);
+        delete.extend(self.committed_id(&state));
+        delete.extend(state.carried.take().and_then(|c| c.from));
+        delete.append(&mut state.merged_ids);
         *state = State {
             status: Status::Destroyed,
             fresh: true,
@@ -262,33 +299,57 @@ impl Session {
             failure: state.failure.take(),
             ..State::default()
         };
-        state.delete.extend(old);
     }
 
     /// Gives the session a new token, keeping its data, and resets its deadline to now +
     /// lifetime; the old token stops working when the response is sent. Call it after login or
     /// any privilege change, against session fixation.
+    ///
+    /// The old session is handed over to the new token at commit, atomically: if it is no
+    /// longer live by then (destroyed, logged out everywhere, or renewed by a concurrent
+    /// request), the new token does not carry its data or owner on; the request gets a fresh
+    /// session holding only what it wrote itself (or none, if it wrote nothing). So of two
+    /// concurrent renews of one session, exactly one carries the data on. A destroy of the old
+    /// token that arrives just after the renew (within [`REPLACE_GRACE`](crate::REPLACE_GRACE))
+    /// also ends the renewed session.
     pub async fn renew_token(&self) -> Result<(), Error> {
-        let (values, remember, owner) = self
-            .view(|v| {
-                let values: Vec<(String, String)> = v
-                    .keys()
-                    .into_iter()
-                    .filter_map(|k| v.get(&k).map(|j| (k.clone(), j.to_owned())))
-                    .collect();
-                (values, v.remember(), v.owner())
-            })
-            .await?;
+        let base = self.base().await?;
         let mut state = self.state();
-        let old = self.committed_id(&state);
-        state.delete.extend(old);
+        let view = View {
+            state: &state,
+            base,
+        };
+        let values = view.underneath();
+        let (remember, owner) = match &state.carried {
+            Some(c) => (c.remember, c.owner.clone()),
+            None => base
+                .filter(|_| !state.fresh)
+                .map_or((false, None), |r| (r.remember, r.owner.clone())),
+        };
+        let from = match &state.carried {
+            Some(c) => c.from.clone(),
+            None => self.committed_id(&state),
+        };
+        let bytes = match (&state.carried, base) {
+            (Some(c), _) => c.bytes,
+            (None, Some(r)) if !state.fresh => r
+                .values
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>() as u64,
+            _ => 0,
+        };
+        state.carried = Some(Carried {
+            from,
+            values,
+            remember,
+            owner,
+            bytes,
+        });
         state.fresh = true;
-        state.set = values.into_iter().collect();
         state.removed.clear();
         state.cleared = false;
-        state.remember = Some(remember);
-        state.owner = owner;
-        state.deadline = Some(later(SystemTime::now(), self.0.shared.config.lifetime));
+        state.deadline = None;
         state.new_token = Some(token::generate());
         state.status = Status::Modified;
         Ok(())
@@ -345,10 +406,11 @@ impl Session {
         .await
     }
 
-    /// Sets the absolute deadline of the session. A deadline in the past deletes it at commit.
+    /// Sets the absolute deadline of the session. A deadline in the past deletes it at commit
+    /// (one before 1970 counts as 1970; one after year 9999 as the end of 9999).
     pub fn set_deadline(&self, deadline: SystemTime) {
         let mut state = self.state();
-        state.deadline = Some(deadline.min(crate::store::latest()));
+        state.deadline = Some(deadline.clamp(std::time::UNIX_EPOCH, crate::store::latest()));
         state.status = Status::Modified;
     }
 
@@ -372,8 +434,9 @@ impl Session {
     }
 
     /// Merges the session of `token` into this one (SCS `MergeSession`): its values win over
-    /// this session's, the later deadline wins, and it is deleted at commit. A token that is
-    /// malformed, unknown, or this session's own is ignored.
+    /// this session's, the later deadline wins, and it is handed over to this session at commit,
+    /// atomically: if it is no longer live by then (destroyed meanwhile), its values are not
+    /// stored. A token that is malformed, unknown, or this session's own is ignored.
     pub async fn merge(&self, token: &str) -> Result<(), Error> {
         if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
             return Ok(());
@@ -390,11 +453,12 @@ impl Session {
         let mut state = self.state();
         for (key, json) in other.values {
             state.removed.remove(&key);
-            state.set.insert(key, json);
+            state.set.remove(&key);
+            state.merged.insert(key, json);
         }
         state.deadline = Some(own_deadline.max(other.deadline));
         let id = self.0.shared.store_id(token).into_owned();
-        state.delete.push(id);
+        state.merged_ids.push(id);
         state.status = Status::Modified;
         Ok(())
     }
@@ -410,9 +474,14 @@ impl Session {
             .map(|t| self.0.shared.store_id(t).into_owned())
     }
 
-    /// Whether `key` is certainly absent without asking the store.
+    /// Whether `key` is certainly absent, beneath the request's own writes, without asking the
+    /// store.
     fn known_absent(&self, state: &State, key: &str) -> bool {
-        if state.fresh || state.cleared || state.removed.contains(key) {
+        if let Some(carried) = &state.carried {
+            return !carried.values.contains_key(key);
+        }
+        if state.fresh || state.cleared || state.removed.contains(key) || state.taken.contains(key)
+        {
             return true;
         }
         match (self.0.cookie_token.is_some(), self.0.loaded.get()) {
@@ -436,16 +505,21 @@ impl Session {
     /// Decides what the layer must store for this request. `now` is the commit time.
     pub(crate) fn plan(&self, now: SystemTime) -> Plan {
         let config = &self.0.shared.config;
-        let idle_ttl = config.idle_timeout.map(|idle| idle + idle / 10);
-        let new_deadline = later(now, config.lifetime);
+        let settings = Settings {
+            now,
+            new_deadline: later(now, config.lifetime),
+            idle_ttl: config.idle_timeout.map(|idle| idle + idle / 10),
+            max_bytes: config.max_session_bytes,
+        };
         let mut state = self.state();
         if let Some(e) = state.failure.take() {
             return Plan::Failed(e);
         }
-        let delete = std::mem::take(&mut state.delete);
         let loaded = self.0.loaded.get();
         match state.status {
-            Status::Destroyed => Plan::Destroy { delete },
+            Status::Destroyed => Plan::Destroy {
+                delete: std::mem::take(&mut state.delete),
+            },
             Status::Unmodified => {
                 // Idle timeout: a session this request read is touched once its remaining time
                 // has dropped below the idle timeout; the new expiry carries 10% slack, so a
@@ -462,23 +536,9 @@ impl Session {
                 {
                     return Plan::Nothing;
                 }
-                Plan::Write {
-                    delete,
-                    token: token.clone(),
-                    change: Change {
-                        mode: Mode::Update,
-                        cleared: false,
-                        removed: Vec::new(),
-                        set: Vec::new(),
-                        deadline: None,
-                        remember: None,
-                        owner: None,
-                        max_bytes: None,
-                        now,
-                        idle_ttl,
-                    },
-                    new_deadline,
-                }
+                let mut write = state.write(token.clone(), false, &settings);
+                write.change = Change::touch(now, settings.idle_ttl);
+                Plan::Write(Box::new(write))
             }
             Status::Modified => {
                 let create =
@@ -487,32 +547,7 @@ impl Session {
                     (Some(t), false) => t.clone(),
                     _ => state.new_token.take().unwrap_or_else(token::generate),
                 };
-                let change = Change {
-                    mode: if create { Mode::Create } else { Mode::Update },
-                    cleared: state.cleared && !create,
-                    removed: if create {
-                        Vec::new()
-                    } else {
-                        std::mem::take(&mut state.removed).into_iter().collect()
-                    },
-                    set: std::mem::take(&mut state.set).into_iter().collect(),
-                    deadline: if create {
-                        Some(state.deadline.unwrap_or(new_deadline))
-                    } else {
-                        state.deadline
-                    },
-                    remember: state.remember,
-                    owner: state.owner.take(),
-                    max_bytes: config.max_session_bytes,
-                    now,
-                    idle_ttl,
-                };
-                Plan::Write {
-                    delete,
-                    token,
-                    change,
-                    new_deadline,
-                }
+                Plan::Write(Box::new(state.write(token, create, &settings)))
             }
         }
     }
@@ -525,53 +560,6 @@ impl std::fmt::Debug for Session {
             .field("status", &self.status())
             .field("has_cookie", &self.0.cookie_token.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// The session as the request sees it: the stored record under the pending changes.
-struct View<'a> {
-    state: &'a State,
-    base: Option<&'a Record>,
-}
-
-impl View<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        if let Some(v) = self.state.set.get(key) {
-            return Some(v);
-        }
-        if self.state.cleared || self.state.removed.contains(key) {
-            return None;
-        }
-        self.base?.values.get(key).map(String::as_str)
-    }
-
-    fn remember(&self) -> bool {
-        self.state
-            .remember
-            .or(self.base.map(|r| r.remember))
-            .unwrap_or(false)
-    }
-
-    fn owner(&self) -> Option<String> {
-        self.state
-            .owner
-            .clone()
-            .or_else(|| self.base.and_then(|r| r.owner.clone()))
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let mut keys: BTreeSet<&str> = self.state.set.keys().map(String::as_str).collect();
-        if !self.state.cleared {
-            if let Some(base) = self.base {
-                keys.extend(
-                    base.values
-                        .keys()
-                        .map(String::as_str)
-                        .filter(|k| !self.state.removed.contains(*k)),
-                );
-            }
-        }
-        keys.into_iter().map(str::to_owned).collect()
     }
 }
 

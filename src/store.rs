@@ -189,9 +189,13 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         change: &'a Change,
     ) -> BoxFuture<'a, Result<Option<Committed>, Error>>;
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>>;
-    fn replace<'a>(&'a self, id: &'a str, successor: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
-    fn take<'a>(&'a self, id: &'a str, key: &'a str)
-    -> BoxFuture<'a, Result<Option<String>, Error>>;
+    fn replace<'a>(&'a self, id: &'a str, successor: &'a str)
+    -> BoxFuture<'a, Result<bool, Error>>;
+    fn take<'a>(
+        &'a self,
+        id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, Error>>;
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>>;
     fn load_timeout(&self) -> Option<Duration>;
 }
@@ -210,7 +214,11 @@ impl<S: SessionStore> DynStore for S {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(SessionStore::delete(self, id))
     }
-    fn replace<'a>(&'a self, id: &'a str, successor: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
+    fn replace<'a>(
+        &'a self,
+        id: &'a str,
+        successor: &'a str,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(SessionStore::replace(self, id, successor))
     }
     fn take<'a>(

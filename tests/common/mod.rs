@@ -203,22 +203,22 @@ impl Backend {
 
     /// Whether the store holds a live record under `id` (a token, or its hash), looked up
     /// directly, not through the layer and not counted: for Redis, whether the key
-    /// `scs:session:<id>` exists.
+    /// `scs:session:<id>` holds a session record (not a renewed token's marker).
     pub async fn stored(&self, id: &str) -> bool {
         match &self.kind {
             Kind::Memory(store) => store.load(id).await.unwrap().is_some(),
             Kind::Redis(server) => {
                 let inspector = server.inspector().await;
-                inspector.exists(&format!("{DEFAULT_PREFIX}{id}")).await
+                inspector.is_session(&format!("{DEFAULT_PREFIX}{id}")).await
             }
         }
     }
 
-    /// How many sessions the store holds.
+    /// How many sessions the store holds (for Redis: keys holding a session record).
     pub async fn stored_count(&self) -> usize {
         match &self.kind {
             Kind::Memory(store) => store.len(),
-            Kind::Redis(server) => server.inspector().await.keys().await.len(),
+            Kind::Redis(server) => server.inspector().await.sessions().await.len(),
         }
     }
 

@@ -229,6 +229,22 @@ impl Inspector {
         keys
     }
 
+    /// Whether `key` holds a session record (a hash with `meta`), not a renewed token's marker.
+    pub async fn is_session(&self, key: &str) -> bool {
+        self.0.hexists(key, "meta").await.expect("HEXISTS")
+    }
+
+    /// The keys that hold session records, sorted.
+    pub async fn sessions(&self) -> Vec<String> {
+        let mut sessions = Vec::new();
+        for key in self.keys().await {
+            if self.is_session(&key).await {
+                sessions.push(key);
+            }
+        }
+        sessions
+    }
+
     pub async fn exists(&self, key: &str) -> bool {
         let n: i64 = self.0.exists(key).await.expect("EXISTS");
         n == 1

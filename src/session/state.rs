@@ -1,0 +1,252 @@
+//! What a request did to its session ([`State`]), the session as the request sees it
+//! ([`View`]), and what the layer must store once the handler has returned ([`Plan`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, SystemTime},
+};
+
+use super::Status;
+use crate::{
+    Error,
+    store::{Change, Mode, Record},
+};
+
+/// What the request did to its session so far.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) status: Status,
+    /// The stored record must not be used: destroyed, or renewed (its data is in `carried`).
+    pub(super) fresh: bool,
+    /// The token a new record gets (set by `renew_token`; otherwise generated at commit).
+    pub(super) new_token: Option<String>,
+    /// Values this request set itself.
+    pub(super) set: BTreeMap<String, String>,
+    pub(super) removed: BTreeSet<String>,
+    pub(super) cleared: bool,
+    /// Keys popped from the store by this request: already gone there.
+    pub(super) taken: BTreeSet<String>,
+    pub(super) deadline: Option<SystemTime>,
+    pub(super) remember: Option<bool>,
+    pub(super) owner: Option<String>,
+    /// After a renew: the renewed session's data, carried into the new record.
+    pub(super) carried: Option<Carried>,
+    /// Values pulled in by merges (they win over the stored ones), and the merged sessions'
+    /// store ids, handed over to this session at commit.
+    pub(super) merged: BTreeMap<String, String>,
+    pub(super) merged_ids: Vec<String>,
+    /// Store ids to delete at commit (destroyed sessions).
+    pub(super) delete: Vec<String>,
+    /// An error to answer with instead of the handler's response.
+    pub(super) failure: Option<Error>,
+}
+
+/// The data a renew carries from the renewed session into the new record.
+pub(super) struct Carried {
+    /// The store id of the renewed session, handed over (replaced) at commit; `None` when the
+    /// renewed session was itself new.
+    pub(super) from: Option<String>,
+    pub(super) values: BTreeMap<String, String>,
+    pub(super) remember: bool,
+    pub(super) owner: Option<String>,
+    /// The size of the renewed session's values, for the size limit.
+    pub(super) bytes: u64,
+}
+
+/// The session as the request sees it: its own writes, over merged values, over the stored
+/// record (or, after a renew, the carried data).
+pub(super) struct View<'a> {
+    pub(super) state: &'a State,
+    pub(super) base: Option<&'a Record>,
+}
+
+impl View<'_> {
+    /// The values under the request's own writes and merges.
+    fn below(&self) -> Option<&BTreeMap<String, String>> {
+        self.state.carried.as_ref().map(|c| &c.values)
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
+        let s = self.state;
+        if let Some(v) = s.set.get(key).or_else(|| s.merged.get(key)) {
+            return Some(v);
+        }
+        if s.fresh {
+            return self.below()?.get(key).map(String::as_str);
+        }
+        if s.cleared || s.removed.contains(key) || s.taken.contains(key) {
+            return None;
+        }
+        self.base?.values.get(key).map(String::as_str)
+    }
+
+    pub(super) fn owner(&self) -> Option<String> {
+        let carried = self.state.carried.as_ref().and_then(|c| c.owner.clone());
+        let stored = || self.base.filter(|_| !self.state.fresh)?.owner.clone();
+        self.state.owner.clone().or(carried).or_else(stored)
+    }
+
+    /// The keys and values beneath the request's own writes and merges.
+    pub(super) fn underneath(&self) -> BTreeMap<String, String> {
+        let s = self.state;
+        if s.fresh {
+            return self.below().cloned().unwrap_or_default();
+        }
+        let Some(base) = self.base.filter(|_| !s.cleared) else {
+            return BTreeMap::new();
+        };
+        base.values
+            .iter()
+            .filter(|(k, _)| !s.removed.contains(*k) && !s.taken.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub(super) fn keys(&self) -> Vec<String> {
+        let mut keys: BTreeSet<String> = self.underneath().into_keys().collect();
+        keys.extend(self.state.set.keys().cloned());
+        keys.extend(self.state.merged.keys().cloned());
+        keys.into_iter().collect()
+    }
+}
+
+/// What the layer must do with the session once the handler has returned.
+pub(crate) enum Plan {
+    /// Nothing to store, no cookie to send.
+    Nothing,
+    /// A store call or a value failed during the request: answer with the error response.
+    Failed(Error),
+    /// Delete these store ids and send an expiring cookie.
+    Destroy { delete: Vec<String> },
+    /// Write the session of `token`.
+    Write(Box<Write>),
+}
+
+/// A write, in the order the layer runs it: delete `delete`; hand each of `merged_ids` over to
+/// the target (dropping the merged values if one is no longer live); commit; then hand
+/// `renewed_from` over to the new record, which is deleted again if that session is no longer
+/// live. When the target turns out gone, or the hand-over fails, what the request wrote itself
+/// ([`Write::own`]) goes into a new session with a new token.
+pub(crate) struct Write {
+    pub(crate) delete: Vec<String>,
+    pub(crate) token: String,
+    pub(crate) merged_ids: Vec<String>,
+    pub(crate) renewed_from: Option<String>,
+    pub(crate) change: Change,
+    /// The merged values' keys, dropped from `change.set` when a merged session has gone.
+    merged_keys: Vec<String>,
+    /// What the request wrote itself, as a fresh session: `None` when it wrote nothing.
+    own: Option<Change>,
+}
+
+impl Write {
+    /// Drops the merged values from the change (a merged session is no longer live), keeping
+    /// the request's own writes of the same keys.
+    pub(crate) fn drop_merged(&mut self) {
+        let own = self
+            .own
+            .as_ref()
+            .map(|o| o.set.as_slice())
+            .unwrap_or_default();
+        let merged = &self.merged_keys;
+        self.change
+            .set
+            .retain(|(k, _)| !merged.contains(k) || own.iter().any(|(o, _)| o == k));
+    }
+
+    /// What the request wrote itself, to store as a new session.
+    pub(crate) fn own(&mut self) -> Option<Change> {
+        self.own.take()
+    }
+}
+
+/// The settings a plan depends on.
+pub(super) struct Settings {
+    pub(super) now: SystemTime,
+    pub(super) new_deadline: SystemTime,
+    pub(super) idle_ttl: Option<Duration>,
+    pub(super) max_bytes: Option<u64>,
+}
+
+impl Change {
+    /// A change that only refreshes the expiry (the idle-timeout touch).
+    pub(crate) fn touch(now: SystemTime, idle_ttl: Option<Duration>) -> Change {
+        Change {
+            mode: Mode::Update,
+            cleared: false,
+            removed: Vec::new(),
+            set: Vec::new(),
+            deadline: None,
+            remember: None,
+            owner: None,
+            max_bytes: None,
+            now,
+            idle_ttl,
+        }
+    }
+}
+
+impl State {
+    /// The write of a modified session: `token` is the target, `create` whether it is new.
+    pub(super) fn write(&mut self, token: String, create: bool, s: &Settings) -> Write {
+        let carried = self.carried.take();
+        let merged = std::mem::take(&mut self.merged);
+        let own_set = std::mem::take(&mut self.set);
+        let own = (!own_set.is_empty()
+            || self.deadline.is_some()
+            || self.remember.is_some()
+            || self.owner.is_some())
+        .then(|| Change {
+            mode: Mode::Create,
+            set: own_set
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            deadline: Some(self.deadline.unwrap_or(s.new_deadline)),
+            remember: self.remember,
+            owner: self.owner.clone(),
+            max_bytes: s.max_bytes,
+            ..Change::touch(s.now, s.idle_ttl)
+        });
+        let merged_keys: Vec<String> = merged.keys().cloned().collect();
+        let mut values = carried
+            .as_ref()
+            .map(|c| c.values.clone())
+            .unwrap_or_default();
+        values.extend(merged);
+        values.extend(own_set);
+        // A renew may carry a session the limit was lowered below: it may stay that large.
+        let carried_bytes = carried.as_ref().map_or(0, |c| c.bytes);
+        let change = Change {
+            mode: if create { Mode::Create } else { Mode::Update },
+            cleared: self.cleared && !create,
+            removed: if create {
+                Vec::new()
+            } else {
+                std::mem::take(&mut self.removed).into_iter().collect()
+            },
+            set: values.into_iter().collect(),
+            deadline: if create {
+                Some(self.deadline.unwrap_or(s.new_deadline))
+            } else {
+                self.deadline
+            },
+            remember: self.remember.or(carried.as_ref().map(|c| c.remember)),
+            owner: self
+                .owner
+                .take()
+                .or(carried.as_ref().and_then(|c| c.owner.clone())),
+            max_bytes: s.max_bytes.map(|m| m.max(carried_bytes)),
+            ..Change::touch(s.now, s.idle_ttl)
+        };
+        Write {
+            delete: std::mem::take(&mut self.delete),
+            token,
+            merged_ids: std::mem::take(&mut self.merged_ids),
+            renewed_from: carried.and_then(|c| c.from),
+            change,
+            merged_keys,
+            own,
+        }
+    }
+}
