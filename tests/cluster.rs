@@ -152,8 +152,13 @@ async fn every_operation_works_across_slots() {
         "merged values win"
     );
     assert!(
-        !cluster.exists(&key(&token_b)),
+        !cluster.is_session(&key(&token_b)),
         "the merged session was not deleted"
+    );
+    assert_eq!(
+        cluster.moved_to(&key(&token_b)),
+        Some(token_a.clone()),
+        "for a few seconds the merged token points at the session it went into"
     );
     assert_eq!(b.get("/keys").await.body, "");
 
@@ -165,10 +170,11 @@ async fn every_operation_works_across_slots() {
         let new = a.token.clone().unwrap();
         assert_ne!(new, old);
         assert!(
-            !cluster.exists(&key(&old)),
+            !cluster.is_session(&key(&old)),
             "the old token's record survived"
         );
-        assert!(cluster.exists(&key(&new)));
+        assert_eq!(cluster.moved_to(&key(&old)), Some(new.clone()));
+        assert!(cluster.is_session(&key(&new)));
         assert_eq!(Client::with_token(&app, &old).get("/keys").await.body, "");
         assert_eq!(a.get("/keys").await.body, "a,b,c");
         if cluster.primary_of(&key(&new)) != cluster.primary_of(&key(&old)) {

@@ -11,7 +11,95 @@ crate::both_stores!(
     the_size_limit_counts_the_whole_session,
     an_overlong_key_is_refused,
     host_prefixed_cookie_names_are_secure_host_only,
+    big_sessions_are_written_renewed_and_cleared_in_one_request,
+    a_session_of_100k_keys_lives_a_whole_life,
+    a_lowered_limit_refuses_only_growth,
 );
+
+/// The sizes that broke Lua's `unpack` (about 8,000 items): 4,000 keys inserted in one request,
+/// a 9,000-key session renewed and cleared, 8,100 keys removed in one request.
+async fn big_sessions_are_written_renewed_and_cleared_in_one_request(backend: Backend) {
+    let app = backend.app(|l| l).await;
+    let mut client = Client::new(&app);
+    let ok = StatusCode::OK;
+    assert_eq!(client.get("/put_many?n=4000&value=v").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "4000");
+    assert_eq!(
+        client
+            .get("/put_many?from=4000&n=5000&value=v")
+            .await
+            .status,
+        ok
+    );
+    let old = client.token.clone().unwrap();
+    assert_eq!(client.get("/renew").await.status, ok);
+    assert_ne!(client.token.as_deref(), Some(old.as_str()));
+    assert_eq!(client.get("/count").await.body, "9000");
+    assert_eq!(client.get("/get?key=k8999").await.body, "v");
+    assert_eq!(client.get("/remove_many?n=8100").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "900");
+    assert_eq!(client.get("/put_many?n=8100&value=w").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "9000");
+    assert_eq!(client.get("/clear").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "0");
+    assert_eq!(client.get("/put?key=after&value=1").await.status, ok);
+    assert_eq!(client.get("/keys").await.body, "after");
+}
+
+/// 100,000 small keys (about 0.9 MB, under the default 1 MiB limit): created in one request,
+/// renewed, partly removed, cleared, refilled and destroyed.
+async fn a_session_of_100k_keys_lives_a_whole_life(backend: Backend) {
+    let app = backend.app(|l| l).await;
+    let mut client = Client::new(&app);
+    let ok = StatusCode::OK;
+    assert_eq!(client.get("/put_many?n=100000&value=1").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "100000");
+    assert_eq!(client.get("/renew").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "100000");
+    assert_eq!(client.get("/get?key=k99999").await.body, "1");
+    assert_eq!(client.get("/remove_many?n=50000").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "50000");
+    assert_eq!(client.get("/clear").await.status, ok);
+    assert_eq!(client.get("/count").await.body, "0");
+    assert_eq!(client.get("/put_many?n=100000&value=2").await.status, ok);
+    let token = client.token.clone().unwrap();
+    assert_eq!(client.get("/destroy").await.status, ok);
+    assert!(!backend.stored(&token).await);
+    assert_eq!(backend.stored_count().await, 0);
+}
+
+/// After `max_session_bytes` is lowered below a session's size, writes that keep it or shrink
+/// it (remove, renew, a smaller value, clear) succeed; only a write that grows it is refused.
+async fn a_lowered_limit_refuses_only_growth(backend: Backend) {
+    let roomy = backend.app(|l| l).await;
+    let mut client = Client::new(&roomy);
+    let value = "x".repeat(600);
+    for key in ["a", "b", "c"] {
+        client.get(&format!("/put?key={key}&value={value}")).await;
+    }
+    let tight = backend.app(|l| l.max_session_bytes(Some(1000))).await;
+    let mut client = Client::with_token(&tight, client.token.as_deref().unwrap());
+    let ok = StatusCode::OK;
+    assert_eq!(client.get("/remove?key=a").await.status, ok);
+    assert_eq!(client.get("/renew").await.status, ok);
+    assert_eq!(client.get("/keys").await.body, "b,c");
+    let res = client.get("/put?key=d&value=small").await;
+    assert_eq!(
+        res.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "growth refused"
+    );
+    assert_eq!(client.get("/keys").await.body, "b,c");
+    let smaller = "y".repeat(300);
+    let res = client.get(&format!("/put?key=b&value={smaller}")).await;
+    assert_eq!(
+        res.status, ok,
+        "a smaller value for a key shrinks the session"
+    );
+    assert_eq!(client.get("/get?key=b").await.body, smaller);
+    assert_eq!(client.get("/clear").await.status, ok);
+    assert_eq!(client.get("/put?key=d&value=small").await.status, ok);
+}
 
 async fn an_oversized_value_fails_and_leaves_the_session_intact(backend: Backend) {
     let app = backend.app(|l| l.max_session_bytes(Some(100))).await;

@@ -18,6 +18,10 @@ struct Q {
     secs: i64,
     token: String,
     ms: u64,
+    /// A count, for the routes that act on many keys.
+    n: usize,
+    /// The first index of those keys (`k<from>` … `k<from + n - 1>`).
+    from: usize,
 }
 
 /// A struct value, to check that any serde type round-trips.
@@ -63,8 +67,32 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/set_owner", get(set_owner))
         .route("/owner", get(owner))
         .route("/destroy_owner", get(destroy_owner))
+        .route("/put_many", get(put_many))
+        .route("/remove_many", get(remove_many))
+        .route("/count", get(count))
         .route("/ping", get(|| async { "pong" }))
         .layer(layer)
+}
+
+/// Inserts `n` keys `k<from>`…, each with the value `value`, in one request.
+async fn put_many(s: Session, Query(q): Query<Q>) -> &'static str {
+    for i in q.from..q.from + q.n {
+        s.insert(format!("k{i}"), &q.value);
+    }
+    "ok"
+}
+
+/// Removes the `n` keys `k<from>`… in one request.
+async fn remove_many(s: Session, Query(q): Query<Q>) -> &'static str {
+    for i in q.from..q.from + q.n {
+        s.remove(&format!("k{i}"));
+    }
+    "ok"
+}
+
+/// How many keys the session holds.
+async fn count(s: Session) -> Result<String, Error> {
+    Ok(s.keys().await?.len().to_string())
 }
 
 async fn put(s: Session, Query(q): Query<Q>) -> &'static str {

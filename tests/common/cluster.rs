@@ -404,6 +404,19 @@ impl RedisCluster {
         self.key_command(key, &["EXISTS", key]) == Reply::Int(1)
     }
 
+    /// Whether `key` holds a session record (a hash with `meta`), not a replaced token's marker.
+    pub fn is_session(&self, key: &str) -> bool {
+        self.key_command(key, &["HEXISTS", key, "meta"]) == Reply::Int(1)
+    }
+
+    /// The successor a replaced token's marker at `key` points to, if it is one.
+    pub fn moved_to(&self, key: &str) -> Option<String> {
+        match self.key_command(key, &["HGET", key, "moved"]) {
+            Reply::Bulk(moved) => moved,
+            other => panic!("HGET {key} moved: {other:?}"),
+        }
+    }
+
     /// `PTTL` of `key` in milliseconds (asked of the primary serving its slot).
     pub fn pttl(&self, key: &str) -> i64 {
         let reply = self.key_command(key, &["PTTL", key]);

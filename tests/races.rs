@@ -1,0 +1,301 @@
+//! Races that must never revive or fork a session, each run for hundreds of rounds: a renew
+//! racing a destroy, a log-out-everywhere, or another renew; concurrent pops of one value.
+//! Every race runs on both stores in one process, across two example processes sharing one
+//! Redis, and on a 3-primary Redis Cluster (where a renew's old and new keys sit in different
+//! slots).
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::{Router, body::Body};
+use http::{Request, StatusCode, header};
+use tokio::sync::Barrier;
+use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+
+use common::{
+    Backend, app,
+    cluster::RedisCluster,
+    example::{self, Example, HttpClient},
+    send,
+};
+
+crate::both_stores!(
+    a_renew_racing_a_destroy_never_revives_it,
+    a_renew_racing_log_out_everywhere_never_revives_it,
+    concurrent_renews_never_fork_a_session,
+    a_value_is_popped_by_exactly_one_request,
+);
+
+/// Stores `message=1` (understood by the test app and the put_get example alike).
+const PUT: &str = "/put?key=message&value=1&message=1";
+const GET: &str = "/get?key=message";
+const POP: &str = "/pop?key=message";
+/// What `GET` answers when the session holds the value.
+const HELD: &str = "1";
+
+/// Where the requests go: one app in this process, or example processes sharing one Redis
+/// (request `i` of a race goes to process `i % n`).
+#[derive(Clone)]
+enum Target {
+    App(Router),
+    Processes(HttpClient, Vec<String>),
+}
+
+/// A response: its status, body, and the token of its `Set-Cookie` (empty when it expires the
+/// cookie), if it had one.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    body: String,
+    token: Option<String>,
+}
+
+impl Target {
+    async fn get(&self, node: usize, path: &str, token: Option<&str>) -> Reply {
+        match self {
+            Target::App(app) => {
+                let mut req = Request::get(path);
+                if let Some(token) = token {
+                    req = req.header(header::COOKIE, format!("session={token}"));
+                }
+                let res = send(app, req.body(Body::empty()).unwrap()).await;
+                let token = res.set_cookie().map(|c| c.value().to_owned());
+                Reply {
+                    status: res.status,
+                    body: res.body,
+                    token,
+                }
+            }
+            Target::Processes(http, addrs) => {
+                let res = example::get(http, &addrs[node % addrs.len()], path, token).await;
+                Reply {
+                    status: res.status,
+                    token: res.set_cookie.as_deref().map(example::token_of),
+                    body: res.body,
+                }
+            }
+        }
+    }
+
+    /// A new session holding the value; its token.
+    async fn new_session(&self) -> String {
+        let res = self.get(0, PUT, None).await;
+        assert_eq!(res.status, StatusCode::OK, "{res:?}");
+        res.token.expect("a write sends the cookie")
+    }
+
+    /// Whether `token` opens a session holding the value.
+    async fn holds(&self, token: &str) -> bool {
+        self.get(0, GET, Some(token)).await.body == HELD
+    }
+
+    /// Sends every request at once, each in its own task released by one barrier.
+    async fn race(&self, requests: &[(&str, Option<&str>)]) -> Vec<Reply> {
+        let barrier = Arc::new(Barrier::new(requests.len()));
+        let tasks: Vec<_> = requests
+            .iter()
+            .enumerate()
+            .map(|(node, (path, token))| {
+                let (target, barrier) = (self.clone(), barrier.clone());
+                let (path, token) = (path.to_string(), token.map(str::to_owned));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    target.get(node, &path, token.as_deref()).await
+                })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for task in tasks {
+            replies.push(task.await.expect("request task"));
+        }
+        replies
+    }
+
+    /// The live new tokens the replies handed out.
+    fn issued(replies: &[Reply]) -> impl Iterator<Item = &str> {
+        replies
+            .iter()
+            .filter_map(|r| r.token.as_deref())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+const ROUNDS: usize = 200;
+
+/// `/renew` and `/destroy` of one session at once: afterwards neither the old token nor any
+/// token the renew handed out opens the session's data. Returns the tokens (old, renewed) of
+/// the rounds where the renew handed one out.
+async fn renew_racing_destroy(target: &Target) -> Vec<(String, String)> {
+    let (mut violations, mut renewed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let old = target.new_session().await;
+        let replies = target
+            .race(&[("/renew", Some(&old)), ("/destroy", Some(&old))])
+            .await;
+        assert!(
+            replies.iter().all(|r| r.status == StatusCode::OK),
+            "{replies:?}"
+        );
+        for new in Target::issued(&replies) {
+            renewed.push((old.clone(), new.to_owned()));
+            if target.holds(new).await {
+                violations.push(round);
+            }
+        }
+        if target.holds(&old).await {
+            violations.push(round);
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "a destroyed session came back in rounds {violations:?}"
+    );
+    renewed
+}
+
+/// `/renew` of a session of `alice` and `/destroy_owner?value=alice` (from another session)
+/// at once: afterwards no token opens the session's data or carries alice as owner.
+async fn renew_racing_destroy_owner(target: &Target) {
+    let mut violations = Vec::new();
+    for round in 0..ROUNDS {
+        let old = target.new_session().await;
+        target.get(0, "/set_owner?value=alice", Some(&old)).await;
+        let other = target
+            .get(0, "/put?key=x&value=y", None)
+            .await
+            .token
+            .unwrap();
+        let replies = target
+            .race(&[
+                ("/renew", Some(&old)),
+                ("/destroy_owner?value=alice", Some(&other)),
+            ])
+            .await;
+        assert!(
+            replies.iter().all(|r| r.status == StatusCode::OK),
+            "{replies:?}"
+        );
+        let owner_of = |t: String| async move { target.get(0, "/owner", Some(&t)).await.body };
+        for token in Target::issued(&replies[..1]).chain([old.as_str()]) {
+            if target.holds(token).await || owner_of(token.to_owned()).await == "alice" {
+                violations.push(round);
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "a session logged out everywhere came back in rounds {violations:?}"
+    );
+}
+
+/// Two `/renew`s of one session at once: exactly one new token carries the data on.
+async fn concurrent_renews(target: &Target) {
+    let mut forks = Vec::new();
+    for round in 0..ROUNDS {
+        let old = target.new_session().await;
+        let replies = target
+            .race(&[("/renew", Some(&old)), ("/renew", Some(&old))])
+            .await;
+        assert!(
+            replies.iter().all(|r| r.status == StatusCode::OK),
+            "{replies:?}"
+        );
+        let mut carriers = 0;
+        for new in Target::issued(&replies) {
+            carriers += usize::from(target.holds(new).await);
+        }
+        if carriers != 1 || target.holds(&old).await {
+            forks.push((round, carriers));
+        }
+    }
+    assert!(
+        forks.is_empty(),
+        "(round, tokens carrying the data) where not exactly one did: {forks:?}"
+    );
+}
+
+/// `ways` requests pop one value at once, for `rounds` rounds: exactly one gets it each time.
+async fn concurrent_pops(target: &Target, ways: usize, rounds: usize) {
+    let mut wrong = Vec::new();
+    for round in 0..rounds {
+        let token = target.new_session().await;
+        let requests = vec![(POP, Some(token.as_str())); ways];
+        let replies = target.race(&requests).await;
+        assert!(
+            replies.iter().all(|r| r.status == StatusCode::OK),
+            "{replies:?}"
+        );
+        let got = replies.iter().filter(|r| r.body == HELD).count();
+        if got != 1 || target.holds(&token).await {
+            wrong.push((round, got));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "(round, requests that got the value) where not exactly one did: {wrong:?}"
+    );
+}
+
+async fn a_renew_racing_a_destroy_never_revives_it(backend: Backend) {
+    let target = Target::App(backend.app(|l| l).await);
+    renew_racing_destroy(&target).await;
+}
+
+async fn a_renew_racing_log_out_everywhere_never_revives_it(backend: Backend) {
+    let target = Target::App(backend.app(|l| l).await);
+    renew_racing_destroy_owner(&target).await;
+}
+
+async fn concurrent_renews_never_fork_a_session(backend: Backend) {
+    let target = Target::App(backend.app(|l| l).await);
+    concurrent_renews(&target).await;
+}
+
+async fn a_value_is_popped_by_exactly_one_request(backend: Backend) {
+    let target = Target::App(backend.app(|l| l).await);
+    concurrent_pops(&target, 2, ROUNDS).await;
+    concurrent_pops(&target, 8, 100).await;
+}
+
+/// The same races across two put_get example processes sharing one Redis: the renew on one,
+/// the destroy (or the other renew, or half the pops) on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_across_two_processes() {
+    let redis = common::RedisServer::start();
+    let a = Example::on_redis("put_get", &redis);
+    let b = Example::on_redis("put_get", &redis);
+    let target = Target::Processes(example::http_client(), vec![a.addr.clone(), b.addr.clone()]);
+    renew_racing_destroy(&target).await;
+    concurrent_renews(&target).await;
+    concurrent_pops(&target, 2, ROUNDS).await;
+    concurrent_pops(&target, 8, 100).await;
+}
+
+/// The same races on a 3-primary cluster, where a renew's old and new keys are in different
+/// slots (checked: most renews move the session to another primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .expect("start the cluster");
+    let store = RedisStore::from_url(&cluster.url())
+        .await
+        .expect("RedisStore::from_url on the cluster");
+    let target = Target::App(app(SessionLayer::new(store)));
+    let renewed = renew_racing_destroy(&target).await;
+    let key = |t: &str| format!("{DEFAULT_PREFIX}{t}");
+    let moved = renewed
+        .iter()
+        .filter(|(old, new)| cluster.primary_of(&key(old)) != cluster.primary_of(&key(new)))
+        .count();
+    assert!(
+        moved > 0,
+        "no renew moved its session to another primary: {} renews",
+        renewed.len()
+    );
+    renew_racing_destroy_owner(&target).await;
+    concurrent_renews(&target).await;
+    concurrent_pops(&target, 2, ROUNDS).await;
+    concurrent_pops(&target, 8, 100).await;
+}
