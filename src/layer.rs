@@ -673,10 +673,7 @@ async fn finish<B: Default>(
             match HeaderValue::try_from(cookie) {
                 Ok(value) => {
                     headers.append(header::SET_COOKIE, value);
-                    headers.append(
-                        header::CACHE_CONTROL,
-                        HeaderValue::from_static(r#"no-cache="Set-Cookie""#),
-                    );
+                    add_no_cache_set_cookie(headers);
                     response
                 }
                 Err(_) => error_response(shared, &Error::Malformed("cookie value".into())),
@@ -694,8 +691,61 @@ fn error_response<B: Default>(shared: &Shared, e: &Error) -> Response<B> {
     response
 }
 
+/// Adds `Vary: Cookie`, unless the response already varies on `Cookie` (said by the handler
+/// or by another session layer) or on everything (`*`).
 fn add_vary_cookie<B>(response: &mut Response<B>) {
-    response
-        .headers_mut()
-        .append(header::VARY, HeaderValue::from_static("Cookie"));
+    let headers = response.headers_mut();
+    let varies = headers.get_all(header::VARY).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|field| field == "*" || field.eq_ignore_ascii_case("cookie"))
+        })
+    });
+    if !varies {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// SCS's `Cache-Control` directive for a response that sets the cookie.
+const NO_CACHE_SET_COOKIE: &str = r#"no-cache="Set-Cookie""#;
+
+/// Adds `no-cache="Set-Cookie"` to `Cache-Control`: as the only value when there is none, else
+/// merged with the directives already there into one comma-joined value, unless they hold it
+/// already (another session layer set a cookie too).
+fn add_no_cache_set_cookie(headers: &mut http::HeaderMap) {
+    let present: Vec<&HeaderValue> = headers.get_all(header::CACHE_CONTROL).iter().collect();
+    if present.iter().any(|value| holds_no_cache_set_cookie(value)) {
+        return;
+    }
+    let mut merged = Vec::new();
+    for value in present.iter().map(|v| v.as_bytes().trim_ascii()) {
+        if !value.is_empty() {
+            merged.extend_from_slice(value);
+            merged.extend_from_slice(b", ");
+        }
+    }
+    let value = if merged.is_empty() {
+        HeaderValue::from_static(NO_CACHE_SET_COOKIE)
+    } else {
+        merged.extend_from_slice(NO_CACHE_SET_COOKIE.as_bytes());
+        // Header-value bytes joined by ", " are a header value: this never fails.
+        HeaderValue::from_bytes(&merged).unwrap_or(HeaderValue::from_static(NO_CACHE_SET_COOKIE))
+    };
+    headers.insert(header::CACHE_CONTROL, value);
+}
+
+/// Whether a `Cache-Control` value lists `no-cache="Set-Cookie"` (case-insensitive; commas
+/// inside quoted strings do not separate directives).
+fn holds_no_cache_set_cookie(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut quoted = false;
+    value
+        .split(|c| {
+            quoted ^= c == '"';
+            c == ',' && !quoted
+        })
+        .any(|directive| directive.trim().eq_ignore_ascii_case(NO_CACHE_SET_COOKIE))
 }

@@ -9,10 +9,14 @@ use std::{
     time::Duration,
 };
 
-use http::StatusCode;
-use tower_scs::{MemoryStore, SessionLayer};
+use axum::{Router, body::Body, routing::get};
+use http::{
+    HeaderMap, HeaderValue, Request, StatusCode,
+    header::{self, HeaderName},
+};
+use tower_scs::{MemoryStore, Session, SessionLayer, Sessions};
 
-use common::{Backend, Client};
+use common::{Backend, Client, Resp, send};
 
 /// Runs `configure` on a fresh layer and returns its panic message; fails if it did not panic.
 fn panic_message(configure: impl FnOnce(SessionLayer) -> SessionLayer + UnwindSafe) -> String {
@@ -249,4 +253,167 @@ async fn the_smallest_limits_are_taken() {
         .await;
     let res = Client::new(&app).get("/put?key=a&value=1").await;
     assert_eq!(res.status, StatusCode::OK, "{res:?}");
+}
+
+/// `Cache-Control` and `Vary` as the handlers below set them.
+const OWN_CACHE_CONTROL: &str = "private, max-age=0";
+const OWN_VARY: &str = "Accept-Encoding";
+const NO_CACHE_SET_COOKIE: &str = r#"no-cache="Set-Cookie""#;
+
+/// Headers with these values, in order (a name may repeat).
+fn headers(pairs: &[(HeaderName, &'static str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(name, HeaderValue::from_static(value));
+    }
+    map
+}
+
+/// Writes to the inner (`Session`) and the outer layer's session.
+fn write_both(inner: &Session, sessions: &Sessions) {
+    inner.insert("who", "inner");
+    sessions
+        .get("outer")
+        .expect("outer layer")
+        .insert("who", "outer");
+}
+
+async fn both_own_headers(inner: Session, sessions: Sessions) -> (HeaderMap, &'static str) {
+    write_both(&inner, &sessions);
+    let own = [
+        (header::CACHE_CONTROL, OWN_CACHE_CONTROL),
+        (header::VARY, OWN_VARY),
+    ];
+    (headers(&own), "ok")
+}
+
+async fn both(inner: Session, sessions: Sessions) -> &'static str {
+    write_both(&inner, &sessions);
+    "ok"
+}
+
+async fn outer_own_headers(sessions: Sessions) -> (HeaderMap, &'static str) {
+    sessions.get("outer").unwrap().insert("who", "outer");
+    let own = [
+        (header::CACHE_CONTROL, "private"),
+        (header::CACHE_CONTROL, "max-age=0"),
+        (header::VARY, "accept-encoding, COOKIE"),
+    ];
+    (headers(&own), "ok")
+}
+
+async fn already_said(inner: Session, sessions: Sessions) -> (HeaderMap, &'static str) {
+    write_both(&inner, &sessions);
+    let own = [
+        (header::CACHE_CONTROL, r#"private, No-Cache="set-cookie""#),
+        (header::VARY, "*"),
+    ];
+    (headers(&own), "ok")
+}
+
+async fn quoted_comma(inner: Session) -> (HeaderMap, &'static str) {
+    inner.insert("who", "inner");
+    let own = [(header::CACHE_CONTROL, r#"no-cache="Set-Cookie, X-Token""#)];
+    (headers(&own), "ok")
+}
+
+/// Fails the inner layer: its key limit is 1 byte.
+async fn fail_inner(inner: Session) -> &'static str {
+    inner.insert("too long", 1);
+    "ok"
+}
+
+/// The routes above behind two session layers, cookies `inner` (inner) and `outer`.
+fn nested_app() -> Router {
+    let inner = SessionLayer::new(MemoryStore::new())
+        .cookie_name("inner")
+        .max_key_bytes(3);
+    let outer = SessionLayer::new(MemoryStore::new()).cookie_name("outer");
+    Router::new()
+        .route("/both_own_headers", get(both_own_headers))
+        .route("/both", get(both))
+        .route("/outer_own_headers", get(outer_own_headers))
+        .route("/already_said", get(already_said))
+        .route("/quoted_comma", get(quoted_comma))
+        .route("/fail_inner", get(fail_inner))
+        .route("/ping", get(|| async { "pong" }))
+        .layer(inner)
+        .layer(outer)
+}
+
+async fn call(app: &Router, path: &str) -> Resp {
+    send(app, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+/// The names of the cookies a response sets.
+fn cookie_names(res: &Resp) -> Vec<String> {
+    let mut names: Vec<String> = (res.set_cookie_headers().iter())
+        .map(|c| c.split('=').next().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn nested_layers_merge_into_the_handlers_cache_control_and_vary_once() {
+    let app = nested_app();
+    let res = call(&app, "/both_own_headers").await;
+    assert_eq!(cookie_names(&res), ["inner", "outer"], "{res:?}");
+    assert_eq!(
+        res.header_values("cache-control"),
+        [format!("{OWN_CACHE_CONTROL}, {NO_CACHE_SET_COOKIE}")],
+        "one value, the directive once"
+    );
+    assert_eq!(res.header_values("vary"), [OWN_VARY, "Cookie"]);
+
+    // Several handler values become one; a Vary listing cookie in any case is left alone.
+    let res = call(&app, "/outer_own_headers").await;
+    assert_eq!(cookie_names(&res), ["outer"], "{res:?}");
+    assert_eq!(
+        res.header_values("cache-control"),
+        [format!("private, max-age=0, {NO_CACHE_SET_COOKIE}")]
+    );
+    assert_eq!(res.header_values("vary"), ["accept-encoding, COOKIE"]);
+}
+
+#[tokio::test]
+async fn nested_layers_without_handler_headers_add_each_header_once() {
+    let app = nested_app();
+    let res = call(&app, "/both").await;
+    assert_eq!(cookie_names(&res), ["inner", "outer"], "{res:?}");
+    assert_eq!(res.header_values("cache-control"), [NO_CACHE_SET_COOKIE]);
+    assert_eq!(res.header_values("vary"), ["Cookie"]);
+
+    let res = call(&app, "/ping").await;
+    assert!(res.set_cookie_headers().is_empty(), "{res:?}");
+    assert!(res.header_values("cache-control").is_empty(), "{res:?}");
+    assert_eq!(res.header_values("vary"), ["Cookie"]);
+
+    // The inner layer's error response: Vary once, no cookie, no Cache-Control.
+    let res = call(&app, "/fail_inner").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(res.set_cookie_headers().is_empty(), "{res:?}");
+    assert!(res.header_values("cache-control").is_empty(), "{res:?}");
+    assert_eq!(res.header_values("vary"), ["Cookie"]);
+}
+
+#[tokio::test]
+async fn a_handler_that_already_said_it_is_left_alone() {
+    let app = nested_app();
+    let res = call(&app, "/already_said").await;
+    assert_eq!(cookie_names(&res), ["inner", "outer"], "{res:?}");
+    assert_eq!(
+        res.header_values("cache-control"),
+        [r#"private, No-Cache="set-cookie""#]
+    );
+    assert_eq!(res.header_values("vary"), ["*"]);
+
+    // A comma inside a quoted list does not end the directive: it is not the same one.
+    let res = call(&app, "/quoted_comma").await;
+    assert_eq!(
+        res.header_values("cache-control"),
+        [format!(
+            r#"no-cache="Set-Cookie, X-Token", {NO_CACHE_SET_COOKIE}"#
+        )]
+    );
 }
