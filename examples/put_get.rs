@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Environment: `ADDR` (default `127.0.0.1:4000`), `REDIS_URL` (any URL fred accepts,
-//! `redis-cluster://` included; without it the in-memory store is used), `LIFETIME_SECS`,
-//! `IDLE_TIMEOUT_SECS`. The cookie's `Secure` flag is off because this serves plain http.
+//! `redis-cluster://` included; without it the in-memory store is used), `LIFETIME_SECS`
+//! (default 24 h), `IDLE_TIMEOUT_SECS` (default, or `0`: none). Both take seconds from 0.001
+//! (the layer's 1 ms minimum) to 1e19, fractions allowed; any other value exits with a usage
+//! message and code 2. The cookie's `Secure` flag is off because this serves plain http.
 //!
 //! Routes (all `GET`):
 //! - `/put?message=X[&key=K]` stores X under K (default key `message`, default X
@@ -95,20 +97,46 @@ pub fn app(layer: SessionLayer) -> Router {
         .layer(layer)
 }
 
-fn secs_from_env(name: &str) -> Option<Duration> {
-    let value = env::var(name).ok()?;
-    match value.parse::<f64>() {
-        Ok(secs) if secs >= 0.0 => Some(Duration::from_secs_f64(secs)),
-        _ => {
-            eprintln!("{name}={value:?} is not a number of seconds");
-            std::process::exit(2);
-        }
+/// The most seconds `LIFETIME_SECS` and `IDLE_TIMEOUT_SECS` take; a `Duration` holds up to
+/// 1.8e19, and anything past the year 9999 counts as reaching it anyway.
+const MAX_SECS: f64 = 1e19;
+
+/// The duration in seconds that the environment variable `name` holds; `None` when it is unset,
+/// or when it is `0` and `zero_is_off`. Exits with a usage message unless it is a number from
+/// 0.001 (the layer's 1 ms minimum) to [`MAX_SECS`].
+fn secs_from_env(name: &str, zero_is_off: bool) -> Option<Duration> {
+    let value = match env::var(name) {
+        Ok(value) => value,
+        Err(env::VarError::NotPresent) => return None,
+        Err(env::VarError::NotUnicode(value)) => usage(name, &value.to_string_lossy(), zero_is_off),
+    };
+    let secs = value.parse::<f64>().ok();
+    if zero_is_off && secs == Some(0.0) {
+        return None;
     }
+    match secs.filter(|secs| (0.001..=MAX_SECS).contains(secs)) {
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => usage(name, &value, zero_is_off),
+    }
+}
+
+/// Says why `name=value` is refused and how to run the example, then exits with code 2.
+fn usage(name: &str, value: &str, zero_is_off: bool) -> ! {
+    let off = if zero_is_off { ", or 0 for none" } else { "" };
+    eprintln!("{name}={value:?} is not valid: expected seconds from 0.001 to {MAX_SECS:e}{off}");
+    eprintln!(
+        "usage: [ADDR=host:port] [REDIS_URL=url] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
+         put_get"
+    );
+    std::process::exit(2);
 }
 
 #[tokio::main]
 async fn main() {
     let addr = env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:4000".into());
+    // Checked before connecting to anything, so that a bad value fails at once.
+    let lifetime = secs_from_env("LIFETIME_SECS", false);
+    let idle_timeout = secs_from_env("IDLE_TIMEOUT_SECS", true);
     let layer = match env::var("REDIS_URL") {
         Ok(url) => match RedisStore::from_url(&url).await {
             Ok(store) => {
@@ -129,10 +157,10 @@ async fn main() {
         }
     };
     let mut layer = layer.secure(false);
-    if let Some(lifetime) = secs_from_env("LIFETIME_SECS") {
+    if let Some(lifetime) = lifetime {
         layer = layer.lifetime(lifetime);
     }
-    if let Some(idle) = secs_from_env("IDLE_TIMEOUT_SECS") {
+    if let Some(idle) = idle_timeout {
         layer = layer.idle_timeout(idle);
     }
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -276,6 +276,11 @@ impl Shared {
 /// | max key length | 1024 bytes | [`max_key_bytes`](Self::max_key_bytes) |
 /// | error response | empty 500 | [`error_handler`](Self::error_handler) |
 ///
+/// Each setter checks its value and panics on an invalid one, naming the setting (see its
+/// `# Panics` section): a cookie name, domain or path that would break or extend `Set-Cookie`,
+/// a lifetime or idle timeout under 1 ms, a zero store timeout or size limit. A configuration
+/// mistake thus stops the program when it builds the layer, not a request at run time.
+///
 /// ```
 /// use std::time::Duration;
 /// use axum::{Router, routing::get};
@@ -299,6 +304,7 @@ pub struct SessionLayer {
 
 impl SessionLayer {
     /// A layer storing sessions in `store`, with SCS's default settings.
+    #[must_use]
     pub fn new(store: impl SessionStore) -> Self {
         SessionLayer {
             config: Config::default(),
@@ -312,64 +318,131 @@ impl SessionLayer {
     }
 
     /// Absolute lifetime of a session from its creation (or renewal), whatever its activity.
+    ///
+    /// # Panics
+    ///
+    /// If `lifetime` is under 1 ms (stores keep expiries in milliseconds).
+    #[must_use]
+    #[track_caller]
     pub fn lifetime(self, lifetime: Duration) -> Self {
+        let ok = lifetime >= Duration::from_millis(1);
+        refuse_unless(
+            ok,
+            "lifetime",
+            &lifetime,
+            "a valid lifetime (at least 1 ms)",
+        );
         self.with(|c| c.lifetime = lifetime)
     }
 
-    /// Inactivity after which a session expires; off by default. The store expiry becomes
-    /// `min(deadline, last use + idle timeout)`.
+    /// Inactivity after which a session expires; off by default (leave it unset for no idle
+    /// timeout). The store expiry becomes `min(deadline, last use + idle timeout)`. Timeouts
+    /// reaching past the year 9999, where session times end, count as reaching it.
+    ///
+    /// # Panics
+    ///
+    /// If `idle` is under 1 ms, zero included (stores keep expiries in milliseconds).
+    #[must_use]
+    #[track_caller]
     pub fn idle_timeout(self, idle: Duration) -> Self {
-        self.with(|c| c.idle_timeout = Some(idle).filter(|d| !d.is_zero()))
+        let ok = idle >= Duration::from_millis(1);
+        refuse_unless(
+            ok,
+            "idle_timeout",
+            &idle,
+            "a valid idle timeout (at least 1 ms)",
+        );
+        self.with(|c| c.idle_timeout = Some(idle.min(MAX_IDLE_TIMEOUT)))
     }
 
     /// Name of the session cookie.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not an RFC 6265 token: empty, or holding a control character, a space or
+    /// one of `()<>@,;:\"/[]?={}`, or a non-ASCII character.
+    #[must_use]
+    #[track_caller]
     pub fn cookie_name(self, name: impl Into<String>) -> Self {
         let name = name.into();
+        let ok = is_token(&name);
+        refuse_unless(
+            ok,
+            "cookie_name",
+            &name,
+            "a valid cookie name (RFC 6265 token)",
+        );
         self.with(|c| c.cookie_name = name)
     }
 
-    /// `Domain` attribute of the cookie.
+    /// `Domain` attribute of the cookie: a host name such as `example.com`, optionally with a
+    /// leading dot.
+    ///
+    /// # Panics
+    ///
+    /// If `domain` is not dot-separated non-empty labels of ASCII letters, digits and `-`
+    /// (after one optional leading `.`): e.g. empty, or holding `;`, whitespace or control
+    /// characters, which would add attributes to the cookie.
+    #[must_use]
+    #[track_caller]
     pub fn cookie_domain(self, domain: impl Into<String>) -> Self {
         let domain = domain.into();
+        let what = r#"a valid cookie domain (letters, digits, "-" and "." only)"#;
+        refuse_unless(is_domain(&domain), "cookie_domain", &domain, what);
         self.with(|c| c.cookie_domain = Some(domain))
     }
 
     /// `Path` attribute of the cookie.
+    ///
+    /// # Panics
+    ///
+    /// If `path` is not an RFC 6265 path-value starting with `/`: it must not hold `;`,
+    /// control characters or non-ASCII characters.
+    #[must_use]
+    #[track_caller]
     pub fn cookie_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
+        let what = r#"a valid cookie path (starts with "/", no ";" or control characters)"#;
+        refuse_unless(is_path(&path), "cookie_path", &path, what);
         self.with(|c| c.cookie_path = path)
     }
 
     /// `HttpOnly` attribute of the cookie.
+    #[must_use]
     pub fn http_only(self, on: bool) -> Self {
         self.with(|c| c.http_only = on)
     }
 
     /// `Secure` attribute of the cookie. Off by default, as in SCS, so that plain-http
     /// development works; **turn it on in production**.
+    #[must_use]
     pub fn secure(self, on: bool) -> Self {
         self.with(|c| c.secure = on)
     }
 
     /// `SameSite` attribute of the cookie.
+    #[must_use]
     pub fn same_site(self, same_site: SameSite) -> Self {
         self.with(|c| c.same_site = same_site)
     }
 
     /// `Partitioned` attribute of the cookie (CHIPS); browsers then also require `Secure`, which
     /// the cookie carries whenever it is partitioned.
+    #[must_use]
     pub fn partitioned(self, on: bool) -> Self {
         self.with(|c| c.partitioned = on)
     }
 
     /// When on, the cookie carries `Max-Age`/`Expires` matching the store expiry; when off it
     /// is a browser-session cookie, unless the session has remember-me on.
+    #[must_use]
     pub fn persist(self, on: bool) -> Self {
         self.with(|c| c.persist = on)
     }
 
     /// Store sessions under base64url(sha256(token)) instead of the token itself, so that a
     /// leaked store dump holds no usable token.
+    #[must_use]
     pub fn hash_token_in_store(self, on: bool) -> Self {
         self.with(|c| c.hash_token = on)
     }
@@ -377,32 +450,101 @@ impl SessionLayer {
     /// Largest a session's values may grow, in bytes (sum of key and value lengths, values as
     /// JSON); 1 MiB by default, `None` for no limit. A write that would exceed it fails with
     /// [`Error::TooLarge`] and leaves the stored session as it was.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is `Some(0)`, which would refuse every write (use `None` for no limit).
+    #[must_use]
+    #[track_caller]
     pub fn max_session_bytes(self, max: Option<u64>) -> Self {
+        let what = "a valid session size limit (at least 1 byte, or None for no limit)";
+        refuse_unless(max != Some(0), "max_session_bytes", &max, what);
         self.with(|c| c.max_session_bytes = max)
     }
 
     /// Longest a session key may be, in bytes; 1024 by default. Longer keys are refused by
     /// [`Session::try_insert`] (and make [`Session::insert`] fail the request).
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0, which would refuse every key.
+    #[must_use]
+    #[track_caller]
     pub fn max_key_bytes(self, max: usize) -> Self {
+        let what = "a valid key length limit (at least 1 byte)";
+        refuse_unless(max > 0, "max_key_bytes", &max, what);
         self.with(|c| c.max_key_bytes = max)
     }
 
     /// Bound on every store call; a call that takes longer fails with [`Error::Timeout`]. A
     /// store whose own bound on loads is at most this long (see
     /// [`SessionStore::load_timeout`]; `RedisStore::from_url`'s is 900 ms) enforces it for loads.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero, which would fail every store call.
+    #[must_use]
+    #[track_caller]
     pub fn store_timeout(self, timeout: Duration) -> Self {
+        let what = "a valid store timeout (above zero)";
+        refuse_unless(!timeout.is_zero(), "store_timeout", &timeout, what);
         self.with(|c| c.store_timeout = timeout)
     }
 
     /// Builds the response (status and headers; the body is the body type's default) sent
     /// instead of the handler's when the store or a session value fails. Default: an empty
     /// `500 Internal Server Error`.
+    #[must_use]
     pub fn error_handler(
         self,
         handler: impl Fn(&Error) -> Response<()> + Send + Sync + 'static,
     ) -> Self {
         self.with(|c| c.error_handler = Arc::new(handler))
     }
+}
+
+/// The longest idle timeout that changes anything: from the Unix epoch to the end of the year
+/// 9999, where session times saturate. Longer ones are cut to it, so that the store's slack
+/// added to the idle timeout can never overflow.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(253_402_300_799);
+
+/// Panics with `SessionLayer::<setting>: <value> is not <what>` unless `ok`: settings are
+/// checked when the layer is configured, never at request time.
+#[track_caller]
+fn refuse_unless(ok: bool, setting: &str, value: &dyn fmt::Debug, what: &str) {
+    if !ok {
+        panic!("SessionLayer::{setting}: {value:?} is not {what}");
+    }
+}
+
+/// An RFC 6265 cookie-name: a non-empty RFC 2616 token (visible ASCII, no separators).
+fn is_token(name: &str) -> bool {
+    const SEPARATORS: &[u8] = br#"()<>@,;:\"/[]?={}"#;
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(&b))
+}
+
+/// A host name for the `Domain` attribute: one optional leading dot, then dot-separated
+/// non-empty labels of ASCII letters, digits and `-`.
+fn is_domain(domain: &str) -> bool {
+    let host = domain.strip_prefix('.').unwrap_or(domain);
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// An RFC 6265 path-value starting with `/`: ASCII, no control characters, no `;`.
+fn is_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b';')
 }
 
 impl fmt::Debug for SessionLayer {
@@ -544,10 +686,7 @@ async fn finish<B: Default>(
             match HeaderValue::try_from(cookie) {
                 Ok(value) => {
                     headers.append(header::SET_COOKIE, value);
-                    headers.append(
-                        header::CACHE_CONTROL,
-                        HeaderValue::from_static(r#"no-cache="Set-Cookie""#),
-                    );
+                    add_no_cache_set_cookie(headers);
                     response
                 }
                 Err(_) => error_response(shared, &Error::Malformed("cookie value".into())),
@@ -565,8 +704,61 @@ fn error_response<B: Default>(shared: &Shared, e: &Error) -> Response<B> {
     response
 }
 
+/// Adds `Vary: Cookie`, unless the response already varies on `Cookie` (said by the handler
+/// or by another session layer) or on everything (`*`).
 fn add_vary_cookie<B>(response: &mut Response<B>) {
-    response
-        .headers_mut()
-        .append(header::VARY, HeaderValue::from_static("Cookie"));
+    let headers = response.headers_mut();
+    let varies = headers.get_all(header::VARY).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|field| field == "*" || field.eq_ignore_ascii_case("cookie"))
+        })
+    });
+    if !varies {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// SCS's `Cache-Control` directive for a response that sets the cookie.
+const NO_CACHE_SET_COOKIE: &str = r#"no-cache="Set-Cookie""#;
+
+/// Adds `no-cache="Set-Cookie"` to `Cache-Control`: as the only value when there is none, else
+/// merged with the directives already there into one comma-joined value, unless they hold it
+/// already (another session layer set a cookie too).
+fn add_no_cache_set_cookie(headers: &mut http::HeaderMap) {
+    let present: Vec<&HeaderValue> = headers.get_all(header::CACHE_CONTROL).iter().collect();
+    if present.iter().any(|value| holds_no_cache_set_cookie(value)) {
+        return;
+    }
+    let mut merged = Vec::new();
+    for value in present.iter().map(|v| v.as_bytes().trim_ascii()) {
+        if !value.is_empty() {
+            merged.extend_from_slice(value);
+            merged.extend_from_slice(b", ");
+        }
+    }
+    let value = if merged.is_empty() {
+        HeaderValue::from_static(NO_CACHE_SET_COOKIE)
+    } else {
+        merged.extend_from_slice(NO_CACHE_SET_COOKIE.as_bytes());
+        // Header-value bytes joined by ", " are a header value: this never fails.
+        HeaderValue::from_bytes(&merged).unwrap_or(HeaderValue::from_static(NO_CACHE_SET_COOKIE))
+    };
+    headers.insert(header::CACHE_CONTROL, value);
+}
+
+/// Whether a `Cache-Control` value lists `no-cache="Set-Cookie"` (case-insensitive; commas
+/// inside quoted strings do not separate directives).
+fn holds_no_cache_set_cookie(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut quoted = false;
+    value
+        .split(|c| {
+            quoted ^= c == '"';
+            c == ',' && !quoted
+        })
+        .any(|directive| directive.trim().eq_ignore_ascii_case(NO_CACHE_SET_COOKIE))
 }

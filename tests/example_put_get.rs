@@ -1,10 +1,15 @@
 //! Drives the `put_get` example binary over TCP: its routes on Redis, and two server processes
-//! sharing one Redis without losing concurrent writes.
+//! sharing one Redis without losing concurrent writes; and checks how it takes its settings.
 //!
 //! `cargo test` (and `cargo nextest run`) build the examples before running tests; the binary is
 //! found next to this test's own executable (see `common::example`).
 
 mod common;
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use http::StatusCode;
 use tokio::task::JoinSet;
@@ -103,4 +108,83 @@ async fn two_processes_sharing_redis_lose_no_concurrent_write() {
         }
     }
     assert_eq!(lost, 0, "{lost} of 400 writes lost");
+}
+
+/// An `ADDR` no listener can bind (the port does not parse; no DNS lookup is made): an example
+/// that accepted its settings exits at once as well ("cannot listen", code 1), never hangs.
+const UNBINDABLE: &str = "127.0.0.1:99999";
+
+/// Runs the `put_get` example to its exit with `env` (and `ADDR` = [`UNBINDABLE`]; the other
+/// variables it reads unset): its exit code and stderr.
+fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("examples")
+        .join(format!("put_get{}", std::env::consts::EXE_SUFFIX));
+    let mut command = Command::new(&bin);
+    for var in ["REDIS_URL", "LIFETIME_SECS", "IDLE_TIMEOUT_SECS"] {
+        command.env_remove(var);
+    }
+    let output = command
+        .envs(env.iter().copied())
+        .env("ADDR", UNBINDABLE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {} (cargo build --examples): {e}", bin.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn out_of_range_durations_exit_with_a_usage_message() {
+    let lifetimes = ["inf", "-inf", "NaN", "1e20", "-1", "abc", "", "0", "0.0009"];
+    let idle_timeouts = ["inf", "1e20", "-1", "abc", "0.0009", "-0.5"];
+    let cases = (lifetimes.iter().map(|v| ("LIFETIME_SECS", *v)))
+        .chain(idle_timeouts.iter().map(|v| ("IDLE_TIMEOUT_SECS", *v)));
+    for (name, value) in cases {
+        let (code, stderr) = run_to_exit(&[(name, value)]);
+        assert_eq!(code, Some(2), "{name}={value:?}: {stderr}");
+        let says = format!("{name}={value:?} is not valid: expected seconds from 0.001 to 1e19");
+        assert!(stderr.starts_with(&says), "{name}={value:?}: {stderr}");
+        assert!(stderr.contains("\nusage: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn edge_durations_and_an_idle_timeout_of_zero_are_taken() {
+    let cases = [
+        [("LIFETIME_SECS", "0.001"), ("IDLE_TIMEOUT_SECS", "0.001")],
+        [("LIFETIME_SECS", "1e19"), ("IDLE_TIMEOUT_SECS", "1e19")],
+        [("LIFETIME_SECS", "60"), ("IDLE_TIMEOUT_SECS", "0")],
+    ];
+    for env in cases {
+        // Exit code 1 from the unbindable address: the settings were taken.
+        let (code, stderr) = run_to_exit(&env);
+        assert_eq!(code, Some(1), "{env:?}: {stderr}");
+        assert!(stderr.starts_with("cannot listen on "), "{env:?}: {stderr}");
+    }
+}
+
+/// `IDLE_TIMEOUT_SECS=0` is no idle timeout: the cookie lives the whole lifetime, where an idle
+/// timeout of 1 s makes it live about a second (`Max-Age` is rounded up).
+#[tokio::test]
+async fn an_idle_timeout_of_zero_is_none() {
+    let http = http_client();
+    for (idle, max_age) in [("0", 3599..=3601), ("1", 1..=2)] {
+        let env = [("LIFETIME_SECS", "3600"), ("IDLE_TIMEOUT_SECS", idle)];
+        let example = Example::start("put_get", &env);
+        let put = get(&http, &example.addr, "/put", None).await;
+        let cookie = put.set_cookie.expect("a session cookie");
+        let secs: u64 = (cookie.split("; ").find_map(|a| a.strip_prefix("Max-Age=")))
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or_else(|| panic!("no Max-Age: {cookie}"));
+        assert!(
+            max_age.contains(&secs),
+            "IDLE_TIMEOUT_SECS={idle}: {cookie}"
+        );
+    }
 }
