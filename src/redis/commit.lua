@@ -13,7 +13,10 @@ local n = tonumber(ARGV[9])
 local cleared = ARGV[6] == '1'
 local m = {deadline = int(ARGV[4]), remember = 0, size = 0}
 local old_size, owner = 0, ARGV[7]
-if ARGV[1] == 'u' then
+local update = ARGV[1] == 'u'
+-- Sizes of stored values are looked up only where there can be any.
+local keep = update and not cleared
+if update then
   local stored, fields = live(key, now, 'owner')
   if not stored then return fields or false end
   old_size = stored.size
@@ -29,14 +32,14 @@ if not m.deadline or m.deadline < 0 or m.deadline > MAX_TIME then
 end
 m.expiry = m.deadline
 if idle > 0 and now + idle < m.expiry then m.expiry = now + idle end
-if not cleared then
+if keep then
   for i = 10, 9 + n do
     local old = redis.call('HSTRLEN', key, ARGV[i])
     if old > 0 then m.size = m.size - old - #ARGV[i] + 2 end
   end
 end
 for i = 10 + n, #ARGV, 2 do
-  if not cleared then
+  if keep then
     local old = redis.call('HSTRLEN', key, ARGV[i])
     if old > 0 then m.size = m.size - old - #ARGV[i] + 2 end
   end
