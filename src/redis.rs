@@ -424,6 +424,9 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         self.delete_following(id.to_owned(), "").await.map(drop)
     }
 
+    /// Replaces the session by a marker (one script), then drops it from its owner's index: the
+    /// successor was indexed when it was committed, before this, so a log-out-everywhere that
+    /// reads the index in between finds one or the other.
     async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
         let now = millis(SystemTime::now());
         let grace = millis_of(crate::store::REPLACE_GRACE);
@@ -433,7 +436,22 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             .replace
             .run(self.client.client_for(&key), key, args)
             .await?;
-        Ok(reply.as_i64() == Some(1))
+        let owner = match reply {
+            Value::Array(items) => match items.as_slice() {
+                [_, owner] => owner.as_string(),
+                _ => return Err(bad_reply(&items)),
+            },
+            _ => return Ok(false),
+        };
+        if let Some(owner) = owner.filter(|o| !o.is_empty()) {
+            let index = self.owner_key(&owner);
+            self.client
+                .client_for(&index)
+                .zrem::<(), _, _>(index, id)
+                .await
+                .map_err(Error::store)?;
+        }
+        Ok(true)
     }
 
     async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
@@ -639,50 +657,54 @@ struct Meta {
 /// at most 16 characters of number, no name twice, a `deadline`; times between 1970 and the end
 /// of year 9999 in Unix ms, `size` >= 0, `remember` 0 or 1. Unknown names are allowed.
 fn parse_meta(text: &str) -> Result<Meta, Error> {
-    let corrupt = || Error::Malformed("stored session field meta".into());
+    let corrupt = |what: String| Error::Malformed(format!("stored session field meta: {what}"));
     let (mut deadline, mut expiry, mut remember, mut size) = (None, None, None, None);
     let mut others: Vec<&str> = Vec::new();
-    // Byte scans: cheaper than memchr-based `split_once` on strings this short.
     for pair in text.split(' ').filter(|p| !p.is_empty()) {
-        let eq = pair.bytes().position(|b| b == b'=').ok_or_else(corrupt)?;
-        let (name, number) = (&pair[..eq], &pair[eq + 1..]);
-        let digits = number.strip_prefix('-').unwrap_or(number);
-        let well_formed = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_lowercase())
-            && !digits.is_empty()
-            && number.len() <= 16
-            && digits.bytes().all(|b| b.is_ascii_digit());
-        let value: i64 = number
-            .parse()
-            .ok()
-            .filter(|_| well_formed)
-            .ok_or_else(corrupt)?;
+        // Byte scans: cheaper than memchr-based `split_once` on strings this short.
+        let eq = pair.bytes().position(|b| b == b'=');
+        let (name, number) = eq.map_or((pair, ""), |eq| (&pair[..eq], &pair[eq + 1..]));
+        if eq.is_none() || name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(corrupt(format!("{pair:?} is not name=integer")));
+        }
         let slot = match name {
             "deadline" => &mut deadline,
             "expiry" => &mut expiry,
             "remember" => &mut remember,
             "size" => &mut size,
-            _ if others.contains(&name) => return Err(corrupt()),
+            _ if others.contains(&name) => return Err(corrupt(format!("{name} twice"))),
             _ => {
                 others.push(name);
-                continue;
+                &mut None
             }
         };
+        let digits = number.strip_prefix('-').unwrap_or(number);
+        let integer =
+            !digits.is_empty() && number.len() <= 16 && digits.bytes().all(|b| b.is_ascii_digit());
+        let value = number.parse::<i64>().ok().filter(|_| integer);
+        let value = value.ok_or_else(|| match name {
+            "deadline" | "expiry" => {
+                corrupt(format!("{number:?} is not a time in Unix milliseconds"))
+            }
+            _ => corrupt(format!("{name}={number:?} is not an integer")),
+        })?;
         if slot.replace(value).is_some() {
-            return Err(corrupt());
+            return Err(corrupt(format!("{name} twice")));
         }
     }
     let time = |ms: i64| {
         (0..=253_402_300_799_999)
             .contains(&ms)
             .then(|| from_millis(ms))
-            .ok_or_else(corrupt)
+            .ok_or_else(|| corrupt(format!("{ms} is not a time in Unix milliseconds")))
     };
     if size.is_some_and(|s| s < 0) || remember.is_some_and(|r| !(0..=1).contains(&r)) {
-        return Err(corrupt());
+        return Err(corrupt(format!(
+            "size {size:?} or remember {remember:?} out of range"
+        )));
     }
     Ok(Meta {
-        deadline: time(deadline.ok_or_else(corrupt)?)?,
+        deadline: time(deadline.ok_or_else(|| corrupt("no deadline".into()))?)?,
         expiry: expiry.map(time).transpose()?,
         remember: remember == Some(1),
     })

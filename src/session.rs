@@ -180,9 +180,13 @@ impl Session {
     /// Removes `key` and returns its value, deserialized as `T`: for one-time values (flash
     /// messages, one-time codes). A stored value is removed **in the store at once**, not at
     /// commit, atomically: of any number of concurrent requests popping one key, in any number
-    /// of processes, exactly one gets the value. The value is removed even if it does not
-    /// deserialize as `T` (the error is returned).
+    /// of processes, exactly one gets the value. A value that does not deserialize as `T` is an
+    /// [`Error::Value`] and stays where it is.
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        // Read first, so that a value of the wrong type is reported and left in place.
+        if self.get::<T>(key).await?.is_none() {
+            return Ok(None);
+        }
         let json = match self.pop_pending(key) {
             Ok(found) => found,
             Err(id) => self.take(id, key).await?,

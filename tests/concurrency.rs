@@ -94,7 +94,8 @@ async fn renew_and_destroy_round_trips(backend: Backend) {
     client.get("/put?key=a&value=1").await;
     let mut warm = Client::new(&app);
     warm.get("/put?key=w&value=w").await;
-    warm.get("/destroy").await; // loads the commit and delete scripts into Redis
+    warm.get("/renew").await; // loads the commit, replace and delete scripts into Redis
+    warm.get("/destroy").await;
     let mut monitor = monitor(&backend).await;
     let mut before = backend.calls.get();
     client.get("/renew").await;

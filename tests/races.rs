@@ -25,6 +25,7 @@ crate::both_stores!(
     a_renew_racing_log_out_everywhere_never_revives_it,
     concurrent_renews_never_fork_a_session,
     a_value_is_popped_by_exactly_one_request,
+    the_owner_index_follows_the_owner,
 );
 
 /// Stores `message=1` (understood by the test app and the put_get example alike).
@@ -39,7 +40,7 @@ const HELD: &str = "1";
 #[derive(Clone)]
 enum Target {
     App(Router),
-    Processes(HttpClient, Vec<String>),
+    Processes(Box<HttpClient>, Vec<String>),
 }
 
 /// A response: its status, body, and the token of its `Set-Cookie` (empty when it expires the
@@ -237,6 +238,41 @@ async fn concurrent_pops(target: &Target, ways: usize, rounds: usize) {
     );
 }
 
+/// `set_owner("alice")` then `set_owner("bob")`: logging alice out everywhere leaves the
+/// session alone, logging bob out ends it. The same after a renew carries bob's session on.
+async fn owner_moves(target: &Target) {
+    let token = target.new_session().await;
+    target.get(0, "/set_owner?value=alice", Some(&token)).await;
+    target.get(0, "/set_owner?value=bob", Some(&token)).await;
+    let other = target
+        .get(0, "/put?key=x&value=y", None)
+        .await
+        .token
+        .unwrap();
+    let logout = |owner: &'static str| {
+        let other = other.clone();
+        async move {
+            let path = format!("/destroy_owner?value={owner}");
+            target.get(0, &path, Some(&other)).await.body
+        }
+    };
+    assert_eq!(logout("alice").await, "0", "alice had no session left");
+    assert!(
+        target.holds(&token).await,
+        "bob's session survives alice's logout"
+    );
+    let renewed = target.get(0, "/renew", Some(&token)).await.token.unwrap();
+    assert_eq!(target.get(0, "/owner", Some(&renewed)).await.body, "bob");
+    assert_eq!(logout("alice").await, "0");
+    assert!(target.holds(&renewed).await);
+    assert_eq!(logout("bob").await, "1");
+    assert!(!target.holds(&renewed).await);
+}
+
+async fn the_owner_index_follows_the_owner(backend: Backend) {
+    owner_moves(&Target::App(backend.app(|l| l).await)).await;
+}
+
 async fn a_renew_racing_a_destroy_never_revives_it(backend: Backend) {
     let target = Target::App(backend.app(|l| l).await);
     renew_racing_destroy(&target).await;
@@ -265,7 +301,8 @@ async fn races_across_two_processes() {
     let redis = common::RedisServer::start();
     let a = Example::on_redis("put_get", &redis);
     let b = Example::on_redis("put_get", &redis);
-    let target = Target::Processes(example::http_client(), vec![a.addr.clone(), b.addr.clone()]);
+    let addrs = vec![a.addr.clone(), b.addr.clone()];
+    let target = Target::Processes(Box::new(example::http_client()), addrs);
     renew_racing_destroy(&target).await;
     concurrent_renews(&target).await;
     concurrent_pops(&target, 2, ROUNDS).await;
@@ -298,4 +335,5 @@ async fn races_on_a_cluster() {
     concurrent_renews(&target).await;
     concurrent_pops(&target, 2, ROUNDS).await;
     concurrent_pops(&target, 8, 100).await;
+    owner_moves(&target).await;
 }

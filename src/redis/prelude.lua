@@ -38,7 +38,13 @@ end
 -- (a record past its expiry is deleted on the way), or nil plus an error reply when corrupt.
 local function live(key, now, ...)
   local stored = redis.call('HMGET', key, 'meta', 'moved', ...)
-  if not stored[1] or stored[2] then return nil end
+  if stored[2] then return nil end
+  if not stored[1] then
+    -- No key: no session. A hash with neither `meta` nor `moved` is not ours: corrupt, as the
+    -- Rust decoder reads it.
+    if redis.call('EXISTS', key) == 1 then return nil, redis.error_reply('MALFORMED meta') end
+    return nil
+  end
   local m, err = parse_meta(stored[1])
   if not m then return nil, err end
   if m.expiry <= now then

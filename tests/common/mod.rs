@@ -73,12 +73,13 @@ pub struct Calls {
 }
 
 impl Calls {
-    /// (loads, commits, deletes) so far.
+    /// (loads, commits, ends) so far, where ends are the calls that end a session: deletes and
+    /// replacements (a renew or merge handing the old session over).
     pub fn get(&self) -> (usize, usize, usize) {
         (
             self.load.load(Ordering::SeqCst),
             self.commit.load(Ordering::SeqCst),
-            self.delete.load(Ordering::SeqCst),
+            self.delete.load(Ordering::SeqCst) + self.replace.load(Ordering::SeqCst),
         )
     }
 }
