@@ -675,6 +675,20 @@ async fn deadline_in_the_past_deletes_at_commit(backend: Backend) {
     let res = Client::new(&app).get("/set_deadline?secs=-10").await;
     assert_expiring_cookie(&res, "session");
     assert_eq!(backend.records_held().await, 0);
+
+    // And for a deadline before 1970 (about 63 years ago), on both stores alike.
+    let mut client = Client::new(&app);
+    client.get("/put?key=a&value=1").await;
+    let res = client.get("/set_deadline?secs=-2000000000").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_expiring_cookie(&res, "session");
+    assert_eq!(backend.records_held().await, 0);
+    let res = Client::new(&app)
+        .get("/set_deadline?secs=-2000000000")
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_expiring_cookie(&res, "session");
+    assert_eq!(backend.records_held().await, 0);
 }
 
 async fn set_deadline_and_deadline(backend: Backend) {

@@ -336,4 +336,21 @@ async fn races_on_a_cluster() {
     concurrent_pops(&target, 2, ROUNDS).await;
     concurrent_pops(&target, 8, 100).await;
     owner_moves(&target).await;
+
+    // A 9,000-key session (past Lua's unpack limit) renewed into another slot, then cleared.
+    let token = target
+        .get(0, "/put_many?n=9000&value=v", None)
+        .await
+        .token
+        .unwrap();
+    let renewed = target.get(0, "/renew", Some(&token)).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{renewed:?}");
+    let renewed = renewed.token.unwrap();
+    assert_eq!(target.get(0, "/count", Some(&renewed)).await.body, "9000");
+    assert_eq!(target.get(0, "/count", Some(&token)).await.body, "0");
+    assert_eq!(
+        target.get(0, "/clear", Some(&renewed)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(target.get(0, "/count", Some(&renewed)).await.body, "0");
 }
