@@ -4,7 +4,8 @@ mod common;
 
 use http::StatusCode;
 
-use common::{Backend, Client, NONE};
+use common::{Backend, Client, NONE, app};
+use tower_scs::{MemoryStore, SessionLayer};
 
 crate::both_stores!(
     an_oversized_value_fails_and_leaves_the_session_intact,
@@ -214,4 +215,40 @@ async fn host_prefixed_cookie_names_are_secure_host_only(backend: Backend) {
         }
         assert_eq!(client.get("/get?key=a").await.body, "1");
     }
+}
+
+/// `MemoryStore` only (Redis has no cap of ours: its `maxmemory` policy is the operator's): with
+/// `max_sessions(100)`, 300 sessions created through the layer leave about 100 live, the most
+/// recently used ones, and a session in use survives the churn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_memory_store_keeps_the_most_recently_used_sessions() {
+    let store = MemoryStore::new().max_sessions(100);
+    let app = app(SessionLayer::new(store.clone()));
+    let mut kept = Client::new(&app);
+    kept.get("/put?key=a&value=kept").await;
+    let mut newest = Vec::new();
+    for i in 0..300 {
+        let mut client = Client::new(&app);
+        assert_eq!(
+            client.get(&format!("/put?key=a&value={i}")).await.status,
+            StatusCode::OK
+        );
+        newest.push(client);
+        // The session in use stays among the most recently used.
+        assert_eq!(
+            kept.get("/get?key=a").await.body,
+            "kept",
+            "after {i} new sessions"
+        );
+    }
+    let live = store.len();
+    assert!(
+        (90..=110).contains(&live),
+        "{live} sessions live with a cap of 100"
+    );
+    for (i, client) in newest.iter_mut().enumerate().skip(290) {
+        assert_eq!(client.get("/get?key=a").await.body, i.to_string());
+    }
+    let oldest_left = newest[0].get("/get?key=a").await.body;
+    assert_eq!(oldest_left, NONE, "the least recently used went first");
 }
