@@ -135,28 +135,46 @@ pub(crate) struct Write {
     pub(crate) change: Change,
     /// The merged values' keys, dropped from `change.set` when a merged session has gone.
     merged_keys: Vec<String>,
-    /// What the request wrote itself, as a fresh session: `None` when it wrote nothing.
-    own: Option<Change>,
+    /// Keys of `change.set` that a renew carried or a merge pulled in, and the request did not
+    /// write itself (empty for a plain write: no allocation on the common path).
+    foreign: BTreeSet<String>,
+    /// What the request set itself beside values, for [`Write::own`].
+    own_deadline: Option<SystemTime>,
+    own_remember: Option<bool>,
+    own_owner: bool,
+    new_deadline: SystemTime,
+    max_bytes: Option<u64>,
 }
 
 impl Write {
     /// Drops the merged values from the change (a merged session is no longer live), keeping
     /// the request's own writes of the same keys.
     pub(crate) fn drop_merged(&mut self) {
-        let own = self
-            .own
-            .as_ref()
-            .map(|o| o.set.as_slice())
-            .unwrap_or_default();
-        let merged = &self.merged_keys;
+        let (merged, foreign) = (&self.merged_keys, &self.foreign);
         self.change
             .set
-            .retain(|(k, _)| !merged.contains(k) || own.iter().any(|(o, _)| o == k));
+            .retain(|(k, _)| !merged.contains(k) || !foreign.contains(k));
     }
 
-    /// What the request wrote itself, to store as a new session.
-    pub(crate) fn own(&mut self) -> Option<Change> {
-        self.own.take()
+    /// What the request wrote itself, as a new session: `None` when it wrote nothing.
+    pub(crate) fn own(&self) -> Option<Change> {
+        let set: Vec<(String, String)> = (self.change.set.iter())
+            .filter(|(k, _)| !self.foreign.contains(k))
+            .cloned()
+            .collect();
+        let wrote = !set.is_empty()
+            || self.own_deadline.is_some()
+            || self.own_remember.is_some()
+            || self.own_owner;
+        wrote.then(|| Change {
+            mode: Mode::Create,
+            set,
+            deadline: Some(self.own_deadline.unwrap_or(self.new_deadline)),
+            remember: self.own_remember,
+            owner: self.change.owner.clone().filter(|_| self.own_owner),
+            max_bytes: self.max_bytes,
+            ..Change::touch(self.change.now, self.change.idle_ttl)
+        })
     }
 }
 
@@ -189,34 +207,24 @@ impl Change {
 impl State {
     /// The write of a modified session: `token` is the target, `create` whether it is new.
     pub(super) fn write(&mut self, token: String, create: bool, s: &Settings) -> Write {
-        let carried = self.carried.take();
+        let mut carried = self.carried.take();
         let merged = std::mem::take(&mut self.merged);
         let own_set = std::mem::take(&mut self.set);
-        let own = (!own_set.is_empty()
-            || self.deadline.is_some()
-            || self.remember.is_some()
-            || self.owner.is_some())
-        .then(|| Change {
-            mode: Mode::Create,
-            set: own_set
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            deadline: Some(self.deadline.unwrap_or(s.new_deadline)),
-            remember: self.remember,
-            owner: self.owner.clone(),
-            max_bytes: s.max_bytes,
-            ..Change::touch(s.now, s.idle_ttl)
-        });
         let merged_keys: Vec<String> = merged.keys().cloned().collect();
         let mut values = carried
-            .as_ref()
-            .map(|c| c.values.clone())
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.values))
             .unwrap_or_default();
         values.extend(merged);
+        let foreign = values
+            .keys()
+            .filter(|k| !own_set.contains_key(*k))
+            .cloned()
+            .collect();
         values.extend(own_set);
         // A renew may carry a session the limit was lowered below: it may stay that large.
         let carried_bytes = carried.as_ref().map_or(0, |c| c.bytes);
+        let own_owner = self.owner.is_some();
         let change = Change {
             mode: if create { Mode::Create } else { Mode::Update },
             cleared: self.cleared && !create,
@@ -226,16 +234,12 @@ impl State {
                 std::mem::take(&mut self.removed).into_iter().collect()
             },
             set: values.into_iter().collect(),
-            deadline: if create {
-                Some(self.deadline.unwrap_or(s.new_deadline))
-            } else {
-                self.deadline
+            deadline: match create {
+                true => Some(self.deadline.unwrap_or(s.new_deadline)),
+                false => self.deadline,
             },
             remember: self.remember.or(carried.as_ref().map(|c| c.remember)),
-            owner: self
-                .owner
-                .take()
-                .or(carried.as_ref().and_then(|c| c.owner.clone())),
+            owner: self.owner.take().or_else(|| carried.as_mut()?.owner.take()),
             max_bytes: s.max_bytes.map(|m| m.max(carried_bytes)),
             ..Change::touch(s.now, s.idle_ttl)
         };
@@ -246,7 +250,12 @@ impl State {
             renewed_from: carried.and_then(|c| c.from),
             change,
             merged_keys,
-            own,
+            foreign,
+            own_deadline: self.deadline,
+            own_remember: self.remember,
+            own_owner,
+            new_deadline: s.new_deadline,
+            max_bytes: s.max_bytes,
         }
     }
 }
