@@ -759,3 +759,42 @@ fn bad_reply(reply: &impl std::fmt::Debug) -> Error {
         "unexpected reply from the commit script: {reply:?}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `meta` grammar, as the Lua prelude's `parse_meta` applies it too (the Lua side is
+    /// exercised through the scripts by `tests/clocks.rs`).
+    #[test]
+    fn meta_grammar() {
+        let ok = parse_meta("deadline=1767225600000 size=9").unwrap();
+        assert_eq!(ok.deadline, from_millis(1_767_225_600_000));
+        assert_eq!(ok.expiry, None);
+        assert!(!ok.remember);
+        let ok = parse_meta(" deadline=5  expiry=4 remember=1 future=7 ").unwrap();
+        assert_eq!(ok.expiry, Some(from_millis(4)));
+        assert!(ok.remember);
+        for corrupt in [
+            "",
+            "size=9",
+            "deadline=5 deadline=5",
+            "deadline=5 future=1 future=1",
+            "deadline=5 remember",
+            "deadline=5 Size=1",
+            "deadline=5 size=x",
+            "deadline=5 size=-1",
+            "deadline=5 remember=2",
+            "deadline=-5",
+            "deadline=253402300800000",
+            "deadline=12345678901234567",
+            "deadline=5\tsize=1",
+            "deadline=+5",
+        ] {
+            assert!(
+                matches!(parse_meta(corrupt), Err(Error::Malformed(_))),
+                "{corrupt:?}"
+            );
+        }
+    }
+}
