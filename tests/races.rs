@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use axum::{Router, body::Body};
 use http::{Request, StatusCode, header};
@@ -26,6 +26,7 @@ crate::both_stores!(
     concurrent_renews_never_fork_a_session,
     a_value_is_popped_by_exactly_one_request,
     the_owner_index_follows_the_owner,
+    a_merge_racing_a_destroy_never_revives_the_merged_data,
 );
 
 /// Stores `message=1` (understood by the test app and the put_get example alike).
@@ -40,6 +41,8 @@ const HELD: &str = "1";
 #[derive(Clone)]
 enum Target {
     App(Router),
+    /// Apps in this process, each over its own store (its own Redis connections).
+    Apps(Vec<Router>),
     Processes(Box<HttpClient>, Vec<String>),
 }
 
@@ -54,8 +57,13 @@ struct Reply {
 
 impl Target {
     async fn get(&self, node: usize, path: &str, token: Option<&str>) -> Reply {
-        match self {
-            Target::App(app) => {
+        let app = match self {
+            Target::App(app) => Some(app),
+            Target::Apps(apps) => Some(&apps[node % apps.len()]),
+            Target::Processes(..) => None,
+        };
+        match (self, app) {
+            (_, Some(app)) => {
                 let mut req = Request::get(path);
                 if let Some(token) = token {
                     req = req.header(header::COOKIE, format!("session={token}"));
@@ -68,7 +76,7 @@ impl Target {
                     token,
                 }
             }
-            Target::Processes(http, addrs) => {
+            (Target::Processes(http, addrs), _) => {
                 let res = example::get(http, &addrs[node % addrs.len()], path, token).await;
                 Reply {
                     status: res.status,
@@ -76,6 +84,7 @@ impl Target {
                     body: res.body,
                 }
             }
+            _ => unreachable!("every target but processes has apps"),
         }
     }
 
@@ -216,6 +225,38 @@ async fn concurrent_renews(target: &Target) {
     );
 }
 
+/// `/merge?token=<b>` into session a and `/destroy` of b at once: afterwards no token opens b's
+/// data (a merge that wins the hand-over takes b's data into a, and the destroy, following it,
+/// ends a too).
+async fn merge_racing_destroy(target: &Target) {
+    let mut violations = Vec::new();
+    for round in 0..ROUNDS {
+        let a = target
+            .get(0, "/put?key=own&value=a", None)
+            .await
+            .token
+            .unwrap();
+        let b = target.new_session().await;
+        let merge = format!("/merge?token={b}");
+        let replies = target
+            .race(&[(&merge, Some(&a)), ("/destroy", Some(&b))])
+            .await;
+        assert!(
+            replies.iter().all(|r| r.status == StatusCode::OK),
+            "{replies:?}"
+        );
+        for token in Target::issued(&replies[..1]).chain([a.as_str(), b.as_str()]) {
+            if target.holds(token).await {
+                violations.push(round);
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "a destroyed session's data survived a merge in rounds {violations:?}"
+    );
+}
+
 /// `ways` requests pop one value at once, for `rounds` rounds: exactly one gets it each time.
 async fn concurrent_pops(target: &Target, ways: usize, rounds: usize) {
     let mut wrong = Vec::new();
@@ -269,27 +310,39 @@ async fn owner_moves(target: &Target) {
     assert!(!target.holds(&renewed).await);
 }
 
+/// The app over `backend`'s store, every store call of which first yields for a millisecond:
+/// in-memory store calls otherwise finish before a concurrent request gets to run, which would
+/// leave the races below mostly unraced.
+async fn racy_app(backend: &Backend) -> Target {
+    backend.calls.delay_ms.store(1, Ordering::SeqCst);
+    Target::App(backend.app(|l| l).await)
+}
+
+async fn a_merge_racing_a_destroy_never_revives_the_merged_data(backend: Backend) {
+    merge_racing_destroy(&racy_app(&backend).await).await;
+}
+
 async fn the_owner_index_follows_the_owner(backend: Backend) {
-    owner_moves(&Target::App(backend.app(|l| l).await)).await;
+    owner_moves(&racy_app(&backend).await).await;
 }
 
 async fn a_renew_racing_a_destroy_never_revives_it(backend: Backend) {
-    let target = Target::App(backend.app(|l| l).await);
+    let target = racy_app(&backend).await;
     renew_racing_destroy(&target).await;
 }
 
 async fn a_renew_racing_log_out_everywhere_never_revives_it(backend: Backend) {
-    let target = Target::App(backend.app(|l| l).await);
+    let target = racy_app(&backend).await;
     renew_racing_destroy_owner(&target).await;
 }
 
 async fn concurrent_renews_never_fork_a_session(backend: Backend) {
-    let target = Target::App(backend.app(|l| l).await);
+    let target = racy_app(&backend).await;
     concurrent_renews(&target).await;
 }
 
 async fn a_value_is_popped_by_exactly_one_request(backend: Backend) {
-    let target = Target::App(backend.app(|l| l).await);
+    let target = racy_app(&backend).await;
     concurrent_pops(&target, 2, ROUNDS).await;
     concurrent_pops(&target, 8, 100).await;
 }
@@ -307,6 +360,23 @@ async fn races_across_two_processes() {
     concurrent_renews(&target).await;
     concurrent_pops(&target, 2, ROUNDS).await;
     concurrent_pops(&target, 8, 100).await;
+}
+
+/// Log out everywhere, and a merge, racing across two apps that each have their own
+/// `RedisStore` (own connections) on one Redis: the renew or merge on one, the destroy on the
+/// other. (The put_get example has no owner or merge routes; the other races run across two
+/// example processes above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_and_merge_races_across_two_stores_on_one_redis() {
+    let redis = common::RedisServer::start();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::from_url(&redis.url()).await.expect("from_url");
+        apps.push(app(SessionLayer::new(store)));
+    }
+    let target = Target::Apps(apps);
+    renew_racing_destroy_owner(&target).await;
+    merge_racing_destroy(&target).await;
 }
 
 /// The same races on a 3-primary cluster, where a renew's old and new keys are in different
@@ -336,6 +406,7 @@ async fn races_on_a_cluster() {
     concurrent_pops(&target, 2, ROUNDS).await;
     concurrent_pops(&target, 8, 100).await;
     owner_moves(&target).await;
+    merge_racing_destroy(&target).await;
 
     // A 9,000-key session (past Lua's unpack limit) renewed into another slot, then cleared.
     let token = target
