@@ -1,4 +1,4 @@
-//! Time on Redis: an app clock a few seconds off Redis's never turns an acknowledged write into
+//! Time on Redis: an app clock a few seconds off Redis's (libfaketime) never turns an acknowledged write into
 //! nothing; a record past its expiry that Redis still holds is never written into; corrupt
 //! metadata reads as corrupt on every path (Rust decoder and Lua scripts alike).
 
@@ -17,15 +17,18 @@ use common::{
 /// `-3s`) and its idle timeout 2 s: a put is stored and readable, the key lives the idle
 /// timeout (plus slack) in Redis's own time, and the cookie says as much.
 async fn put_survives_skew(redis: &RedisServer, skew: &str) {
-    let app = Example::start_wrapped(
+    // libfaketime preloaded into the example itself (not the `faketime` wrapper, which would
+    // leave the example running when the test kills the wrapper).
+    let app = Example::start(
         "put_get",
-        &["faketime", "-f", skew],
         &[
+            ("LD_PRELOAD", &libfaketime()),
+            ("FAKETIME", skew),
+            // tokio's timers keep the real monotonic clock.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
             ("REDIS_URL", &redis.url()),
             ("LIFETIME_SECS", "4"),
             ("IDLE_TIMEOUT_SECS", "2"),
-            // tokio's timers keep the real monotonic clock.
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ],
     );
     let http = example::http_client();
@@ -45,6 +48,18 @@ async fn put_survives_skew(redis: &RedisServer, skew: &str) {
     );
     let res = example::get(&http, &app.addr, "/get", Some(&token)).await;
     assert_eq!(res.body, "kept", "skew {skew}");
+}
+
+/// Debian's thread-safe libfaketime (package `faketime`).
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|lib| lib.exists());
+    let lib = found.expect("libfaketimeMT.so.1 not found: install it (apt-get install faketime)");
+    lib.to_string_lossy().into_owned()
 }
 
 /// The case: the app 3 s behind Redis with a 2 s idle timeout (it used to answer 200

@@ -54,26 +54,10 @@ impl Example {
     /// environment, and waits until it says it is listening. A start that lost its port to
     /// another process is retried on another port.
     pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_wrapped(name, &[], env)
-    }
-
-    /// Like `start`, with the example run by `wrapper` (e.g. `["faketime", "-f", "-3s"]`), the
-    /// example's path its last argument.
-    pub fn start_wrapped(name: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Self {
         let bin = binary(name);
-        if let Some(program) = wrapper.first() {
-            super::redis::require(program);
-        }
         for _ in 0..5 {
             let addr = format!("127.0.0.1:{}", free_port());
-            let mut command = match wrapper {
-                [] => Command::new(&bin),
-                [program, args @ ..] => {
-                    let mut command = Command::new(program);
-                    command.args(args).arg(&bin);
-                    command
-                }
-            };
+            let mut command = Command::new(&bin);
             for var in EXAMPLE_VARS {
                 command.env_remove(var);
             }

@@ -328,7 +328,7 @@ impl Monitor {
     }
 }
 
-/// Panics with an install hint when `bin` (a Redis binary, or `faketime`) is not on PATH.
+/// Panics with an install hint when `bin` (a Redis binary) is not on PATH.
 pub fn require(bin: &str) {
     match Command::new(bin)
         .arg("--version")
@@ -337,12 +337,7 @@ pub fn require(bin: &str) {
         .status()
     {
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let package = if bin == "faketime" {
-                "faketime"
-            } else {
-                "redis-server"
-            };
-            panic!("{bin} not found on PATH: install it (apt-get install {package})")
+            panic!("{bin} not found on PATH: install it (apt-get install redis-server)")
         }
         Err(e) => panic!("cannot run {bin}: {e}"),
         Ok(_) => {}
