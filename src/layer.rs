@@ -281,7 +281,8 @@ impl Shared {
 /// a lifetime or idle timeout under 1 ms, a zero store timeout or size limit. A configuration
 /// mistake thus stops the program when it builds the layer, not a request at run time.
 ///
-/// ```
+#[cfg_attr(feature = "axum", doc = "```")]
+#[cfg_attr(not(feature = "axum"), doc = "```text")]
 /// use std::time::Duration;
 /// use axum::{Router, routing::get};
 /// use tower_scs::{MemoryStore, Session, SessionLayer};

@@ -1,20 +1,33 @@
 //! # tower-scs
 //!
 //! Cookie sessions for Tower services — axum, tonic, hyper — stored in Redis (through
-//! [`fred`]) or in memory: Go's [SCS](https://github.com/alexedwards/scs) `LoadAndSave`, ported.
+//! [fred](https://docs.rs/fred)) or in memory: Go's [SCS](https://github.com/alexedwards/scs) `LoadAndSave`, ported.
 //!
 //! - [`SessionLayer`] reads the session cookie, puts a [`Session`] in the request, runs the
 //!   inner service, then commits what the handler changed and sends the cookie.
 //! - [`Session`] is the handle handlers use: typed `get`/`insert`/`remove`/`pop`, `destroy`,
 //!   `renew_token`, `remember_me`, deadlines, merge. With the default `axum` feature it is an
 //!   extractor.
-//! - [`SessionStore`] is the storage seam; [`MemoryStore`] and [`RedisStore`] implement it.
+//! - [`SessionStore`] is the storage seam; [`MemoryStore`] and `RedisStore` (feature `redis`)
+//!   implement it.
 //!
 //! The session is loaded lazily (a handler that never touches it costs no store call), and a
 //! commit sends the store only what changed, so concurrent requests of one session that write
 //! different keys both keep their writes.
 //!
-//! ```
+//! ## Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | on | `Session` and `Sessions` as axum extractors, `Error` as an axum response |
+//! | `redis` | on | `RedisStore` over [fred](https://docs.rs/fred), re-exported as `tower_scs::fred` |
+//!
+//! With `default-features = false` the crate compiles no Redis client: [`MemoryStore`] only.
+//!
+//! ## Example
+//!
+#![cfg_attr(feature = "axum", doc = "```")]
+#![cfg_attr(not(feature = "axum"), doc = "```text")]
 //! use axum::{Router, routing::get};
 //! use tower::ServiceExt;
 //! use tower_scs::{MemoryStore, Session, SessionLayer};
@@ -55,10 +68,12 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod layer;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 mod session;
 mod store;
@@ -68,14 +83,18 @@ pub use cookie::SameSite;
 pub use error::Error;
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{DEFAULT_PREFIX, FredClient, RedisStore};
 pub use session::{Session, Sessions, Status};
 pub use store::{Change, Committed, Mode, REPLACE_GRACE, Record, SessionStore};
 
 /// The fred crate this crate is built on, for configuring clients and pools.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use fred;
 
 /// The README's code blocks, compiled as doc tests.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -99,10 +99,8 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The ids of all live sessions (SCS `Iterate`), as a stream like [`RedisStore::ids`]
+    /// The ids of all live sessions (SCS `Iterate`), as a stream like `RedisStore::ids`
     /// (here from a snapshot taken when it is called).
-    ///
-    /// [`RedisStore::ids`]: crate::RedisStore::ids
     pub fn ids(&self) -> impl Stream<Item = Result<String, Error>> + Send + 'static {
         let now = SystemTime::now();
         let ids: Vec<Result<String, Error>> = self

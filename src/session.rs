@@ -606,6 +606,7 @@ impl Sessions {
 #[cfg(feature = "axum")]
 macro_rules! extractor {
     ($t:ty) => {
+        #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
         impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for $t {
             type Rejection = Error;
 
@@ -624,6 +625,7 @@ macro_rules! extractor {
 extractor!(Session);
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
     type Rejection = Error;
 
