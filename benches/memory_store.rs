@@ -57,7 +57,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
-use tower_scs::{Change, Committed, Error, MemoryStore, Mode, Record, SessionLayer, SessionStore};
+use tower_scs::store::{Change, Committed, Record, SessionStore};
+use tower_scs::{Error, MemoryStore, SessionLayer};
 
 // ---- request level ----
 
@@ -75,18 +76,8 @@ fn value(i: u64) -> String {
 fn prefill(store: &impl SessionStore, n: u64) {
     let now = SystemTime::now();
     for i in 0..n {
-        let create = Change {
-            mode: Mode::Create,
-            cleared: false,
-            removed: Vec::new(),
-            set: vec![("message".into(), serde_json::to_string(&value(i)).unwrap())],
-            deadline: Some(now + Duration::from_secs(3600)),
-            remember: None,
-            owner: None,
-            max_bytes: None,
-            now,
-            idle_ttl: None,
-        };
+        let json = serde_json::to_string(&value(i)).unwrap();
+        let create = Change::create(now, now + Duration::from_secs(3600)).with_set("message", json);
         let done = store.commit(&token(i), &create).now_or_never().unwrap();
         assert!(done.unwrap().is_some());
     }
@@ -103,7 +94,7 @@ impl SessionStore for FloorStore {
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
-        let deadline = change.deadline.unwrap_or(change.now);
+        let deadline = change.deadline().unwrap_or(change.now);
         let record = Record {
             values: change.set.iter().cloned().collect(),
             deadline,
@@ -394,25 +385,19 @@ fn id(n: usize) -> String {
     format!("{n:043}")
 }
 
-fn change(mode: Mode, value: &str) -> Change {
+/// A create (1 h deadline) when `create`, else an update; 30 min idle timeout.
+fn change(create: bool, value: &str) -> Change {
     let now = SystemTime::now();
-    Change {
-        mode,
-        cleared: false,
-        removed: Vec::new(),
-        set: vec![("message".into(), value.into())],
-        deadline: (mode == Mode::Create).then(|| now + Duration::from_secs(3600)),
-        remember: None,
-        owner: None,
-        max_bytes: None,
-        now,
-        idle_ttl: Some(Duration::from_secs(1800)),
-    }
+    let change = match create {
+        true => Change::create(now, now + Duration::from_secs(3600)),
+        false => Change::update(now),
+    };
+    (change.with_set("message", value)).with_idle_ttl(Some(Duration::from_secs(1800)))
 }
 
 fn populate(n: usize) -> MemoryStore {
     let store = MemoryStore::new();
-    let create = change(Mode::Create, "\"Hello from a session!\"");
+    let create = change(true, "\"Hello from a session!\"");
     for i in 0..n {
         store
             .commit(&id(i), &create)
@@ -438,7 +423,7 @@ impl Rng {
 /// `ops` calls on ids drawn from `ids`; every `write_every`-th call (if any) is an update
 /// commit. Returns (calls per second, p99 of the loads in µs).
 fn run(store: &MemoryStore, ids: &[String], ops: usize, write_every: Option<usize>) -> (f64, f64) {
-    let update = change(Mode::Update, "\"updated\"");
+    let update = change(false, "\"updated\"");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut loads = Vec::with_capacity(ops);
     let started = Instant::now();

@@ -44,7 +44,7 @@ pub enum Error {
 
 impl Error {
     /// Wraps an error of a session store backend, for implementors of
-    /// [`SessionStore`](crate::SessionStore).
+    /// [`SessionStore`](crate::store::SessionStore).
     pub fn store(err: impl StdError + Send + Sync + 'static) -> Self {
         Error::Store(Arc::new(err))
     }

@@ -43,10 +43,10 @@ pub(crate) struct Config {
     same_site: SameSite,
     partitioned: bool,
     persist: bool,
-    hash_token: bool,
+    hash_token_in_store: bool,
     store_timeout: Duration,
     pub(crate) max_session_bytes: Option<u64>,
-    pub(crate) max_key_bytes: usize,
+    pub(crate) max_key_bytes: Option<u64>,
     error_handler: ErrorHandler,
 }
 
@@ -63,10 +63,10 @@ impl Default for Config {
             same_site: SameSite::Lax,
             partitioned: false,
             persist: true,
-            hash_token: false,
+            hash_token_in_store: false,
             store_timeout: Duration::from_secs(1),
             max_session_bytes: Some(1 << 20),
-            max_key_bytes: 1024,
+            max_key_bytes: Some(1024),
             error_handler: Arc::new(|_| {
                 let mut res = Response::new(());
                 *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -86,7 +86,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn store_id<'a>(&self, token: &'a str) -> std::borrow::Cow<'a, str> {
-        token::store_id(token, self.config.hash_token)
+        token::store_id(token, self.config.hash_token_in_store)
     }
 
     /// Bounds a store call by the store timeout.
@@ -445,7 +445,7 @@ impl SessionLayer {
     /// leaked store dump holds no usable token.
     #[must_use]
     pub fn hash_token_in_store(self, on: bool) -> Self {
-        self.with(|c| c.hash_token = on)
+        self.with(|c| c.hash_token_in_store = on)
     }
 
     /// Largest a session's values may grow, in bytes (sum of key and value lengths, values as
@@ -463,17 +463,18 @@ impl SessionLayer {
         self.with(|c| c.max_session_bytes = max)
     }
 
-    /// Longest a session key may be, in bytes; 1024 by default. Longer keys are refused by
-    /// [`Session::try_insert`] (and make [`Session::insert`] fail the request).
+    /// Longest a session key may be, in bytes; 1024 by default, `None` for no limit. Longer
+    /// keys are refused by [`Session::try_insert`] (and make [`Session::insert`] fail the
+    /// request).
     ///
     /// # Panics
     ///
-    /// If `max` is 0, which would refuse every key.
+    /// If `max` is `Some(0)`, which would refuse every key.
     #[must_use]
     #[track_caller]
-    pub fn max_key_bytes(self, max: usize) -> Self {
-        let what = "a valid key length limit (at least 1 byte)";
-        refuse_unless(max > 0, "max_key_bytes", &max, what);
+    pub fn max_key_bytes(self, max: Option<u64>) -> Self {
+        let what = "a valid key length limit (at least 1 byte, or None for no limit)";
+        refuse_unless(max != Some(0), "max_key_bytes", &max, what);
         self.with(|c| c.max_key_bytes = max)
     }
 

@@ -8,7 +8,7 @@
 //! - [`Session`] is the handle handlers use: typed `get`/`insert`/`remove`/`pop`, `destroy`,
 //!   `renew_token`, `remember_me`, deadlines, merge. With the default `axum` feature it is an
 //!   extractor.
-//! - [`SessionStore`] is the storage seam; [`MemoryStore`] and `RedisStore` (feature `redis`)
+//! - [`store::SessionStore`] is the storage seam (the [`store`] module is for store authors); [`MemoryStore`] and `RedisStore` (feature `redis`)
 //!   implement it.
 //!
 //! The session is loaded lazily (a handler that never touches it costs no store call), and a
@@ -76,7 +76,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 mod session;
-mod store;
+pub mod store;
 mod token;
 
 pub use cookie::SameSite;
@@ -85,9 +85,8 @@ pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{DEFAULT_PREFIX, FredClient, RedisStore};
+pub use redis::{FredClient, RedisStore};
 pub use session::{Session, Sessions, Status};
-pub use store::{Change, Committed, Mode, REPLACE_GRACE, Record, SessionStore};
 
 /// The fred crate this crate is built on, for configuring clients and pools.
 #[cfg(feature = "redis")]

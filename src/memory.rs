@@ -191,7 +191,7 @@ fn apply(record: &mut Record, change: &Change, before: u64) -> Result<(), Error>
     for (key, value) in &change.set {
         record.values.insert(key.clone(), value.clone());
     }
-    if let Some(deadline) = change.deadline {
+    if let Some(deadline) = change.deadline() {
         record.deadline = deadline;
     }
     if let Some(remember) = change.remember {
@@ -233,10 +233,9 @@ impl SessionStore for MemoryStore {
         self.compute(id, |current| {
             let (mut record, before) = match (change.mode, current.and_then(|s| s.live(change.now)))
             {
-                (Mode::Update, None) => return (Slot::drop_dead(current), Ok(None)),
-                (Mode::Update, Some(record)) => (record.clone(), size(&record.values)),
-                (Mode::Create, _) => {
-                    let deadline = change.deadline.unwrap_or(change.now);
+                (Mode::Update { .. }, None) => return (Slot::drop_dead(current), Ok(None)),
+                (Mode::Update { .. }, Some(record)) => (record.clone(), size(&record.values)),
+                (Mode::Create { deadline }, _) => {
                     let record = Record {
                         values: HashMap::new(),
                         deadline,

@@ -21,7 +21,7 @@
 //! by spaces, each `[a-z]+=` and an integer, no name twice; anything else is a corrupt record
 //! ([`Error::Malformed`]).
 //!
-//! A token replaced by a renew or merge keeps, for [`REPLACE_GRACE`](crate::REPLACE_GRACE), a
+//! A token replaced by a renew or merge keeps, for [`REPLACE_GRACE`](crate::store::REPLACE_GRACE), a
 //! marker hash `{moved: <successor id>, owner: <owner>}` with no `meta`: it is no session, but a
 //! delete of it also deletes the successor.
 //!
@@ -63,9 +63,6 @@ use crate::{
     store::{Change, Committed, Mode, Record, SessionStore},
     token,
 };
-
-/// The default key prefix, as in SCS's redisstore.
-pub const DEFAULT_PREFIX: &str = "scs:session:";
 
 /// SCAN page size for [`RedisStore::ids`].
 const SCAN_COUNT: u32 = 1000;
@@ -124,8 +121,10 @@ impl Script {
     }
 }
 
-/// A fred client or pool that [`RedisStore`] can send its commands through.
-pub trait FredClient: Clone + Send + Sync + 'static {
+/// A fred client or pool that [`RedisStore`] can send its commands through: fred's
+/// [`Client`] or [`Pool`]. The trait is sealed: the store relies on how each one orders the
+/// commands of one key, so it is not meant to be implemented elsewhere.
+pub trait FredClient: sealed::Sealed + Clone + Send + Sync + 'static {
     /// The client the next command goes through.
     fn client(&self) -> &Client;
 
@@ -136,6 +135,13 @@ pub trait FredClient: Clone + Send + Sync + 'static {
         let _ = key;
         self.client()
     }
+}
+
+mod sealed {
+    /// Only fred's own client types are [`FredClient`](super::FredClient)s.
+    pub trait Sealed {}
+    impl Sealed for fred::clients::Client {}
+    impl Sealed for fred::clients::Pool {}
 }
 
 impl FredClient for Client {
@@ -199,7 +205,7 @@ impl<C: FredClient> RedisStore<C> {
         let timeout = client.client().perf_config().default_command_timeout;
         Self {
             client,
-            prefix: DEFAULT_PREFIX.to_owned(),
+            prefix: RedisStore::DEFAULT_PREFIX.to_owned(),
             command_timeout: Some(timeout).filter(|t| !t.is_zero()),
             commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA]),
             take: Script::new(&[PRELUDE_LUA, TAKE_LUA]),
@@ -243,7 +249,7 @@ impl<C: FredClient> RedisStore<C> {
     /// ```no_run
     /// # async fn demo(store: tower_scs::RedisStore) -> Result<(), tower_scs::Error> {
     /// use futures_util::TryStreamExt;
-    /// use tower_scs::SessionStore;
+    /// use tower_scs::store::SessionStore;
     ///
     /// let mut ids = std::pin::pin!(store.ids());
     /// while let Some(id) = ids.try_next().await? {
@@ -292,6 +298,9 @@ impl<C: FredClient> RedisStore<C> {
 }
 
 impl RedisStore<Pool> {
+    /// The default key prefix, as in SCS's redisstore: `scs:session:`.
+    pub const DEFAULT_PREFIX: &'static str = "scs:session:";
+
     /// Connects to the Redis at `url` (any URL fred accepts: `redis://`, `rediss://` with a fred
     /// TLS feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`) with
     /// settings fit for a session store:
@@ -370,12 +379,12 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             let mut args: Vec<Value> =
                 Vec::with_capacity(9 + change.removed.len() + 2 * change.set.len());
             args.push(fixed(match change.mode {
-                Mode::Create => "c",
-                Mode::Update => "u",
+                Mode::Create { .. } => "c",
+                Mode::Update { .. } => "u",
             }));
             args.push(millis(change.now).into());
             args.push(change.idle_ttl.map_or(0, millis_of).into());
-            args.push(change.deadline.map_or(fixed(""), |d| millis(d).into()));
+            args.push(change.deadline().map_or(fixed(""), |d| millis(d).into()));
             args.push(fixed(match change.remember {
                 None => "",
                 Some(true) => "1",

@@ -140,8 +140,7 @@ impl Session {
     pub fn try_insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
         let key = key.into();
         let config = &self.0.shared.config;
-        if key.len() > config.max_key_bytes {
-            let limit = config.max_key_bytes;
+        if let Some(limit) = config.max_key_bytes.filter(|&max| key.len() as u64 > max) {
             return Err(Error::TooLarge(format!(
                 "a key of {} bytes, limit {limit}",
                 key.len()
@@ -314,7 +313,7 @@ impl Session {
     /// request), the new token does not carry its data or owner on; the request gets a fresh
     /// session holding only what it wrote itself (or none, if it wrote nothing). So of two
     /// concurrent renews of one session, exactly one carries the data on. A destroy of the old
-    /// token that arrives just after the renew (within [`REPLACE_GRACE`](crate::REPLACE_GRACE))
+    /// token that arrives just after the renew (within [`REPLACE_GRACE`](crate::store::REPLACE_GRACE))
     /// also ends the renewed session.
     pub async fn renew_token(&self) -> Result<(), Error> {
         let base = self.base().await?;
@@ -541,7 +540,7 @@ impl Session {
                     return Plan::Nothing;
                 }
                 let mut write = state.write(token.clone(), false, &settings);
-                write.change = Change::touch(now, settings.idle_ttl);
+                write.change = Change::update(now).with_idle_ttl(settings.idle_ttl);
                 Plan::Write(Box::new(write))
             }
             Status::Modified => {

@@ -1,4 +1,5 @@
-//! The storage seam: the [`SessionStore`] trait and the shapes it reads and writes.
+//! The storage seam, for store authors: the [`SessionStore`] trait and the shapes it reads and
+//! writes. Applications only pass a store to [`SessionLayer::new`](crate::SessionLayer::new).
 //!
 //! A store never receives a whole session to overwrite. It receives a [`Change`]: which keys were
 //! set, which were removed, whether the session was cleared, and a new deadline or remember-me
@@ -29,21 +30,44 @@ pub struct Record {
     pub owner: Option<String>,
 }
 
-/// Whether a [`Change`] creates a new record or updates an existing one.
+/// Whether a [`Change`] creates a new record or updates an existing one, and the deadline it
+/// sets: a create always has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
-    /// The token is new: create the record. [`Change::deadline`] is always set.
-    Create,
+    /// The token is new: create the record, with this absolute deadline.
+    Create {
+        /// The new record's absolute deadline.
+        deadline: SystemTime,
+    },
     /// Apply to the existing record. If there is none (expired, destroyed, never existed), do
     /// nothing and report it: a store must never bring a session back to life.
-    Update,
+    Update {
+        /// A new absolute deadline for the record, if any.
+        deadline: Option<SystemTime>,
+    },
 }
 
 /// What one request changed in a session, applied by [`SessionStore::commit`] in this order:
 /// clear, remove, set, deadline, remember-me; then the expiry is recomputed.
+///
+/// Stores read its fields; it is built with [`Change::create`] or [`Change::update`] and the
+/// `with_` methods.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_scs::store::Change;
+///
+/// let now = SystemTime::now();
+/// let change = Change::create(now, now + Duration::from_secs(3600))
+///     .with_set("user_id", "42")
+///     .with_owner("user:42");
+/// assert_eq!(change.deadline(), Some(now + Duration::from_secs(3600)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Change {
-    /// Create or update.
+    /// Create (with its deadline) or update.
     pub mode: Mode,
     /// Drop every value present in the store before applying `removed` and `set`.
     pub cleared: bool,
@@ -51,8 +75,6 @@ pub struct Change {
     pub removed: Vec<String>,
     /// Keys to set, with their JSON text.
     pub set: Vec<(String, String)>,
-    /// A new absolute deadline, if any (always set for [`Mode::Create`]).
-    pub deadline: Option<SystemTime>,
     /// A new remember-me flag, if any.
     pub remember: Option<bool>,
     /// A new owner, if any: the store indexes the session under it.
@@ -60,8 +82,8 @@ pub struct Change {
     /// The size limit of the record's values, in bytes (sum of key and value lengths); `None`
     /// for no limit. A store must refuse, with [`Error::TooLarge`] and leaving the record as it
     /// was, a change that leaves the values both larger than this **and** larger than they were
-    /// before the change (for [`Mode::Create`]: larger than nothing). So a limit lowered below
-    /// existing sessions never blocks a write that keeps a session's size or shrinks it.
+    /// before the change (for a create: larger than nothing). So a limit lowered below existing
+    /// sessions never blocks a write that keeps a session's size or shrinks it.
     pub max_bytes: Option<u64>,
     /// The time of the commit, as the application sees it.
     pub now: SystemTime,
@@ -70,6 +92,103 @@ pub struct Change {
 }
 
 impl Change {
+    /// A change that creates a record with the absolute `deadline`, at `now`.
+    pub fn create(now: SystemTime, deadline: SystemTime) -> Self {
+        Self::with_mode(now, Mode::Create { deadline })
+    }
+
+    /// A change to the existing record, at `now`; with nothing else, it only refreshes the
+    /// expiry.
+    pub fn update(now: SystemTime) -> Self {
+        Self::with_mode(now, Mode::Update { deadline: None })
+    }
+
+    fn with_mode(now: SystemTime, mode: Mode) -> Self {
+        Change {
+            mode,
+            cleared: false,
+            removed: Vec::new(),
+            set: Vec::new(),
+            remember: None,
+            owner: None,
+            max_bytes: None,
+            now,
+            idle_ttl: None,
+        }
+    }
+
+    /// Also sets `key` to the JSON text `json`.
+    #[must_use]
+    pub fn with_set(mut self, key: impl Into<String>, json: impl Into<String>) -> Self {
+        self.set.push((key.into(), json.into()));
+        self
+    }
+
+    /// Also removes `key`.
+    #[must_use]
+    pub fn with_removed(mut self, key: impl Into<String>) -> Self {
+        self.removed.push(key.into());
+        self
+    }
+
+    /// Also clears the values stored before the change.
+    #[must_use]
+    pub fn with_cleared(mut self) -> Self {
+        self.cleared = true;
+        self
+    }
+
+    /// Also sets a new absolute deadline (for a create: replaces the one it was made with).
+    #[must_use]
+    pub fn with_deadline(mut self, new: SystemTime) -> Self {
+        match &mut self.mode {
+            Mode::Create { deadline } => *deadline = new,
+            Mode::Update { deadline } => *deadline = Some(new),
+        }
+        self
+    }
+
+    /// Also sets the remember-me flag.
+    #[must_use]
+    pub fn with_remember(mut self, on: bool) -> Self {
+        self.remember = Some(on);
+        self
+    }
+
+    /// Also ties the session to `owner`.
+    #[must_use]
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Sets the size limit ([`Change::max_bytes`]).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// Sets the idle time-to-live ([`Change::idle_ttl`]).
+    #[must_use]
+    pub fn with_idle_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// Whether the change creates a record.
+    pub fn is_create(&self) -> bool {
+        matches!(self.mode, Mode::Create { .. })
+    }
+
+    /// The deadline the change sets: always `Some` for a create.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        match self.mode {
+            Mode::Create { deadline } => Some(deadline),
+            Mode::Update { deadline } => deadline,
+        }
+    }
+
     /// The expiry this change gives a record whose deadline is `deadline`:
     /// `min(deadline, now + idle_ttl)`. Stores use it so that all of them agree.
     pub fn expiry(&self, deadline: SystemTime) -> SystemTime {

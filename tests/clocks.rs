@@ -5,13 +5,15 @@
 mod common;
 
 use http::StatusCode;
-use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use common::{
     Client, NONE, RedisServer, app,
     example::{self, Example},
     now_ms,
 };
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 /// The put_get example on `redis`, its clock shifted by `skew` (a faketime offset such as
 /// `-3s`) and its idle timeout 2 s: a put is stored and readable, the key lives the idle

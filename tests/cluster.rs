@@ -17,7 +17,7 @@ use axum::Router;
 use futures_util::TryStreamExt;
 use http::StatusCode;
 use tokio::task::JoinSet;
-use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use common::{
     Client, NONE, app,
@@ -25,6 +25,8 @@ use common::{
     example::{Example, get, http_client, token_of},
     sleep_ms,
 };
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 /// How soon after a primary dies every session must be served again.
 const RESUME_LIMIT: Duration = Duration::from_secs(15);

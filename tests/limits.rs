@@ -174,7 +174,7 @@ async fn the_size_limit_counts_the_whole_session(backend: Backend) {
 }
 
 async fn an_overlong_key_is_refused(backend: Backend) {
-    let app = backend.app(|l| l.max_key_bytes(16)).await;
+    let app = backend.app(|l| l.max_key_bytes(Some(16))).await;
     let mut client = Client::new(&app);
     let key = "k".repeat(17);
     let res = client.get(&format!("/put?key={key}&value=1")).await;

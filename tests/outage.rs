@@ -34,9 +34,11 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tokio::{sync::oneshot, task::JoinSet};
-use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use common::{NONE, RedisServer, app};
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 /// The layer's store timeout (its default).
 const STORE_TIMEOUT: Duration = Duration::from_secs(1);

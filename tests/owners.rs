@@ -6,9 +6,12 @@ mod common;
 use std::{collections::HashSet, pin::pin, time::Duration};
 
 use futures_util::{Stream, TryStreamExt};
-use tower_scs::{DEFAULT_PREFIX, Error, RedisStore, SessionStore};
+use tower_scs::store::{Change, SessionStore};
+use tower_scs::{Error, RedisStore};
 
 use common::{Backend, Client, Kind, NONE, hashed, sleep_ms};
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 crate::both_stores!(
     destroy_owner_logs_the_owner_out_everywhere,
@@ -167,18 +170,7 @@ async fn redis_ids_page_through_thousands_of_sessions() {
     };
     let store = RedisStore::from_url(&server.url()).await.unwrap();
     let now = std::time::SystemTime::now();
-    let change = tower_scs::Change {
-        mode: tower_scs::Mode::Create,
-        cleared: false,
-        removed: Vec::new(),
-        set: vec![("n".into(), "1".into())],
-        deadline: Some(now + Duration::from_secs(60)),
-        remember: None,
-        owner: None,
-        max_bytes: None,
-        now,
-        idle_ttl: None,
-    };
+    let change = Change::create(now, now + Duration::from_secs(60)).with_set("n", "1");
     let mut made = HashSet::new();
     for i in 0..3_000 {
         let id = common::made_up_token(&format!("bulk-{i}"));

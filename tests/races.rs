@@ -11,7 +11,7 @@ use std::sync::{Arc, atomic::Ordering};
 use axum::{Router, body::Body};
 use http::{Request, StatusCode, header};
 use tokio::sync::Barrier;
-use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use common::{
     Backend, app,
@@ -19,6 +19,8 @@ use common::{
     example::{self, Example, HttpClient},
     send,
 };
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 crate::both_stores!(
     a_renew_racing_a_destroy_never_revives_it,

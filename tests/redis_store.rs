@@ -10,9 +10,11 @@ use fred::{
     prelude::{Builder, Config},
 };
 use http::StatusCode;
-use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use common::{Client, NONE, RedisServer, app, assert_near, hashed, now_ms};
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 type Configure = fn(SessionLayer) -> SessionLayer;
 
@@ -252,7 +254,8 @@ async fn survives_a_script_cache_flush_and_a_restart() {
 /// command each) and reports a stalled load as the layer would: `Error::Timeout`.
 #[tokio::test]
 async fn a_stalled_load_times_out_by_the_store_itself() {
-    use tower_scs::{Error, SessionStore};
+    use tower_scs::Error;
+    use tower_scs::store::SessionStore;
 
     let server = RedisServer::start();
     let store = RedisStore::from_url(&server.url()).await.expect("from_url");

@@ -37,9 +37,8 @@ use common::{
     Backend, Client, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
     get_with_cookie_header, hashed, made_up_token, monitor, sleep_ms,
 };
-use tower_scs::{
-    Change, Committed, Error, MemoryStore, Record, RedisStore, Session, SessionLayer, SessionStore,
-};
+use tower_scs::store::{Change, Committed, Record, SessionStore};
+use tower_scs::{Error, MemoryStore, RedisStore, Session, SessionLayer};
 
 // ---------------------------------------------------------------------------------------------
 // Routes of these tests, next to the harness's app

@@ -7,13 +7,15 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
-use tower_scs::{DEFAULT_PREFIX, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use common::{
     Client, app,
     cluster::{RedisSentinel, Reply, Traffic, report_and_check},
     sleep_ms,
 };
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 /// How soon after the primary dies every session must be served again.
 const RESUME_LIMIT: Duration = Duration::from_secs(15);

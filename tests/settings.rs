@@ -140,7 +140,7 @@ fn durations_under_a_millisecond_and_zero_limits_are_refused() {
         assert_refused("idle_timeout", &shown, move |l| l.idle_timeout(d));
     }
     assert_refused("store_timeout", "0ns", |l| l.store_timeout(Duration::ZERO));
-    assert_refused("max_key_bytes", "0", |l| l.max_key_bytes(0));
+    assert_refused("max_key_bytes", "0", |l| l.max_key_bytes(Some(0)));
     assert_refused("max_session_bytes", "Some(0)", |l| {
         l.max_session_bytes(Some(0))
     });
@@ -225,7 +225,7 @@ async fn the_longest_durations_are_taken_and_capped_at_400_days_in_the_cookie() 
 #[tokio::test]
 async fn the_smallest_limits_are_taken() {
     let backend = Backend::memory();
-    let app = backend.app(|l| l.max_key_bytes(1)).await;
+    let app = backend.app(|l| l.max_key_bytes(Some(1))).await;
     let mut client = Client::new(&app);
     assert_eq!(
         client.get("/put?key=a&value=1").await.status,
@@ -327,7 +327,7 @@ async fn fail_inner(inner: Session) -> &'static str {
 fn nested_app() -> Router {
     let inner = SessionLayer::new(MemoryStore::new())
         .cookie_name("inner")
-        .max_key_bytes(3);
+        .max_key_bytes(Some(3));
     let outer = SessionLayer::new(MemoryStore::new()).cookie_name("outer");
     Router::new()
         .route("/both_own_headers", get(both_own_headers))

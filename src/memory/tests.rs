@@ -12,27 +12,22 @@ fn id(n: usize) -> String {
     format!("{n:043}")
 }
 
-fn change(mode: Mode, set: &[(&str, &str)], owner: Option<&str>, life: Duration) -> Change {
+/// A create (with a deadline `life` from now) when `create`, else an update.
+fn change(create: bool, set: &[(&str, &str)], owner: Option<&str>, life: Duration) -> Change {
     let now = SystemTime::now();
-    Change {
-        mode,
-        cleared: false,
-        removed: Vec::new(),
-        set: set
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        deadline: (mode == Mode::Create).then(|| later(now, life)),
-        remember: None,
-        owner: owner.map(str::to_owned),
-        max_bytes: None,
-        now,
-        idle_ttl: None,
+    let mut change = match create {
+        true => Change::create(now, later(now, life)),
+        false => Change::update(now),
+    };
+    for (k, v) in set {
+        change = change.with_set(*k, *v);
     }
+    change.owner = owner.map(str::to_owned);
+    change
 }
 
 async fn create(store: &MemoryStore, id: &str, owner: Option<&str>, life: Duration) {
-    let change = change(Mode::Create, &[("k", "\"v\"")], owner, life);
+    let change = change(true, &[("k", "\"v\"")], owner, life);
     store.commit(id, &change).await.unwrap().unwrap();
 }
 
@@ -71,7 +66,7 @@ async fn replace_wins_once_and_leaves_no_live_record() {
         })
         .await;
         assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}");
-        let update = change(Mode::Update, &[("k", "1")], None, HOUR);
+        let update = change(false, &[("k", "1")], None, HOUR);
         assert_eq!(store.load(&old).await.unwrap(), None);
         assert_eq!(store.commit(&old, &update).await.unwrap(), None);
         assert_eq!(store.take(&old, "k").await.unwrap(), None);
@@ -117,7 +112,7 @@ async fn take_gives_the_value_once_and_keeps_the_expiry() {
 async fn the_owner_index_follows_the_owner() {
     let store = MemoryStore::new();
     create(&store, &id(0), Some("alice"), HOUR).await;
-    let to_bob = change(Mode::Update, &[], Some("bob"), HOUR);
+    let to_bob = change(false, &[], Some("bob"), HOUR);
     store.commit(&id(0), &to_bob).await.unwrap().unwrap();
     assert_eq!(store.delete_owner("alice").await.unwrap(), 0);
     assert!(store.load(&id(0)).await.unwrap().is_some());
@@ -189,12 +184,12 @@ async fn a_lowered_limit_refuses_only_growth_past_it() {
     let big = "x".repeat(100);
     let set = [("a", big.as_str()), ("b", "1")];
     store
-        .commit(&id(0), &change(Mode::Create, &set, None, HOUR))
+        .commit(&id(0), &change(true, &set, None, HOUR))
         .await
         .unwrap();
     let limited = |set: &[(&str, &str)]| Change {
         max_bytes: Some(50),
-        ..change(Mode::Update, set, None, HOUR)
+        ..change(false, set, None, HOUR)
     };
     let shrink = limited(&[("a", "\"short\"")]);
     assert!(store.commit(&id(0), &shrink).await.unwrap().is_some());
@@ -208,7 +203,7 @@ async fn a_lowered_limit_refuses_only_growth_past_it() {
     assert_eq!(record.values["a"], "\"short\"");
     let create = Change {
         max_bytes: Some(50),
-        ..change(Mode::Create, &[("a", &big)], None, HOUR)
+        ..change(true, &[("a", &big)], None, HOUR)
     };
     assert!(store.commit(&id(1), &create).await.is_err());
     assert_eq!(store.load(&id(1)).await.unwrap(), None);
@@ -220,12 +215,12 @@ async fn an_expiry_in_the_past_deletes_and_update_never_resurrects() {
     create(&store, &id(0), Some("alice"), HOUR).await;
     let end = Change {
         idle_ttl: Some(Duration::ZERO),
-        ..change(Mode::Update, &[], None, HOUR)
+        ..change(false, &[], None, HOUR)
     };
     let done = store.commit(&id(0), &end).await.unwrap().unwrap();
     assert!(done.expiry <= end.now);
     assert_eq!(store.load(&id(0)).await.unwrap(), None);
-    let update = change(Mode::Update, &[("k", "1")], None, HOUR);
+    let update = change(false, &[("k", "1")], None, HOUR);
     assert_eq!(store.commit(&id(0), &update).await.unwrap(), None);
     assert_eq!((store.len(), store.indexed()), (0, 0));
 }

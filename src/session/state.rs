@@ -166,14 +166,14 @@ impl Write {
             || self.own_deadline.is_some()
             || self.own_remember.is_some()
             || self.own_owner;
+        let deadline = self.own_deadline.unwrap_or(self.new_deadline);
         wrote.then(|| Change {
-            mode: Mode::Create,
             set,
-            deadline: Some(self.own_deadline.unwrap_or(self.new_deadline)),
             remember: self.own_remember,
             owner: self.change.owner.clone().filter(|_| self.own_owner),
             max_bytes: self.max_bytes,
-            ..Change::touch(self.change.now, self.change.idle_ttl)
+            idle_ttl: self.change.idle_ttl,
+            ..Change::create(self.change.now, deadline)
         })
     }
 }
@@ -184,24 +184,6 @@ pub(super) struct Settings {
     pub(super) new_deadline: SystemTime,
     pub(super) idle_ttl: Option<Duration>,
     pub(super) max_bytes: Option<u64>,
-}
-
-impl Change {
-    /// A change that only refreshes the expiry (the idle-timeout touch).
-    pub(crate) fn touch(now: SystemTime, idle_ttl: Option<Duration>) -> Change {
-        Change {
-            mode: Mode::Update,
-            cleared: false,
-            removed: Vec::new(),
-            set: Vec::new(),
-            deadline: None,
-            remember: None,
-            owner: None,
-            max_bytes: None,
-            now,
-            idle_ttl,
-        }
-    }
 }
 
 impl State {
@@ -225,8 +207,16 @@ impl State {
         // A renew may carry a session the limit was lowered below: it may stay that large.
         let carried_bytes = carried.as_ref().map_or(0, |c| c.bytes);
         let own_owner = self.owner.is_some();
+        let mode = match create {
+            true => Mode::Create {
+                deadline: self.deadline.unwrap_or(s.new_deadline),
+            },
+            false => Mode::Update {
+                deadline: self.deadline,
+            },
+        };
         let change = Change {
-            mode: if create { Mode::Create } else { Mode::Update },
+            mode,
             cleared: self.cleared && !create,
             removed: if create {
                 Vec::new()
@@ -234,14 +224,11 @@ impl State {
                 std::mem::take(&mut self.removed).into_iter().collect()
             },
             set: values.into_iter().collect(),
-            deadline: match create {
-                true => Some(self.deadline.unwrap_or(s.new_deadline)),
-                false => self.deadline,
-            },
             remember: self.remember.or(carried.as_ref().map(|c| c.remember)),
             owner: self.owner.take().or_else(|| carried.as_mut()?.owner.take()),
             max_bytes: s.max_bytes.map(|m| m.max(carried_bytes)),
-            ..Change::touch(s.now, s.idle_ttl)
+            now: s.now,
+            idle_ttl: s.idle_ttl,
         };
         Write {
             delete: std::mem::take(&mut self.delete),

@@ -22,10 +22,10 @@ use cookie::Cookie;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
-use tower_scs::{
-    Change, Committed, DEFAULT_PREFIX, Error, MemoryStore, Record, RedisStore, SessionLayer,
-    SessionStore,
-};
+use tower_scs::store::{Change, Committed, Record, SessionStore};
+use tower_scs::{Error, MemoryStore, RedisStore, SessionLayer};
+
+const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 #[allow(unused_imports)] // not every test crate uses every one
 pub use self::{
