@@ -140,7 +140,7 @@ fn durations_under_a_millisecond_and_zero_limits_are_refused() {
         assert_refused("idle_timeout", &shown, move |l| l.idle_timeout(d));
     }
     assert_refused("store_timeout", "0ns", |l| l.store_timeout(Duration::ZERO));
-    assert_refused("max_key_bytes", "0", |l| l.max_key_bytes(Some(0)));
+    assert_refused("max_key_bytes", "Some(0)", |l| l.max_key_bytes(Some(0)));
     assert_refused("max_session_bytes", "Some(0)", |l| {
         l.max_session_bytes(Some(0))
     });
