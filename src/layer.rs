@@ -337,7 +337,9 @@ impl SessionLayer {
     }
 
     /// Inactivity after which a session expires; off by default (leave it unset for no idle
-    /// timeout). The store expiry becomes `min(deadline, last use + idle timeout)`. Timeouts
+    /// timeout). Each write sets the store expiry to `min(deadline, now + 1.1 × idle)`, and a
+    /// read-only request touches it only once less than `idle` remains, so an unused session
+    /// expires between 1× and 1.1× the idle timeout after its last use. Timeouts
     /// reaching past the year 9999, where session times end, count as reaching it.
     ///
     /// # Panics

@@ -22,7 +22,8 @@ pub struct Record {
     pub values: HashMap<String, String>,
     /// The absolute deadline, fixed when the session was created (or renewed, or set).
     pub deadline: SystemTime,
-    /// When the store will drop the record: `min(deadline, last use + idle timeout)`.
+    /// When the store will drop the record: the deadline, or earlier with an idle timeout
+    /// (`min(deadline, time of the last write + idle TTL)`, see [`Change::idle_ttl`]).
     pub expiry: SystemTime,
     /// The remember-me flag: when true the cookie persists even if `persist` is off.
     pub remember: bool,
