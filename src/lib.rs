@@ -70,14 +70,17 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod config;
 mod error;
 mod layer;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 mod session;
+mod shared;
 pub mod store;
 mod token;
+mod wire;
 
 pub use cookie::SameSite;
 pub use error::Error;

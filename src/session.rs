@@ -18,7 +18,7 @@ use self::state::{Carried, Settings, State, View};
 pub(crate) use self::state::{Plan, Write};
 use crate::{
     Error,
-    layer::Shared,
+    shared::Shared,
     store::{Change, Record, later},
     token,
 };

@@ -1,0 +1,80 @@
+//! [`Shared`]: what a layer and every session of it share, the settings and the store, and the
+//! store calls bounded by the store timeout.
+
+use std::{future::Future, sync::Arc};
+
+use crate::{
+    Error,
+    config::Config,
+    store::{Change, Committed, DynStore, Record},
+    token,
+};
+
+/// What the layer and every session of it share: the settings and the store.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    store: Arc<dyn DynStore>,
+    /// The store bounds its loads within the store timeout by itself.
+    store_bounds_loads: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, store: Arc<dyn DynStore>) -> Self {
+        let store_bounds_loads = store
+            .load_timeout()
+            .is_some_and(|t| t <= config.store_timeout);
+        Shared {
+            config,
+            store,
+            store_bounds_loads,
+        }
+    }
+
+    pub(crate) fn store_id<'a>(&self, token: &'a str) -> std::borrow::Cow<'a, str> {
+        token::store_id(token, self.config.hash_token_in_store)
+    }
+
+    /// Bounds a store call by the store timeout.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let limit = self.config.store_timeout;
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(Error::Timeout(limit)))
+    }
+
+    pub(crate) async fn load(&self, token: &str) -> Result<Option<Record>, Error> {
+        let id = self.store_id(token);
+        if self.store_bounds_loads {
+            return self.store.load(&id).await;
+        }
+        self.bounded(self.store.load(&id)).await
+    }
+
+    pub(crate) async fn commit(
+        &self,
+        token: &str,
+        change: &Change,
+    ) -> Result<Option<Committed>, Error> {
+        let id = self.store_id(token);
+        self.bounded(self.store.commit(&id, change)).await
+    }
+
+    pub(crate) async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
+        self.bounded(self.store.delete_owner(owner)).await
+    }
+
+    pub(crate) async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        self.bounded(self.store.take(id, key)).await
+    }
+
+    pub(crate) async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        self.bounded(self.store.replace(id, successor)).await
+    }
+
+    pub(crate) async fn delete(&self, ids: &[String]) -> Result<(), Error> {
+        for id in ids {
+            self.bounded(self.store.delete(id)).await?;
+        }
+        Ok(())
+    }
+}
