@@ -39,19 +39,14 @@
 //! names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or later is required
 //! (`ZADD GT`).
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime};
 
 use fred::{
-    clients::{Client, Pool},
+    clients::Pool,
     error::ErrorKind,
-    interfaces::{ClientLike, LuaInterface, SortedSetsInterface},
-    prelude::{Builder, Config, ReconnectPolicy},
+    interfaces::{ClientLike, SortedSetsInterface},
     types::{
-        ClusterHash, CustomCommand, Resp3Frame, Value,
-        config::UnresponsiveConfig,
+        ClusterHash, CustomCommand, Value,
         scan::{ScanType, Scanner},
     },
 };
@@ -67,106 +62,20 @@ use crate::{
 /// SCAN page size for [`RedisStore::ids`].
 const SCAN_COUNT: u32 = 1000;
 
-/// The helpers every session script starts with: the `meta` grammar, the live check, batching.
-const PRELUDE_LUA: &str = include_str!("redis/prelude.lua");
-/// Applies a [`Change`] (see the script for its arguments).
-const COMMIT_LUA: &str = include_str!("redis/commit.lua");
-/// Removes one value of a live session and returns it ([`SessionStore::take`]).
-const TAKE_LUA: &str = include_str!("redis/take.lua");
-/// Turns a live session into a marker pointing at its successor ([`SessionStore::replace`]).
-const REPLACE_LUA: &str = include_str!("redis/replace.lua");
-/// Deletes a session or marker, optionally only if it belongs to a given owner.
-const DELETE_LUA: &str = include_str!("redis/delete.lua");
-/// Records a session in its owner's index.
-const INDEX_LUA: &str = include_str!("redis/index.lua");
+mod client;
+mod decode;
+mod script;
+
+pub use self::client::FredClient;
 
 /// How many replacement markers a delete follows (a renew of a renew of …) before it stops.
 const MAX_FOLLOW: usize = 16;
-
-/// A Lua script and its SHA-1, run with `EVALSHA`, falling back to `EVAL` after a Redis restart.
-#[derive(Clone, Debug)]
-struct Script {
-    lua: String,
-    sha: String,
-}
-
-impl Script {
-    /// A script of `parts` concatenated (the prelude, then the body).
-    fn new(parts: &[&str]) -> Self {
-        let lua = parts.concat();
-        Script {
-            sha: fred::util::sha1_hash(&lua),
-            lua,
-        }
-    }
-
-    /// Runs the script on `key`. `args` is called again only for the `EVAL` after a `NOSCRIPT`.
-    async fn run(
-        &self,
-        client: &Client,
-        key: String,
-        args: impl Fn() -> Vec<Value>,
-    ) -> Result<Value, Error> {
-        match client
-            .evalsha::<Value, _, _, _>(self.sha.as_str(), key.as_str(), args())
-            .await
-        {
-            // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
-            Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .eval(self.lua.as_str(), key, args())
-                .await
-                .map_err(script_error),
-            other => other.map_err(script_error),
-        }
-    }
-}
-
-/// A fred client or pool that [`RedisStore`] can send its commands through: fred's
-/// [`Client`] or [`Pool`]. The trait is sealed: the store relies on how each one orders the
-/// commands of one key, so it is not meant to be implemented elsewhere.
-pub trait FredClient: sealed::Sealed + Clone + Send + Sync + 'static {
-    /// The client the next command goes through.
-    fn client(&self) -> &Client;
-
-    /// The client the commands on `key` go through: always the same one for a key, so that
-    /// Redis runs the commands on one session in the order they were sent, and a command whose
-    /// caller gave up (store timeout) can never land after a later one.
-    fn client_for(&self, key: &str) -> &Client {
-        let _ = key;
-        self.client()
-    }
-}
-
-mod sealed {
-    /// Only fred's own client types are [`FredClient`](super::FredClient)s.
-    pub trait Sealed {}
-    impl Sealed for fred::clients::Client {}
-    impl Sealed for fred::clients::Pool {}
-}
-
-impl FredClient for Client {
-    fn client(&self) -> &Client {
-        self
-    }
-}
-
-impl FredClient for Pool {
-    /// The next connected client of the pool.
-    fn client(&self) -> &Client {
-        self.next_connected()
-    }
-
-    fn client_for(&self, key: &str) -> &Client {
-        // Session ids are random, so the last few bytes of the key spread keys evenly; any stable
-        // choice keeps one key's commands in order.
-        let clients = self.clients();
-        let tail = &key.as_bytes()[key.len().saturating_sub(8)..];
-        let hash = tail.iter().fold(0_usize, |h, &b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        &clients[hash % clients.len()]
-    }
-}
+use self::{
+    decode::{decode, from_millis, millis, millis_of},
+    script::{
+        COMMIT_LUA, DELETE_LUA, INDEX_LUA, PRELUDE_LUA, REPLACE_LUA, Script, TAKE_LUA, bad_reply,
+    },
+};
 
 /// A session store in Redis, over a fred [`Pool`] (the default) or [`fred::clients::Client`],
 /// with any fred configuration: single server, Cluster or Sentinel.
@@ -294,59 +203,6 @@ impl<C: FredClient> RedisStore<C> {
         let client = self.client.client_for(&key);
         self.index.run(client, key, args).await?;
         Ok(())
-    }
-}
-
-impl RedisStore<Pool> {
-    /// The default key prefix, as in SCS's redisstore: `scs:session:`.
-    pub const DEFAULT_PREFIX: &'static str = "scs:session:";
-
-    /// Connects to the Redis at `url` (any URL fred accepts: `redis://`, `rediss://` with a fred
-    /// TLS feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`) with
-    /// settings fit for a session store:
-    ///
-    /// - a pool of 4 connections (each session key always uses the same one, so Redis runs one
-    ///   session's commands in order);
-    /// - reconnect forever, every 100 ms, so service resumes by itself after a Redis restart or
-    ///   a failover;
-    /// - a 1 s connection timeout, a 900 ms command timeout (below the layer's default 1 s store
-    ///   timeout, so a command is dropped rather than sent after its request has failed), and
-    ///   connections that stay silent for 1 s are reconnected;
-    /// - up to 3 attempts and 2 redirections per command, so Cluster `MOVED`/`ASK` redirects
-    ///   during resharding and failover are followed.
-    ///
-    /// If you lower the layer's `store_timeout` below 900 ms, build your own pool with a command
-    /// timeout below it.
-    ///
-    /// Fails when the URL is invalid or Redis cannot be reached at start.
-    pub async fn from_url(url: &str) -> Result<Self, Error> {
-        let config = Config::from_url(url).map_err(Error::store)?;
-        let pool = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(1);
-                c.internal_command_timeout = Duration::from_secs(1);
-                // fred 10.1 counts following a MOVED or ASK redirect as another attempt: with a
-                // single attempt a redirected command always fails, and an ASK (live resharding)
-                // ends the client's router task for good. Fewer redirections than attempts make
-                // fred fail the command, not its router, when an ASK loops.
-                c.max_command_attempts = 3;
-                c.max_redirections = 2;
-                // A connection with no reply for 1 s since its last write is closed and
-                // reconnected.
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(Duration::from_secs(1)),
-                    interval: Duration::from_millis(250),
-                };
-            })
-            // Below the layer's default 1 s store timeout, so that fred's own timeout fires first
-            // and fred drops the command instead of sending or resending it after the request
-            // has already failed.
-            .with_performance_config(|p| p.default_command_timeout = Duration::from_millis(900))
-            .set_policy(ReconnectPolicy::new_constant(0, 100))
-            .build_pool(4)
-            .map_err(Error::store)?;
-        pool.init().await.map_err(Error::store)?;
-        Ok(Self::new(pool))
     }
 }
 
@@ -552,205 +408,6 @@ impl<C: FredClient> RedisStore<C> {
     }
 }
 
-/// Decodes an `HGETALL` reply frame; an empty hash is a missing session.
-fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
-    let fields = match &reply {
-        Resp3Frame::Array { data, .. } => data.len() / 2,
-        Resp3Frame::Map { data, .. } => data.len(),
-        _ => 0,
-    };
-    let mut record = Record {
-        // All but `meta` are usually values.
-        values: HashMap::with_capacity(fields.saturating_sub(1)),
-        deadline: UNIX_EPOCH,
-        expiry: UNIX_EPOCH,
-        remember: false,
-        owner: None,
-    };
-    let (mut deadline, mut expiry, mut moved) = (None, None, false);
-    let mut field = |name: Resp3Frame, value: Resp3Frame| -> Result<(), Error> {
-        let (name, value) = (text(&name)?, text(&value)?);
-        if let Some(key) = name.strip_prefix("v:") {
-            record.values.insert(key.to_owned(), value.to_owned());
-            return Ok(());
-        }
-        match name {
-            "meta" => {
-                let meta = parse_meta(value)?;
-                deadline = Some(meta.deadline);
-                expiry = meta.expiry;
-                record.remember = meta.remember;
-            }
-            // A token replaced by a renew or merge: not a session.
-            "moved" => moved = true,
-            "owner" => record.owner = Some(value.to_owned()),
-            // Unknown fields are left alone, for forward compatibility.
-            _ => {}
-        }
-        Ok(())
-    };
-    // RESP2 answers a flat array of fields and values (fred hands it over as a RESP3 array),
-    // RESP3 a map.
-    match reply {
-        Resp3Frame::Array { data, .. } if data.len() % 2 == 0 => {
-            if data.is_empty() {
-                return Ok(None);
-            }
-            let mut items = data.into_iter();
-            while let (Some(name), Some(value)) = (items.next(), items.next()) {
-                field(name, value)?;
-            }
-        }
-        Resp3Frame::Map { data, .. } => {
-            if data.is_empty() {
-                return Ok(None);
-            }
-            for (name, value) in data {
-                field(name, value)?;
-            }
-        }
-        Resp3Frame::Null => return Ok(None),
-        Resp3Frame::SimpleError { data, .. } => return Err(reply_error(&data)),
-        Resp3Frame::BlobError { data, .. } => {
-            return Err(reply_error(&String::from_utf8_lossy(&data)));
-        }
-        other => {
-            return Err(Error::Malformed(format!(
-                "unexpected HGETALL reply {other:?}"
-            )));
-        }
-    }
-    if moved {
-        return Ok(None);
-    }
-    record.deadline = deadline
-        .ok_or_else(|| Error::Malformed("session hash has no deadline in its meta field".into()))?;
-    record.expiry = expiry.unwrap_or(record.deadline);
-    if record.expiry <= SystemTime::now() {
-        // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
-        return Ok(None);
-    }
-    Ok(Some(record))
-}
-
-/// The text of a string reply frame.
-fn text(frame: &Resp3Frame) -> Result<&str, Error> {
-    let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
-    match frame {
-        Resp3Frame::BlobString { data, .. }
-        | Resp3Frame::SimpleString { data, .. }
-        | Resp3Frame::VerbatimString { data, .. } => {
-            std::str::from_utf8(data).map_err(|_| not_text())
-        }
-        _ => Err(not_text()),
-    }
-}
-
-/// An error reply from Redis, as a store error.
-fn reply_error(message: &str) -> Error {
-    Error::store(fred::error::Error::new(
-        ErrorKind::Unknown,
-        message.to_owned(),
-    ))
-}
-
-/// The `meta` field, decoded.
-struct Meta {
-    deadline: SystemTime,
-    expiry: Option<SystemTime>,
-    remember: bool,
-}
-
-/// Parses `meta` by the grammar the scripts' `parse_meta` (in `redis/prelude.lua`) uses, so that
-/// Rust and Lua agree on what is corrupt: pairs separated by spaces, each `[a-z]+=-?[0-9]+` with
-/// at most 16 characters of number, no name twice, a `deadline`; times between 1970 and the end
-/// of year 9999 in Unix ms, `size` >= 0, `remember` 0 or 1. Unknown names are allowed.
-fn parse_meta(text: &str) -> Result<Meta, Error> {
-    let corrupt = |what: String| Error::Malformed(format!("stored session field meta: {what}"));
-    let (mut deadline, mut expiry, mut remember, mut size) = (None, None, None, None);
-    let mut others: Vec<&str> = Vec::new();
-    for pair in text.split(' ').filter(|p| !p.is_empty()) {
-        // Byte scans: cheaper than memchr-based `split_once` on strings this short.
-        let eq = pair.bytes().position(|b| b == b'=');
-        let (name, number) = eq.map_or((pair, ""), |eq| (&pair[..eq], &pair[eq + 1..]));
-        if eq.is_none() || name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(corrupt(format!("{pair:?} is not name=integer")));
-        }
-        let slot = match name {
-            "deadline" => &mut deadline,
-            "expiry" => &mut expiry,
-            "remember" => &mut remember,
-            "size" => &mut size,
-            _ if others.contains(&name) => return Err(corrupt(format!("{name} twice"))),
-            _ => {
-                others.push(name);
-                &mut None
-            }
-        };
-        let digits = number.strip_prefix('-').unwrap_or(number);
-        let integer =
-            !digits.is_empty() && number.len() <= 16 && digits.bytes().all(|b| b.is_ascii_digit());
-        let value = number.parse::<i64>().ok().filter(|_| integer);
-        let value = value.ok_or_else(|| match name {
-            "deadline" | "expiry" => {
-                corrupt(format!("{number:?} is not a time in Unix milliseconds"))
-            }
-            _ => corrupt(format!("{name}={number:?} is not an integer")),
-        })?;
-        if slot.replace(value).is_some() {
-            return Err(corrupt(format!("{name} twice")));
-        }
-    }
-    let time = |ms: i64| {
-        (0..=253_402_300_799_999)
-            .contains(&ms)
-            .then(|| from_millis(ms))
-            .ok_or_else(|| corrupt(format!("{ms} is not a time in Unix milliseconds")))
-    };
-    if size.is_some_and(|s| s < 0) || remember.is_some_and(|r| !(0..=1).contains(&r)) {
-        return Err(corrupt(format!(
-            "size {size:?} or remember {remember:?} out of range"
-        )));
-    }
-    Ok(Meta {
-        deadline: time(deadline.ok_or_else(|| corrupt("no deadline".into()))?)?,
-        expiry: expiry.map(time).transpose()?,
-        remember: remember == Some(1),
-    })
-}
-
-/// A duration in whole milliseconds, saturating.
-fn millis_of(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn millis(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
-}
-
-fn from_millis(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    }
-}
-
-/// Maps a script's `TOOLARGE <bytes>` and `MALFORMED <field>` errors to [`Error::TooLarge`] and
-/// [`Error::Malformed`].
-fn script_error(e: fred::error::Error) -> Error {
-    if let Some((_, size)) = e.details().split_once("TOOLARGE ") {
-        return Error::TooLarge(format!("{size} bytes"));
-    }
-    if let Some((_, field)) = e.details().split_once("MALFORMED ") {
-        return Error::Malformed(format!("stored session field {field}"));
-    }
-    Error::store(e)
-}
-
 /// Escapes the glob characters of a key prefix for a `SCAN MATCH` pattern.
 fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len());
@@ -761,49 +418,4 @@ fn glob_escape(prefix: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn bad_reply(reply: &impl std::fmt::Debug) -> Error {
-    Error::Malformed(format!(
-        "unexpected reply from the commit script: {reply:?}"
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The `meta` grammar, as the Lua prelude's `parse_meta` applies it too (the Lua side is
-    /// exercised through the scripts by `tests/clocks.rs`).
-    #[test]
-    fn meta_grammar() {
-        let ok = parse_meta("deadline=1767225600000 size=9").unwrap();
-        assert_eq!(ok.deadline, from_millis(1_767_225_600_000));
-        assert_eq!(ok.expiry, None);
-        assert!(!ok.remember);
-        let ok = parse_meta(" deadline=5  expiry=4 remember=1 future=7 ").unwrap();
-        assert_eq!(ok.expiry, Some(from_millis(4)));
-        assert!(ok.remember);
-        for corrupt in [
-            "",
-            "size=9",
-            "deadline=5 deadline=5",
-            "deadline=5 future=1 future=1",
-            "deadline=5 remember",
-            "deadline=5 Size=1",
-            "deadline=5 size=x",
-            "deadline=5 size=-1",
-            "deadline=5 remember=2",
-            "deadline=-5",
-            "deadline=253402300800000",
-            "deadline=12345678901234567",
-            "deadline=5\tsize=1",
-            "deadline=+5",
-        ] {
-            assert!(
-                matches!(parse_meta(corrupt), Err(Error::Malformed(_))),
-                "{corrupt:?}"
-            );
-        }
-    }
 }

@@ -1,0 +1,237 @@
+//! Decoding what Redis answers: an `HGETALL` reply into a [`Record`], the `meta` field by the
+//! grammar the Lua prelude shares, and times in Unix milliseconds.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use fred::{error::ErrorKind, types::Resp3Frame};
+
+use crate::{Error, store::Record};
+
+/// Decodes an `HGETALL` reply frame; an empty hash is a missing session.
+pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
+    let fields = match &reply {
+        Resp3Frame::Array { data, .. } => data.len() / 2,
+        Resp3Frame::Map { data, .. } => data.len(),
+        _ => 0,
+    };
+    let mut record = Record {
+        // All but `meta` are usually values.
+        values: HashMap::with_capacity(fields.saturating_sub(1)),
+        deadline: UNIX_EPOCH,
+        expiry: UNIX_EPOCH,
+        remember: false,
+        owner: None,
+    };
+    let (mut deadline, mut expiry, mut moved) = (None, None, false);
+    let mut field = |name: Resp3Frame, value: Resp3Frame| -> Result<(), Error> {
+        let (name, value) = (text(&name)?, text(&value)?);
+        if let Some(key) = name.strip_prefix("v:") {
+            record.values.insert(key.to_owned(), value.to_owned());
+            return Ok(());
+        }
+        match name {
+            "meta" => {
+                let meta = parse_meta(value)?;
+                deadline = Some(meta.deadline);
+                expiry = meta.expiry;
+                record.remember = meta.remember;
+            }
+            // A token replaced by a renew or merge: not a session.
+            "moved" => moved = true,
+            "owner" => record.owner = Some(value.to_owned()),
+            // Unknown fields are left alone, for forward compatibility.
+            _ => {}
+        }
+        Ok(())
+    };
+    // RESP2 answers a flat array of fields and values (fred hands it over as a RESP3 array),
+    // RESP3 a map.
+    match reply {
+        Resp3Frame::Array { data, .. } if data.len() % 2 == 0 => {
+            if data.is_empty() {
+                return Ok(None);
+            }
+            let mut items = data.into_iter();
+            while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                field(name, value)?;
+            }
+        }
+        Resp3Frame::Map { data, .. } => {
+            if data.is_empty() {
+                return Ok(None);
+            }
+            for (name, value) in data {
+                field(name, value)?;
+            }
+        }
+        Resp3Frame::Null => return Ok(None),
+        Resp3Frame::SimpleError { data, .. } => return Err(reply_error(&data)),
+        Resp3Frame::BlobError { data, .. } => {
+            return Err(reply_error(&String::from_utf8_lossy(&data)));
+        }
+        other => {
+            return Err(Error::Malformed(format!(
+                "unexpected HGETALL reply {other:?}"
+            )));
+        }
+    }
+    if moved {
+        return Ok(None);
+    }
+    record.deadline = deadline
+        .ok_or_else(|| Error::Malformed("session hash has no deadline in its meta field".into()))?;
+    record.expiry = expiry.unwrap_or(record.deadline);
+    if record.expiry <= SystemTime::now() {
+        // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
+        return Ok(None);
+    }
+    Ok(Some(record))
+}
+
+/// The text of a string reply frame.
+fn text(frame: &Resp3Frame) -> Result<&str, Error> {
+    let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
+    match frame {
+        Resp3Frame::BlobString { data, .. }
+        | Resp3Frame::SimpleString { data, .. }
+        | Resp3Frame::VerbatimString { data, .. } => {
+            std::str::from_utf8(data).map_err(|_| not_text())
+        }
+        _ => Err(not_text()),
+    }
+}
+
+/// An error reply from Redis, as a store error.
+fn reply_error(message: &str) -> Error {
+    Error::store(fred::error::Error::new(
+        ErrorKind::Unknown,
+        message.to_owned(),
+    ))
+}
+
+/// The `meta` field, decoded.
+pub(super) struct Meta {
+    deadline: SystemTime,
+    expiry: Option<SystemTime>,
+    remember: bool,
+}
+
+/// Parses `meta` by the grammar the scripts' `parse_meta` (in `redis/prelude.lua`) uses, so that
+/// Rust and Lua agree on what is corrupt: pairs separated by spaces, each `[a-z]+=-?[0-9]+` with
+/// at most 16 characters of number, no name twice, a `deadline`; times between 1970 and the end
+/// of year 9999 in Unix ms, `size` >= 0, `remember` 0 or 1. Unknown names are allowed.
+pub(super) fn parse_meta(text: &str) -> Result<Meta, Error> {
+    let corrupt = |what: String| Error::Malformed(format!("stored session field meta: {what}"));
+    let (mut deadline, mut expiry, mut remember, mut size) = (None, None, None, None);
+    let mut others: Vec<&str> = Vec::new();
+    for pair in text.split(' ').filter(|p| !p.is_empty()) {
+        // Byte scans: cheaper than memchr-based `split_once` on strings this short.
+        let eq = pair.bytes().position(|b| b == b'=');
+        let (name, number) = eq.map_or((pair, ""), |eq| (&pair[..eq], &pair[eq + 1..]));
+        if eq.is_none() || name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(corrupt(format!("{pair:?} is not name=integer")));
+        }
+        let slot = match name {
+            "deadline" => &mut deadline,
+            "expiry" => &mut expiry,
+            "remember" => &mut remember,
+            "size" => &mut size,
+            _ if others.contains(&name) => return Err(corrupt(format!("{name} twice"))),
+            _ => {
+                others.push(name);
+                &mut None
+            }
+        };
+        let digits = number.strip_prefix('-').unwrap_or(number);
+        let integer =
+            !digits.is_empty() && number.len() <= 16 && digits.bytes().all(|b| b.is_ascii_digit());
+        let value = number.parse::<i64>().ok().filter(|_| integer);
+        let value = value.ok_or_else(|| match name {
+            "deadline" | "expiry" => {
+                corrupt(format!("{number:?} is not a time in Unix milliseconds"))
+            }
+            _ => corrupt(format!("{name}={number:?} is not an integer")),
+        })?;
+        if slot.replace(value).is_some() {
+            return Err(corrupt(format!("{name} twice")));
+        }
+    }
+    let time = |ms: i64| {
+        (0..=253_402_300_799_999)
+            .contains(&ms)
+            .then(|| from_millis(ms))
+            .ok_or_else(|| corrupt(format!("{ms} is not a time in Unix milliseconds")))
+    };
+    if size.is_some_and(|s| s < 0) || remember.is_some_and(|r| !(0..=1).contains(&r)) {
+        return Err(corrupt(format!(
+            "size {size:?} or remember {remember:?} out of range"
+        )));
+    }
+    Ok(Meta {
+        deadline: time(deadline.ok_or_else(|| corrupt("no deadline".into()))?)?,
+        expiry: expiry.map(time).transpose()?,
+        remember: remember == Some(1),
+    })
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(super) fn millis_of(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn millis(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+pub(super) fn from_millis(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `meta` grammar, as the Lua prelude's `parse_meta` applies it too (the Lua side is
+    /// exercised through the scripts by `tests/clocks.rs`).
+    #[test]
+    fn meta_grammar() {
+        let ok = parse_meta("deadline=1767225600000 size=9").unwrap();
+        assert_eq!(ok.deadline, from_millis(1_767_225_600_000));
+        assert_eq!(ok.expiry, None);
+        assert!(!ok.remember);
+        let ok = parse_meta(" deadline=5  expiry=4 remember=1 future=7 ").unwrap();
+        assert_eq!(ok.expiry, Some(from_millis(4)));
+        assert!(ok.remember);
+        for corrupt in [
+            "",
+            "size=9",
+            "deadline=5 deadline=5",
+            "deadline=5 future=1 future=1",
+            "deadline=5 remember",
+            "deadline=5 Size=1",
+            "deadline=5 size=x",
+            "deadline=5 size=-1",
+            "deadline=5 remember=2",
+            "deadline=-5",
+            "deadline=253402300800000",
+            "deadline=12345678901234567",
+            "deadline=5\tsize=1",
+            "deadline=+5",
+        ] {
+            assert!(
+                matches!(parse_meta(corrupt), Err(Error::Malformed(_))),
+                "{corrupt:?}"
+            );
+        }
+    }
+}
