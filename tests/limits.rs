@@ -2,10 +2,33 @@
 
 mod common;
 
+use std::time::Duration;
+
+use fred::{
+    interfaces::ClientLike,
+    prelude::{Builder, Config},
+};
 use http::StatusCode;
 
 use common::{Backend, Client, NONE, app};
-use tower_scs::{MemoryStore, SessionLayer};
+use tower_scs::{MemoryStore, RedisStore, SessionLayer};
+
+/// The test app with a 30 s bound on store calls (on Redis, also on fred's commands): a commit
+/// of 100,000 keys can take more than the default second in a debug build on a busy machine,
+/// and these tests are about what big sessions do, not how fast.
+async fn patient_app(backend: &Backend) -> axum::Router {
+    let patience = Duration::from_secs(30);
+    let Some(server) = backend.redis_server() else {
+        return backend.app(|l| l.store_timeout(patience)).await;
+    };
+    let config = Config::from_url(&server.url()).expect("the test server's URL");
+    let pool = Builder::from_config(config)
+        .with_performance_config(|p| p.default_command_timeout = patience)
+        .build_pool(2)
+        .expect("a fred pool");
+    pool.init().await.expect("connect to the test server");
+    app(SessionLayer::new(RedisStore::new(pool)).store_timeout(patience))
+}
 
 crate::both_stores!(
     an_oversized_value_fails_and_leaves_the_session_intact,
@@ -20,7 +43,7 @@ crate::both_stores!(
 /// The sizes that broke Lua's `unpack` (about 8,000 items): 4,000 keys inserted in one request,
 /// a 9,000-key session renewed and cleared, 8,100 keys removed in one request.
 async fn big_sessions_are_written_renewed_and_cleared_in_one_request(backend: Backend) {
-    let app = backend.app(|l| l).await;
+    let app = patient_app(&backend).await;
     let mut client = Client::new(&app);
     let ok = StatusCode::OK;
     assert_eq!(client.get("/put_many?n=4000&value=v").await.status, ok);
@@ -50,7 +73,7 @@ async fn big_sessions_are_written_renewed_and_cleared_in_one_request(backend: Ba
 /// 100,000 small keys (about 0.9 MB, under the default 1 MiB limit): created in one request,
 /// renewed, partly removed, cleared, refilled and destroyed.
 async fn a_session_of_100k_keys_lives_a_whole_life(backend: Backend) {
-    let app = backend.app(|l| l).await;
+    let app = patient_app(&backend).await;
     let mut client = Client::new(&app);
     let ok = StatusCode::OK;
     assert_eq!(client.get("/put_many?n=100000&value=1").await.status, ok);
