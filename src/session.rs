@@ -4,6 +4,8 @@
 //! keys removed, cleared, new deadline, remember-me) and the layer hands exactly those to the
 //! store after the handler returns.
 
+mod hand_over;
+mod sessions;
 mod state;
 
 use std::{
@@ -14,13 +16,13 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::OnceCell;
 
-use self::state::{Carried, Settings, State, View};
+pub use self::sessions::Sessions;
+use self::state::{Carried, State, View};
 pub(crate) use self::state::{Plan, Write};
 use crate::{
     Error,
     shared::Shared,
-    store::{Change, Record, later},
-    token,
+    store::{Record, later},
 };
 
 /// Whether, and how, a request changed its session (SCS `Status`).
@@ -176,77 +178,6 @@ impl Session {
         state.status = Status::Modified;
     }
 
-    /// Removes `key` and returns its value, deserialized as `T`: for one-time values (flash
-    /// messages, one-time codes). A stored value is removed **in the store at once**, not at
-    /// commit, atomically: of any number of concurrent requests popping one key, in any number
-    /// of processes, exactly one gets the value. A value that does not deserialize as `T` is an
-    /// [`Error::Value`] and stays where it is.
-    pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        // Read first, so that a value of the wrong type is reported and left in place.
-        if self.get::<T>(key).await?.is_none() {
-            return Ok(None);
-        }
-        let json = match self.pop_pending(key) {
-            Ok(found) => found,
-            Err(id) => self.take(id, key).await?,
-        };
-        json.map(|j| serde_json::from_str(&j))
-            .transpose()
-            .map_err(|e| Error::value(key, e))
-    }
-
-    /// Pops `key` from what this request holds itself; `Err(id)` when it must be taken from
-    /// the store record `id`.
-    fn pop_pending(&self, key: &str) -> Result<Option<String>, String> {
-        let mut state = self.state();
-        let fresh = state.fresh;
-        let pending = state.set.remove(key).or_else(|| state.merged.remove(key));
-        if let Some(json) = pending {
-            // A value this request set: the stored one, if any, goes at commit.
-            match state.carried.as_mut() {
-                Some(carried) => drop(carried.values.remove(key)),
-                None if !fresh => drop(state.removed.insert(key.to_owned())),
-                None => {}
-            }
-            state.status = Status::Modified;
-            return Ok(Some(json));
-        }
-        if self.known_absent(&state, key) {
-            return Ok(None);
-        }
-        let id = match state.carried.as_mut() {
-            // Carried by a renew: the renewed session still holds it until the commit.
-            Some(carried) => match (carried.values.remove(key), &carried.from) {
-                (Some(_), Some(from)) => from.clone(),
-                _ => return Ok(None),
-            },
-            None => match self.committed_id(&state) {
-                Some(id) => id,
-                None => return Ok(None),
-            },
-        };
-        Err(id)
-    }
-
-    /// Takes `key` from the store record `id`.
-    async fn take(&self, id: String, key: &str) -> Result<Option<String>, Error> {
-        let taken = self.0.shared.take(&id, key).await;
-        let mut state = self.state();
-        match taken {
-            Ok(json) => {
-                state.taken.insert(key.to_owned());
-                if json.is_some() {
-                    state.status = Status::Modified;
-                }
-                Ok(json)
-            }
-            Err(e) => {
-                state.failure.get_or_insert_with(|| e.clone());
-                Err(e)
-            }
-        }
-    }
-
     /// Removes every value, keeping the token and the deadline (SCS `Clear`).
     pub fn clear(&self) {
         let mut state = self.state();
@@ -302,60 +233,6 @@ impl Session {
             failure: state.failure.take(),
             ..State::default()
         };
-    }
-
-    /// Gives the session a new token, keeping its data, and resets its deadline to now +
-    /// lifetime; the old token stops working when the response is sent. Call it after login or
-    /// any privilege change, against session fixation.
-    ///
-    /// The old session is handed over to the new token at commit, atomically: if it is no
-    /// longer live by then (destroyed, logged out everywhere, or renewed by a concurrent
-    /// request), the new token does not carry its data or owner on; the request gets a fresh
-    /// session holding only what it wrote itself (or none, if it wrote nothing). So of two
-    /// concurrent renews of one session, exactly one carries the data on. A destroy of the old
-    /// token that arrives just after the renew (within [`REPLACE_GRACE`](crate::store::REPLACE_GRACE))
-    /// also ends the renewed session.
-    pub async fn renew_token(&self) -> Result<(), Error> {
-        let base = self.base().await?;
-        let mut state = self.state();
-        let view = View {
-            state: &state,
-            base,
-        };
-        let values = view.underneath();
-        let (remember, owner) = match &state.carried {
-            Some(c) => (c.remember, c.owner.clone()),
-            None => base
-                .filter(|_| !state.fresh)
-                .map_or((false, None), |r| (r.remember, r.owner.clone())),
-        };
-        let from = match &state.carried {
-            Some(c) => c.from.clone(),
-            None => self.committed_id(&state),
-        };
-        let bytes = match (&state.carried, base) {
-            (Some(c), _) => c.bytes,
-            (None, Some(r)) if !state.fresh => r
-                .values
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>() as u64,
-            _ => 0,
-        };
-        state.carried = Some(Carried {
-            from,
-            values,
-            remember,
-            owner,
-            bytes,
-        });
-        state.fresh = true;
-        state.removed.clear();
-        state.cleared = false;
-        state.deadline = None;
-        state.new_token = Some(token::generate());
-        state.status = Status::Modified;
-        Ok(())
     }
 
     /// Sets the remember-me flag, stored with the session: when on, the cookie persists (has
@@ -436,36 +313,6 @@ impl Session {
         })
     }
 
-    /// Merges the session of `token` into this one (SCS `MergeSession`): its values win over
-    /// this session's, the later deadline wins, and it is handed over to this session at commit,
-    /// atomically: if it is no longer live by then (destroyed meanwhile), its values are not
-    /// stored. A token that is malformed, unknown, or this session's own is ignored.
-    pub async fn merge(&self, token: &str) -> Result<(), Error> {
-        if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
-            return Ok(());
-        }
-        let other = match self.0.shared.load(token).await {
-            Ok(Some(other)) => other,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                self.state().failure.get_or_insert_with(|| e.clone());
-                return Err(e);
-            }
-        };
-        let own_deadline = self.deadline().await?;
-        let mut state = self.state();
-        for (key, json) in other.values {
-            state.removed.remove(&key);
-            state.set.remove(&key);
-            state.merged.insert(key, json);
-        }
-        state.deadline = Some(own_deadline.max(other.deadline));
-        let id = self.0.shared.store_id(token).into_owned();
-        state.merged_ids.push(id);
-        state.status = Status::Modified;
-        Ok(())
-    }
-
     /// The store id of the record this session stands for, if it may exist in the store.
     fn committed_id(&self, state: &State) -> Option<String> {
         if state.fresh || matches!(self.0.loaded.get(), Some(None)) {
@@ -504,56 +351,6 @@ impl Session {
         let state = self.state();
         state.status != Status::Unmodified || state.failure.is_some() || self.0.loaded.initialized()
     }
-
-    /// Decides what the layer must store for this request. `now` is the commit time.
-    pub(crate) fn plan(&self, now: SystemTime) -> Plan {
-        let config = &self.0.shared.config;
-        let settings = Settings {
-            now,
-            new_deadline: later(now, config.lifetime),
-            idle_ttl: config.idle_timeout.map(|idle| idle + idle / 10),
-            max_bytes: config.max_session_bytes,
-        };
-        let mut state = self.state();
-        if let Some(e) = state.failure.take() {
-            return Plan::Failed(e);
-        }
-        let loaded = self.0.loaded.get();
-        match state.status {
-            Status::Destroyed => Plan::Destroy {
-                delete: std::mem::take(&mut state.delete),
-            },
-            Status::Unmodified => {
-                // Idle timeout: a session this request read is touched once its remaining time
-                // has dropped below the idle timeout; the new expiry carries 10% slack, so a
-                // busy session is touched at most once per tenth of the idle timeout.
-                let (Some(idle), Some(token), Some(Some(record))) =
-                    (config.idle_timeout, &self.0.cookie_token, loaded)
-                else {
-                    return Plan::Nothing;
-                };
-                // Once the expiry has reached the deadline, a touch cannot extend it.
-                if state.fresh
-                    || record.expiry >= later(now, idle)
-                    || record.expiry >= record.deadline
-                {
-                    return Plan::Nothing;
-                }
-                let mut write = state.write(token.clone(), false, &settings);
-                write.change = Change::update(now).with_idle_ttl(settings.idle_ttl);
-                Plan::Write(Box::new(write))
-            }
-            Status::Modified => {
-                let create =
-                    state.fresh || self.0.cookie_token.is_none() || matches!(loaded, Some(None));
-                let token = match (&self.0.cookie_token, create) {
-                    (Some(t), false) => t.clone(),
-                    _ => state.new_token.take().unwrap_or_else(token::generate),
-                };
-                Plan::Write(Box::new(state.write(token, create, &settings)))
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Session {
@@ -563,78 +360,5 @@ impl std::fmt::Debug for Session {
             .field("status", &self.status())
             .field("has_cookie", &self.0.cookie_token.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// The sessions of every [`SessionLayer`](crate::SessionLayer) a request went through, by
-/// cookie name: for apps with several layers (e.g. a `session` cookie on one store and an
-/// `admin` cookie on another). The plain [`Session`] extension and extractor is the innermost
-/// layer's; `Sessions` reaches the others.
-///
-/// ```
-/// # async fn demo(sessions: tower_scs::Sessions) {
-/// if let Some(admin) = sessions.get("admin") {
-///     admin.insert("seen", true);
-/// }
-/// # }
-/// ```
-#[derive(Clone, Default, Debug)]
-pub struct Sessions(Option<Session>);
-
-impl Sessions {
-    /// The sessions of the layers a request went through, from its extensions.
-    pub fn from_extensions(extensions: &http::Extensions) -> Self {
-        Sessions(extensions.get::<Session>().cloned())
-    }
-
-    /// The session of the layer whose cookie is named `cookie_name`.
-    pub fn get(&self, cookie_name: &str) -> Option<&Session> {
-        let mut next = self.0.as_ref();
-        while let Some(session) = next {
-            if session.0.shared.config.cookie_name == cookie_name {
-                return Some(session);
-            }
-            next = session.0.outer.as_ref();
-        }
-        None
-    }
-}
-
-/// `Session` as an axum extractor: taken from the request extensions, where the layer put it; a
-/// route without a `SessionLayer` gets [`Error::MissingLayer`].
-#[cfg(feature = "axum")]
-macro_rules! extractor {
-    ($t:ty) => {
-        #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-        impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for $t {
-            type Rejection = Error;
-
-            async fn from_request_parts(
-                parts: &mut http::request::Parts,
-                _state: &S,
-            ) -> Result<Self, Self::Rejection> {
-                let found = parts.extensions.get::<$t>().cloned();
-                found.ok_or(Error::MissingLayer)
-            }
-        }
-    };
-}
-
-#[cfg(feature = "axum")]
-extractor!(Session);
-
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match Sessions::from_extensions(&parts.extensions) {
-            Sessions(None) => Err(Error::MissingLayer),
-            sessions => Ok(sessions),
-        }
     }
 }

@@ -6,10 +6,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::Status;
+use super::{Session, Status};
 use crate::{
     Error,
-    store::{Change, Mode, Record},
+    store::{Change, Mode, Record, later},
+    token,
 };
 
 /// What the request did to its session so far.
@@ -243,6 +244,58 @@ impl State {
             own_owner,
             new_deadline: s.new_deadline,
             max_bytes: s.max_bytes,
+        }
+    }
+}
+
+impl Session {
+    /// Decides what the layer must store for this request. `now` is the commit time.
+    pub(crate) fn plan(&self, now: SystemTime) -> Plan {
+        let config = &self.0.shared.config;
+        let settings = Settings {
+            now,
+            new_deadline: later(now, config.lifetime),
+            idle_ttl: config.idle_timeout.map(|idle| idle + idle / 10),
+            max_bytes: config.max_session_bytes,
+        };
+        let mut state = self.state();
+        if let Some(e) = state.failure.take() {
+            return Plan::Failed(e);
+        }
+        let loaded = self.0.loaded.get();
+        match state.status {
+            Status::Destroyed => Plan::Destroy {
+                delete: std::mem::take(&mut state.delete),
+            },
+            Status::Unmodified => {
+                // Idle timeout: a session this request read is touched once its remaining time
+                // has dropped below the idle timeout; the new expiry carries 10% slack, so a
+                // busy session is touched at most once per tenth of the idle timeout.
+                let (Some(idle), Some(token), Some(Some(record))) =
+                    (config.idle_timeout, &self.0.cookie_token, loaded)
+                else {
+                    return Plan::Nothing;
+                };
+                // Once the expiry has reached the deadline, a touch cannot extend it.
+                if state.fresh
+                    || record.expiry >= later(now, idle)
+                    || record.expiry >= record.deadline
+                {
+                    return Plan::Nothing;
+                }
+                let mut write = state.write(token.clone(), false, &settings);
+                write.change = Change::update(now).with_idle_ttl(settings.idle_ttl);
+                Plan::Write(Box::new(write))
+            }
+            Status::Modified => {
+                let create =
+                    state.fresh || self.0.cookie_token.is_none() || matches!(loaded, Some(None));
+                let token = match (&self.0.cookie_token, create) {
+                    (Some(t), false) => t.clone(),
+                    _ => state.new_token.take().unwrap_or_else(token::generate),
+                };
+                Plan::Write(Box::new(state.write(token, create, &settings)))
+            }
         }
     }
 }

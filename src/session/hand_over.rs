@@ -1,0 +1,164 @@
+//! Renew, merge and pop: the operations that move data between store records, each handed over
+//! atomically so that nothing destroyed comes back and nothing popped is popped twice.
+
+use serde::de::DeserializeOwned;
+
+use super::{Carried, Session, Status, View};
+use crate::{Error, token};
+
+impl Session {
+    /// Removes `key` and returns its value, deserialized as `T`: for one-time values (flash
+    /// messages, one-time codes). A stored value is removed **in the store at once**, not at
+    /// commit, atomically: of any number of concurrent requests popping one key, in any number
+    /// of processes, exactly one gets the value. A value that does not deserialize as `T` is an
+    /// [`Error::Value`] and stays where it is.
+    pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        // Read first, so that a value of the wrong type is reported and left in place.
+        if self.get::<T>(key).await?.is_none() {
+            return Ok(None);
+        }
+        let json = match self.pop_pending(key) {
+            Ok(found) => found,
+            Err(id) => self.take(id, key).await?,
+        };
+        json.map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| Error::value(key, e))
+    }
+
+    /// Pops `key` from what this request holds itself; `Err(id)` when it must be taken from
+    /// the store record `id`.
+    fn pop_pending(&self, key: &str) -> Result<Option<String>, String> {
+        let mut state = self.state();
+        let fresh = state.fresh;
+        let pending = state.set.remove(key).or_else(|| state.merged.remove(key));
+        if let Some(json) = pending {
+            // A value this request set: the stored one, if any, goes at commit.
+            match state.carried.as_mut() {
+                Some(carried) => drop(carried.values.remove(key)),
+                None if !fresh => drop(state.removed.insert(key.to_owned())),
+                None => {}
+            }
+            state.status = Status::Modified;
+            return Ok(Some(json));
+        }
+        if self.known_absent(&state, key) {
+            return Ok(None);
+        }
+        let id = match state.carried.as_mut() {
+            // Carried by a renew: the renewed session still holds it until the commit.
+            Some(carried) => match (carried.values.remove(key), &carried.from) {
+                (Some(_), Some(from)) => from.clone(),
+                _ => return Ok(None),
+            },
+            None => match self.committed_id(&state) {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        Err(id)
+    }
+
+    /// Takes `key` from the store record `id`.
+    async fn take(&self, id: String, key: &str) -> Result<Option<String>, Error> {
+        let taken = self.0.shared.take(&id, key).await;
+        let mut state = self.state();
+        match taken {
+            Ok(json) => {
+                state.taken.insert(key.to_owned());
+                if json.is_some() {
+                    state.status = Status::Modified;
+                }
+                Ok(json)
+            }
+            Err(e) => {
+                state.failure.get_or_insert_with(|| e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the session a new token, keeping its data, and resets its deadline to now +
+    /// lifetime; the old token stops working when the response is sent. Call it after login or
+    /// any privilege change, against session fixation.
+    ///
+    /// The old session is handed over to the new token at commit, atomically: if it is no
+    /// longer live by then (destroyed, logged out everywhere, or renewed by a concurrent
+    /// request), the new token does not carry its data or owner on; the request gets a fresh
+    /// session holding only what it wrote itself (or none, if it wrote nothing). So of two
+    /// concurrent renews of one session, exactly one carries the data on. A destroy of the old
+    /// token that arrives just after the renew (within [`REPLACE_GRACE`](crate::store::REPLACE_GRACE))
+    /// also ends the renewed session.
+    pub async fn renew_token(&self) -> Result<(), Error> {
+        let base = self.base().await?;
+        let mut state = self.state();
+        let view = View {
+            state: &state,
+            base,
+        };
+        let values = view.underneath();
+        let (remember, owner) = match &state.carried {
+            Some(c) => (c.remember, c.owner.clone()),
+            None => base
+                .filter(|_| !state.fresh)
+                .map_or((false, None), |r| (r.remember, r.owner.clone())),
+        };
+        let from = match &state.carried {
+            Some(c) => c.from.clone(),
+            None => self.committed_id(&state),
+        };
+        let bytes = match (&state.carried, base) {
+            (Some(c), _) => c.bytes,
+            (None, Some(r)) if !state.fresh => r
+                .values
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>() as u64,
+            _ => 0,
+        };
+        state.carried = Some(Carried {
+            from,
+            values,
+            remember,
+            owner,
+            bytes,
+        });
+        state.fresh = true;
+        state.removed.clear();
+        state.cleared = false;
+        state.deadline = None;
+        state.new_token = Some(token::generate());
+        state.status = Status::Modified;
+        Ok(())
+    }
+
+    /// Merges the session of `token` into this one (SCS `MergeSession`): its values win over
+    /// this session's, the later deadline wins, and it is handed over to this session at commit,
+    /// atomically: if it is no longer live by then (destroyed meanwhile), its values are not
+    /// stored. A token that is malformed, unknown, or this session's own is ignored.
+    pub async fn merge(&self, token: &str) -> Result<(), Error> {
+        if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
+            return Ok(());
+        }
+        let other = match self.0.shared.load(token).await {
+            Ok(Some(other)) => other,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.state().failure.get_or_insert_with(|| e.clone());
+                return Err(e);
+            }
+        };
+        let own_deadline = self.deadline().await?;
+        let mut state = self.state();
+        for (key, json) in other.values {
+            state.removed.remove(&key);
+            state.set.remove(&key);
+            state.merged.insert(key, json);
+        }
+        state.deadline = Some(own_deadline.max(other.deadline));
+        let id = self.0.shared.store_id(token).into_owned();
+        state.merged_ids.push(id);
+        state.status = Status::Modified;
+        Ok(())
+    }
+}
