@@ -12,41 +12,6 @@ use crate::{Error, store::Record};
 
 /// Decodes an `HGETALL` reply frame; an empty hash is a missing session.
 pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
-    let fields = match &reply {
-        Resp3Frame::Array { data, .. } => data.len() / 2,
-        Resp3Frame::Map { data, .. } => data.len(),
-        _ => 0,
-    };
-    let mut record = Record {
-        // All but `meta` are usually values.
-        values: HashMap::with_capacity(fields.saturating_sub(1)),
-        deadline: UNIX_EPOCH,
-        expiry: UNIX_EPOCH,
-        remember: false,
-        owner: None,
-    };
-    let (mut deadline, mut expiry, mut moved) = (None, None, false);
-    let mut field = |name: Resp3Frame, value: Resp3Frame| -> Result<(), Error> {
-        let (name, value) = (text(&name)?, text(&value)?);
-        if let Some(key) = name.strip_prefix("v:") {
-            record.values.insert(key.to_owned(), value.to_owned());
-            return Ok(());
-        }
-        match name {
-            "meta" => {
-                let meta = parse_meta(value)?;
-                deadline = Some(meta.deadline);
-                expiry = meta.expiry;
-                record.remember = meta.remember;
-            }
-            // A token replaced by a renew or merge: not a session.
-            "moved" => moved = true,
-            "owner" => record.owner = Some(value.to_owned()),
-            // Unknown fields are left alone, for forward compatibility.
-            _ => {}
-        }
-        Ok(())
-    };
     // RESP2 answers a flat array of fields and values (fred hands it over as a RESP3 array),
     // RESP3 a map.
     match reply {
@@ -54,41 +19,95 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             if data.is_empty() {
                 return Ok(None);
             }
+            let mut fields = Fields::with_capacity(data.len() / 2);
             let mut items = data.into_iter();
             while let (Some(name), Some(value)) = (items.next(), items.next()) {
-                field(name, value)?;
+                fields.add(&name, &value)?;
             }
+            fields.finish()
         }
         Resp3Frame::Map { data, .. } => {
             if data.is_empty() {
                 return Ok(None);
             }
+            let mut fields = Fields::with_capacity(data.len());
             for (name, value) in data {
-                field(name, value)?;
+                fields.add(&name, &value)?;
             }
+            fields.finish()
         }
-        Resp3Frame::Null => return Ok(None),
-        Resp3Frame::SimpleError { data, .. } => return Err(reply_error(&data)),
-        Resp3Frame::BlobError { data, .. } => {
-            return Err(reply_error(&String::from_utf8_lossy(&data)));
-        }
-        other => {
-            return Err(Error::Malformed(format!(
-                "unexpected HGETALL reply {other:?}"
-            )));
+        Resp3Frame::Null => Ok(None),
+        Resp3Frame::SimpleError { data, .. } => Err(reply_error(&data)),
+        Resp3Frame::BlobError { data, .. } => Err(reply_error(&String::from_utf8_lossy(&data))),
+        other => Err(Error::Malformed(format!(
+            "unexpected HGETALL reply {other:?}"
+        ))),
+    }
+}
+
+/// A session hash's fields, read one at a time.
+struct Fields {
+    record: Record,
+    deadline: Option<SystemTime>,
+    expiry: Option<SystemTime>,
+    /// The hash is a replaced token's marker, not a session.
+    moved: bool,
+}
+
+impl Fields {
+    fn with_capacity(fields: usize) -> Self {
+        Fields {
+            record: Record {
+                // All but `meta` are usually values.
+                values: HashMap::with_capacity(fields.saturating_sub(1)),
+                deadline: UNIX_EPOCH,
+                expiry: UNIX_EPOCH,
+                remember: false,
+                owner: None,
+            },
+            deadline: None,
+            expiry: None,
+            moved: false,
         }
     }
-    if moved {
-        return Ok(None);
+
+    fn add(&mut self, name: &Resp3Frame, value: &Resp3Frame) -> Result<(), Error> {
+        let (name, value) = (text(name)?, text(value)?);
+        if let Some(key) = name.strip_prefix("v:") {
+            self.record.values.insert(key.to_owned(), value.to_owned());
+            return Ok(());
+        }
+        match name {
+            "meta" => {
+                let meta = parse_meta(value)?;
+                self.deadline = Some(meta.deadline);
+                self.expiry = meta.expiry;
+                self.record.remember = meta.remember;
+            }
+            "moved" => self.moved = true,
+            "owner" => self.record.owner = Some(value.to_owned()),
+            // Unknown fields are left alone, for forward compatibility.
+            _ => {}
+        }
+        Ok(())
     }
-    record.deadline = deadline
-        .ok_or_else(|| Error::Malformed("session hash has no deadline in its meta field".into()))?;
-    record.expiry = expiry.unwrap_or(record.deadline);
-    if record.expiry <= SystemTime::now() {
-        // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
-        return Ok(None);
+
+    /// The live session the fields make, if any.
+    fn finish(self) -> Result<Option<Record>, Error> {
+        let mut record = self.record;
+        if self.moved {
+            return Ok(None);
+        }
+        record.deadline = self.deadline.ok_or_else(|| {
+            Error::Malformed("session hash has no deadline in its meta field".into())
+        })?;
+        record.expiry = self.expiry.unwrap_or(record.deadline);
+        if record.expiry <= SystemTime::now() {
+            // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
+            return Ok(None);
+        }
+        Ok(Some(record))
     }
-    Ok(Some(record))
 }
 
 /// The text of a string reply frame.
