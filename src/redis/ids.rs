@@ -1,0 +1,75 @@
+//! [`RedisStore::ids`]: iterating every session with `SCAN`, on every primary.
+
+use fred::{
+    interfaces::ClientLike,
+    types::scan::{ScanType, Scanner},
+};
+use futures_core::Stream;
+use futures_util::{StreamExt, future::Either, stream};
+
+use super::{FredClient, RedisStore};
+use crate::{Error, token};
+
+/// SCAN page size for [`RedisStore::ids`].
+const SCAN_COUNT: u32 = 1000;
+
+impl<C: FredClient> RedisStore<C> {
+    /// Streams the ids of all live sessions (SCS `Iterate`): a `SCAN` over the keys under the
+    /// prefix on every primary (each node of a cluster), a page of 1000 at a time, so a million
+    /// sessions never sit in memory at once. Ids are tokens, or their hashes when
+    /// hash-token-in-store is on; [`SessionStore::load`], [`SessionStore::commit`] and
+    /// [`SessionStore::delete`] take them as they are. As with any `SCAN`, a session created or
+    /// deleted during the iteration may or may not be visited.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: tower_scs::RedisStore) -> Result<(), tower_scs::Error> {
+    /// use futures_util::TryStreamExt;
+    /// use tower_scs::store::SessionStore;
+    ///
+    /// let mut ids = std::pin::pin!(store.ids());
+    /// while let Some(id) = ids.try_next().await? {
+    ///     if let Some(record) = store.load(&id).await? {
+    ///         println!("{} values, expires {:?}", record.values.len(), record.expiry);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ids(&self) -> impl Stream<Item = Result<String, Error>> + Send + 'static {
+        let client = self.client.client().clone();
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let count = Some(SCAN_COUNT);
+        let pages = if client.is_clustered() {
+            Either::Left(client.scan_cluster(pattern, count, Some(ScanType::Hash)))
+        } else {
+            Either::Right(client.scan(pattern, count, Some(ScanType::Hash)))
+        };
+        let prefix = self.prefix.clone();
+        pages.flat_map(move |page| {
+            let ids: Vec<Result<String, Error>> = match page {
+                Ok(mut page) => {
+                    let keys = page.take_results().unwrap_or_default();
+                    page.next();
+                    keys.iter()
+                        .filter_map(|key| key.as_str()?.strip_prefix(prefix.as_str()))
+                        .filter(|id| token::is_well_formed(id))
+                        .map(|id| Ok(id.to_owned()))
+                        .collect()
+                }
+                Err(e) => vec![Err(Error::store(e))],
+            };
+            stream::iter(ids)
+        })
+    }
+}
+
+/// Escapes the glob characters of a key prefix for a `SCAN MATCH` pattern.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
