@@ -4,7 +4,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use cookie::SameSite;
-use http::{Response, StatusCode};
+use http::Response;
 
 use crate::Error;
 
@@ -48,11 +48,7 @@ impl Default for Config {
             store_timeout: Duration::from_secs(1),
             max_session_bytes: Some(1 << 20),
             max_key_bytes: Some(1024),
-            error_handler: Arc::new(|_| {
-                let mut res = Response::new(());
-                *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                res
-            }),
+            error_handler: Arc::new(|_| crate::error::default_response()),
         }
     }
 }

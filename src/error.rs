@@ -6,8 +6,8 @@ use std::{error::Error as StdError, sync::Arc, time::Duration};
 /// (de)serialize.
 ///
 /// Errors never contain a session token. With the `axum` feature, `Error` implements
-/// `IntoResponse` as a plain `500 Internal Server Error`, so handlers can use `?` on session
-/// calls.
+/// `IntoResponse` as the layer's default error response, an empty `500 Internal Server Error`,
+/// so handlers can use `?` on session calls.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -37,6 +37,11 @@ pub enum Error {
     /// The store does not support the operation.
     #[error("unsupported by this session store: {0}")]
     Unsupported(&'static str),
+    /// The layer's settings do not work, e.g. they render a `Set-Cookie` that is not a valid
+    /// header value. Each setter checks its own value when the layer is built and panics on an
+    /// invalid one; this reports what can only show later.
+    #[error("invalid session layer configuration: {0}")]
+    Config(String),
     /// The `Session` extractor was used on a route that is not wrapped in a `SessionLayer`.
     #[error("no session: the request did not pass through a SessionLayer")]
     MissingLayer,
@@ -62,10 +67,14 @@ impl Error {
 impl axum_core::response::IntoResponse for Error {
     fn into_response(self) -> axum_core::response::Response {
         tracing::error!(error = %self, "session error");
-        let mut res = axum_core::response::Response::new(axum_core::body::Body::from(
-            "Internal Server Error",
-        ));
-        *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-        res
+        default_response().map(|()| axum_core::body::Body::empty())
     }
+}
+
+/// The response for a session error, unless the layer's `error_handler` says otherwise: an
+/// empty `500 Internal Server Error`.
+pub(crate) fn default_response() -> http::Response<()> {
+    let mut res = http::Response::new(());
+    *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    res
 }

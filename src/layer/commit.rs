@@ -1,35 +1,30 @@
 //! The commit: runs a session's [`Plan`] against the store once the handler has returned, and
-//! gives the `Set-Cookie` value to send.
-
-use std::time::SystemTime;
+//! says what the response must tell the client about its token.
 
 use crate::{
     Error,
     session::{Plan, Write},
     shared::Shared,
-    token, wire,
+    token,
+    wire::TokenOut,
 };
 
-/// Runs a session's plan against the store; returns the `Set-Cookie` value to send.
-pub(crate) async fn commit_plan(
-    shared: &Shared,
-    plan: Plan,
-    now: SystemTime,
-) -> Result<Option<String>, Error> {
+/// Runs a session's plan against the store; returns what to send about the token, if anything.
+pub(crate) async fn commit_plan(shared: &Shared, plan: Plan) -> Result<Option<TokenOut>, Error> {
     match plan {
         Plan::Nothing => Ok(None),
         Plan::Failed(e) => Err(e),
         Plan::Destroy { delete } => {
             shared.delete(&delete).await?;
-            Ok(Some(wire::expired_cookie(&shared.config)))
+            Ok(Some(TokenOut::Clear))
         }
-        Plan::Write(w) => write(shared, *w, now).await,
+        Plan::Write(w) => write(shared, *w).await,
     }
 }
 
 /// Runs a write (see [`Write`] for the order). Whatever a renew or merge hands over must
 /// still be live when the new record is confirmed, or the new record does not survive.
-async fn write(shared: &Shared, mut w: Write, now: SystemTime) -> Result<Option<String>, Error> {
+async fn write(shared: &Shared, mut w: Write) -> Result<Option<TokenOut>, Error> {
     shared.delete(&w.delete).await?;
     let target = shared.store_id(&w.token).into_owned();
     for merged in std::mem::take(&mut w.merged_ids) {
@@ -43,8 +38,9 @@ async fn write(shared: &Shared, mut w: Write, now: SystemTime) -> Result<Option<
         _ => true,
     };
     match done {
-        Some(done) if handed_over => {
-            return Ok(Some(wire::set_cookie(&shared.config, &w.token, done, now)));
+        Some(committed) if handed_over => {
+            let token = w.token;
+            return Ok(Some(TokenOut::Set { token, committed }));
         }
         // The renewed session was destroyed, or renewed by another request, meanwhile.
         Some(_) => shared.delete(std::slice::from_ref(&target)).await?,
@@ -56,10 +52,10 @@ async fn write(shared: &Shared, mut w: Write, now: SystemTime) -> Result<Option<
         return Ok(None);
     };
     let token = token::generate();
-    let done = shared.commit(&token, &own).await?.ok_or_else(|| {
+    let committed = shared.commit(&token, &own).await?.ok_or_else(|| {
         Error::store(std::io::Error::other(
             "the store refused to create a session",
         ))
     })?;
-    Ok(Some(wire::set_cookie(&shared.config, &token, done, now)))
+    Ok(Some(TokenOut::Set { token, committed }))
 }

@@ -10,7 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use http::{HeaderValue, Request, Response, header};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -65,7 +65,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let token = wire::token_from(&self.shared.config, &req);
+        let token = wire::read(&self.shared.config, &req);
         // An outer session layer's session stays reachable through `Sessions`.
         let outer = req.extensions().get::<Session>().cloned();
         let session = Session::new(self.shared.clone(), token, outer);
@@ -109,7 +109,7 @@ where
             match self.as_mut().project().state.project() {
                 StateProj::Handler { future, session } => {
                     let mut response = ready!(future.poll(cx))?;
-                    add_vary_cookie(&mut response);
+                    wire::vary(response.headers_mut());
                     let session = session.take().expect("polled after completion");
                     if !session.needs_commit() {
                         return Poll::Ready(Ok(response));
@@ -131,7 +131,7 @@ where
     }
 }
 
-/// Commits the session and puts its cookie on the response, or replaces the response with the
+/// Commits the session and puts its token on the response, or replaces the response with the
 /// error response when the session or the store failed.
 async fn finish<B: Default>(
     session: Session,
@@ -140,19 +140,12 @@ async fn finish<B: Default>(
     mut response: Response<B>,
 ) -> Response<B> {
     let shared = session.shared();
-    match commit_plan(shared, plan, now).await {
-        Ok(None) => response,
-        Ok(Some(cookie)) => {
-            let headers = response.headers_mut();
-            match HeaderValue::try_from(cookie) {
-                Ok(value) => {
-                    headers.append(header::SET_COOKIE, value);
-                    add_no_cache_set_cookie(headers);
-                    response
-                }
-                Err(_) => error_response(shared, &Error::Malformed("cookie value".into())),
-            }
-        }
+    let sent = match commit_plan(shared, plan).await {
+        Ok(Some(out)) => wire::write(&shared.config, response.headers_mut(), out, now),
+        other => other.map(drop),
+    };
+    match sent {
+        Ok(()) => response,
         Err(e) => error_response(shared, &e),
     }
 }
@@ -161,65 +154,6 @@ fn error_response<B: Default>(shared: &Shared, e: &Error) -> Response<B> {
     tracing::error!(error = %e, "session error; sending the error response");
     let (parts, ()) = (shared.config.error_handler)(e).into_parts();
     let mut response = Response::from_parts(parts, B::default());
-    add_vary_cookie(&mut response);
+    wire::vary(response.headers_mut());
     response
-}
-
-/// Adds `Vary: Cookie`, unless the response already varies on `Cookie` (said by the handler
-/// or by another session layer) or on everything (`*`).
-fn add_vary_cookie<B>(response: &mut Response<B>) {
-    let headers = response.headers_mut();
-    let varies = headers.get_all(header::VARY).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|field| field == "*" || field.eq_ignore_ascii_case("cookie"))
-        })
-    });
-    if !varies {
-        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
-    }
-}
-
-/// SCS's `Cache-Control` directive for a response that sets the cookie.
-const NO_CACHE_SET_COOKIE: &str = r#"no-cache="Set-Cookie""#;
-
-/// Adds `no-cache="Set-Cookie"` to `Cache-Control`: as the only value when there is none, else
-/// merged with the directives already there into one comma-joined value, unless they hold it
-/// already (another session layer set a cookie too).
-fn add_no_cache_set_cookie(headers: &mut http::HeaderMap) {
-    let present: Vec<&HeaderValue> = headers.get_all(header::CACHE_CONTROL).iter().collect();
-    if present.iter().any(|value| holds_no_cache_set_cookie(value)) {
-        return;
-    }
-    let mut merged = Vec::new();
-    for value in present.iter().map(|v| v.as_bytes().trim_ascii()) {
-        if !value.is_empty() {
-            merged.extend_from_slice(value);
-            merged.extend_from_slice(b", ");
-        }
-    }
-    let value = if merged.is_empty() {
-        HeaderValue::from_static(NO_CACHE_SET_COOKIE)
-    } else {
-        merged.extend_from_slice(NO_CACHE_SET_COOKIE.as_bytes());
-        // Header-value bytes joined by ", " are a header value: this never fails.
-        HeaderValue::from_bytes(&merged).unwrap_or(HeaderValue::from_static(NO_CACHE_SET_COOKIE))
-    };
-    headers.insert(header::CACHE_CONTROL, value);
-}
-
-/// Whether a `Cache-Control` value lists `no-cache="Set-Cookie"` (case-insensitive; commas
-/// inside quoted strings do not separate directives).
-fn holds_no_cache_set_cookie(value: &HeaderValue) -> bool {
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let mut quoted = false;
-    value
-        .split(|c| {
-            quoted ^= c == '"';
-            c == ',' && !quoted
-        })
-        .any(|directive| directive.trim().eq_ignore_ascii_case(NO_CACHE_SET_COOKIE))
 }
