@@ -50,7 +50,7 @@ use fred::{
 
 use crate::{
     Error,
-    store::{Change, Committed, Mode, Record, SessionStore},
+    store::{Change, Committed, Record, SessionStore},
     token,
 };
 
@@ -64,9 +64,10 @@ pub use self::client::FredClient;
 /// How many replacement markers a delete follows (a renew of a renew of …) before it stops.
 const MAX_FOLLOW: usize = 16;
 use self::{
-    decode::{decode, from_millis, millis, millis_of},
+    decode::{decode, millis, millis_of},
     script::{
         COMMIT_LUA, DELETE_LUA, INDEX_LUA, PRELUDE_LUA, REPLACE_LUA, Script, TAKE_LUA, bad_reply,
+        commit_args, commit_reply,
     },
 };
 
@@ -175,55 +176,11 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
-        // Numbers go as integers and fixed strings as static ones: no allocation but the fields.
-        let fixed = |s: &'static str| Value::from_static_str(s);
-        let args = || {
-            let mut args: Vec<Value> =
-                Vec::with_capacity(9 + change.removed.len() + 2 * change.set.len());
-            args.push(fixed(match change.mode {
-                Mode::Create { .. } => "c",
-                Mode::Update { .. } => "u",
-            }));
-            args.push(millis(change.now).into());
-            args.push(change.idle_ttl.map_or(0, millis_of).into());
-            args.push(change.deadline().map_or(fixed(""), |d| millis(d).into()));
-            args.push(fixed(match change.remember {
-                None => "",
-                Some(true) => "1",
-                Some(false) => "0",
-            }));
-            args.push(fixed(if change.cleared { "1" } else { "0" }));
-            args.push(change.owner.as_deref().unwrap_or_default().into());
-            args.push(
-                change
-                    .max_bytes
-                    .map_or(0, |m| m.min(i64::MAX as u64) as i64)
-                    .into(),
-            );
-            args.push((change.removed.len() as i64).into());
-            args.extend(change.removed.iter().map(|k| ["v:", k].concat().into()));
-            for (k, v) in &change.set {
-                args.push(["v:", k].concat().into());
-                args.push(v.as_str().into());
-            }
-            args
-        };
         let key = self.key(id);
         let client = self.client.client_for(&key);
-        let reply = self.commit.run(client, key, args).await?;
-        let (committed, owner) = match reply {
-            Value::Null => return Ok(None),
-            Value::Array(items) => match items.as_slice() {
-                [expiry, remember, owner] => (
-                    Committed {
-                        expiry: from_millis(expiry.as_i64().ok_or_else(|| bad_reply(&items))?),
-                        remember: remember.as_str().is_some_and(|r| r == "1"),
-                    },
-                    owner.as_string().filter(|o| !o.is_empty()),
-                ),
-                _ => return Err(bad_reply(&items)),
-            },
-            other => return Err(bad_reply(&other)),
+        let reply = self.commit.run(client, key, || commit_args(change)).await?;
+        let Some((committed, owner)) = commit_reply(reply)? else {
+            return Ok(None);
         };
         if let Some(owner) = owner {
             self.index(&owner, id, committed.expiry).await?;

@@ -1,19 +1,31 @@
--- Applies a Change. KEYS[1] = session key. ARGV: mode (`c`|`u`), now ms, idle ttl ms (0 = none),
--- deadline ms (or empty), remember (`0`|`1`|empty), cleared (`0`|`1`), owner (or empty), max bytes
--- (0 = none), n, then n fields to delete, then field/value pairs to set. Returns nil when an
--- update finds no live session, an error `TOOLARGE <bytes>` (changing nothing) when the values
--- would exceed the limit and grow, else {expiry ms, remember, owner}. Times are the app's clock;
--- the key's TTL is set relative to `now`, so a Redis clock ahead of or behind the app's never
--- shortens it.
+-- Applies a Change to the session KEYS[1]. Returns nil when an update finds no live session, an
+-- error `TOOLARGE <bytes>` (changing nothing) when the values would exceed the limit and grow,
+-- else {expiry ms, remember, owner}. Times are the app's clock; the key's TTL is set relative to
+-- `now`, so a Redis clock ahead of or behind the app's never shortens it.
+--
+-- ARGV, by position (`Arg` in script.rs names them alike, in the same order):
+--   MODE       `c` (create) or `u` (update)
+--   NOW        the app's time, Unix ms
+--   IDLE_TTL   ms an unused session lives from now; 0 = no idle timeout
+--   DEADLINE   a new absolute deadline, Unix ms; empty = keep (an update only)
+--   REMEMBER   `0`|`1` to set the flag; empty = keep
+--   CLEARED    `1` to drop every stored value first
+--   OWNER      a new owner; empty = keep
+--   MAX_BYTES  the size limit of the values; 0 = none
+--   REMOVED    n, the count of fields to delete
+-- then, from FIELDS on, the n fields to delete, then field/value pairs to set.
+local MODE, NOW, IDLE_TTL, DEADLINE, REMEMBER, CLEARED, OWNER, MAX_BYTES, REMOVED =
+  1, 2, 3, 4, 5, 6, 7, 8, 9
+local FIELDS = 10
 local key = KEYS[1]
-local now = tonumber(ARGV[2])
-local idle = tonumber(ARGV[3])
-local max = tonumber(ARGV[8])
-local n = tonumber(ARGV[9])
-local cleared = ARGV[6] == '1'
-local m = {deadline = int(ARGV[4]), remember = 0, size = 0}
-local old_size, owner = 0, ARGV[7]
-local update = ARGV[1] == 'u'
+local now = tonumber(ARGV[NOW])
+local idle = tonumber(ARGV[IDLE_TTL])
+local max = tonumber(ARGV[MAX_BYTES])
+local n = tonumber(ARGV[REMOVED])
+local cleared = ARGV[CLEARED] == '1'
+local m = {deadline = int(ARGV[DEADLINE]), remember = 0, size = 0}
+local old_size, owner = 0, ARGV[OWNER]
+local update = ARGV[MODE] == 'u'
 -- Sizes of stored values are looked up only where there can be any.
 local keep = update and not cleared
 if update then
@@ -25,7 +37,7 @@ if update then
   if owner == '' then owner = fields[3] or '' end
   if not cleared then m.size = stored.size end
 end
-if ARGV[5] ~= '' then m.remember = tonumber(ARGV[5]) end
+if ARGV[REMEMBER] ~= '' then m.remember = tonumber(ARGV[REMEMBER]) end
 -- Everything is checked and computed before the first write: a script is not rolled back.
 if not m.deadline or m.deadline < 0 or m.deadline > MAX_TIME then
   return redis.error_reply('MALFORMED deadline')
@@ -33,12 +45,12 @@ end
 m.expiry = m.deadline
 if idle > 0 and now + idle < m.expiry then m.expiry = now + idle end
 if keep then
-  for i = 10, 9 + n do
+  for i = FIELDS, FIELDS + n - 1 do
     local old = redis.call('HSTRLEN', key, ARGV[i])
     if old > 0 then m.size = m.size - old - #ARGV[i] + 2 end
   end
 end
-for i = 10 + n, #ARGV, 2 do
+for i = FIELDS + n, #ARGV, 2 do
   if keep then
     local old = redis.call('HSTRLEN', key, ARGV[i])
     if old > 0 then m.size = m.size - old - #ARGV[i] + 2 end
@@ -59,12 +71,12 @@ if cleared then
   end
   batched('HDEL', key, gone, 1, #gone)
 end
-batched('HDEL', key, ARGV, 10, 9 + n)
-if ARGV[7] ~= '' then
+batched('HDEL', key, ARGV, FIELDS, FIELDS + n - 1)
+if ARGV[OWNER] ~= '' then
   redis.call('HSET', key, 'meta', format_meta(m), 'owner', owner)
 else
   redis.call('HSET', key, 'meta', format_meta(m))
 end
-batched('HSET', key, ARGV, 10 + n, #ARGV)
+batched('HSET', key, ARGV, FIELDS + n, #ARGV)
 redis.call('PEXPIRE', key, m.expiry - now)
 return {m.expiry, tostring(m.remember), owner}

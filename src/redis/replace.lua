@@ -1,15 +1,15 @@
--- Replaces the live session KEYS[1] by its successor ARGV[2] (ARGV[1] = now ms, ARGV[3] = grace
--- ms): the hash becomes {moved = successor, owner = its owner}, kept for the grace period (or
--- until the session would have expired), so that a destroy racing the renew follows it. Returns
--- {1, owner or false}, or 0 when there was no live session (nothing changed).
-local key, now = KEYS[1], tonumber(ARGV[1])
+-- Replaces the live session KEYS[1] by its successor: the hash becomes {moved = successor,
+-- owner = its owner}, kept for the grace period (or until the session would have expired), so
+-- that a destroy racing the renew follows it. Returns {1, owner or false}, or 0 when there was
+-- no live session (nothing changed). ARGV: now (Unix ms), the successor's id, grace (ms).
+local key, now, successor, grace = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local m, stored = live(key, now, 'owner')
 if not m then return stored or 0 end
 redis.call('DEL', key)
 if stored[3] then
-  redis.call('HSET', key, 'moved', ARGV[2], 'owner', stored[3])
+  redis.call('HSET', key, 'moved', successor, 'owner', stored[3])
 else
-  redis.call('HSET', key, 'moved', ARGV[2])
+  redis.call('HSET', key, 'moved', successor)
 end
-redis.call('PEXPIRE', key, math.min(tonumber(ARGV[3]), m.expiry - now))
+redis.call('PEXPIRE', key, math.min(grace, m.expiry - now))
 return {1, stored[3] or false}

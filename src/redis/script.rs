@@ -4,7 +4,11 @@
 
 use fred::{clients::Client, interfaces::LuaInterface, types::Value};
 
-use crate::Error;
+use super::decode::{from_millis, millis, millis_of};
+use crate::{
+    Error,
+    store::{Change, Committed, Mode},
+};
 
 /// The helpers every session script starts with: the `meta` grammar, the live check, batching.
 pub(super) const PRELUDE_LUA: &str = include_str!("prelude.lua");
@@ -69,8 +73,231 @@ pub(super) fn script_error(e: fred::error::Error) -> Error {
     Error::store(e)
 }
 
+/// `commit.lua`'s fixed arguments, in their `ARGV` order; the script names them alike
+/// (`ARGV[NOW]`), and documents each. The fields to delete and the field/value pairs to set
+/// follow them.
+#[derive(Clone, Copy, Debug)]
+enum Arg {
+    Mode,
+    Now,
+    IdleTtl,
+    Deadline,
+    Remember,
+    Cleared,
+    Owner,
+    MaxBytes,
+    Removed,
+}
+
+/// How many fixed arguments `commit.lua` takes.
+const FIXED_ARGS: usize = Arg::Removed as usize + 1;
+
+/// The arguments of `commit.lua` for `change`. Numbers go as integers and fixed strings as
+/// static ones: nothing is allocated but the fields.
+pub(super) fn commit_args(change: &Change) -> Vec<Value> {
+    let fixed = |s: &'static str| Value::from_static_str(s);
+    let mut head: [Value; FIXED_ARGS] = std::array::from_fn(|_| Value::Null);
+    let mut put = |arg: Arg, value: Value| head[arg as usize] = value;
+    put(
+        Arg::Mode,
+        fixed(match change.mode {
+            Mode::Create { .. } => "c",
+            Mode::Update { .. } => "u",
+        }),
+    );
+    put(Arg::Now, millis(change.now).into());
+    put(Arg::IdleTtl, change.idle_ttl.map_or(0, millis_of).into());
+    let deadline = change.deadline();
+    put(
+        Arg::Deadline,
+        deadline.map_or(fixed(""), |d| millis(d).into()),
+    );
+    put(
+        Arg::Remember,
+        fixed(match change.remember {
+            None => "",
+            Some(true) => "1",
+            Some(false) => "0",
+        }),
+    );
+    put(Arg::Cleared, fixed(if change.cleared { "1" } else { "0" }));
+    put(
+        Arg::Owner,
+        change.owner.as_deref().unwrap_or_default().into(),
+    );
+    let max_bytes = change
+        .max_bytes
+        .map_or(0, |m| m.min(i64::MAX as u64) as i64);
+    put(Arg::MaxBytes, max_bytes.into());
+    put(Arg::Removed, (change.removed.len() as i64).into());
+    let mut args = Vec::with_capacity(FIXED_ARGS + change.removed.len() + 2 * change.set.len());
+    args.extend(head);
+    args.extend(change.removed.iter().map(|k| ["v:", k].concat().into()));
+    for (k, v) in &change.set {
+        args.push(["v:", k].concat().into());
+        args.push(v.as_str().into());
+    }
+    args
+}
+
+/// `commit.lua`'s reply: what was committed and the session's owner, or `None` when an update
+/// found no live session.
+pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<String>)>, Error> {
+    let items = match reply {
+        Value::Null => return Ok(None),
+        Value::Array(items) => items,
+        other => return Err(bad_reply(&other)),
+    };
+    let [expiry, remember, owner] = items.as_slice() else {
+        return Err(bad_reply(&items));
+    };
+    let expiry = expiry.as_i64().ok_or_else(|| bad_reply(&items))?;
+    let committed = Committed {
+        expiry: from_millis(expiry),
+        remember: remember.as_str().is_some_and(|r| r == "1"),
+    };
+    Ok(Some((
+        committed,
+        owner.as_string().filter(|o| !o.is_empty()),
+    )))
+}
+
+/// A script reply not of the shape the script returns.
 pub(super) fn bad_reply(reply: &impl std::fmt::Debug) -> Error {
-    Error::Malformed(format!(
-        "unexpected reply from the commit script: {reply:?}"
-    ))
+    Error::Malformed(format!("unexpected reply from a session script: {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use fred::error::{Error as FredError, ErrorKind};
+
+    use super::*;
+
+    /// `Arg::IdleTtl` as commit.lua spells it: `IDLE_TTL`.
+    fn lua_name(arg: Arg) -> String {
+        let mut name = String::new();
+        for (i, c) in format!("{arg:?}").chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
+        }
+        name
+    }
+
+    #[test]
+    fn commit_lua_names_its_arguments_in_the_order_rust_sends_them() {
+        let all = [
+            Arg::Mode,
+            Arg::Now,
+            Arg::IdleTtl,
+            Arg::Deadline,
+            Arg::Remember,
+            Arg::Cleared,
+            Arg::Owner,
+            Arg::MaxBytes,
+            Arg::Removed,
+        ];
+        assert_eq!(all.len(), FIXED_ARGS);
+        let names: Vec<String> = all.iter().map(|&a| lua_name(a)).collect();
+        let numbers: Vec<String> = (1..=FIXED_ARGS).map(|n| n.to_string()).collect();
+        let declared = format!("local {} =\n  {}\n", names.join(", "), numbers.join(", "));
+        assert!(
+            COMMIT_LUA.contains(&declared),
+            "commit.lua lacks {declared:?}"
+        );
+        assert!(COMMIT_LUA.contains(&format!("local FIELDS = {}\n", FIXED_ARGS + 1)));
+        for (i, &arg) in all.iter().enumerate() {
+            assert_eq!(arg as usize, i, "{arg:?}");
+            assert!(
+                COMMIT_LUA.contains(&format!("--   {}", lua_name(arg))),
+                "{arg:?} documented"
+            );
+        }
+    }
+
+    fn text(v: &Value) -> String {
+        v.as_string().unwrap_or_else(|| panic!("{v:?} is not text"))
+    }
+
+    #[test]
+    fn commit_args_put_each_argument_in_its_place() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_000);
+        let change = Change::update(now)
+            .with_removed("gone")
+            .with_set("k", "\"v\"")
+            .with_remember(true)
+            .with_idle_ttl(Some(Duration::from_millis(500)))
+            .with_max_bytes(Some(64))
+            .with_owner("ann")
+            .with_cleared();
+        let args: Vec<String> = commit_args(&change).iter().map(text).collect();
+        let expected = ["u", "1000", "500", "", "1", "1", "ann", "64", "1"];
+        assert_eq!(args[..FIXED_ARGS], expected);
+        assert_eq!(args[FIXED_ARGS..], ["v:gone", "v:k", "\"v\""]);
+
+        let deadline = now + Duration::from_secs(60);
+        let create = Change::create(now, deadline).with_max_bytes(Some(u64::MAX));
+        let args: Vec<String> = commit_args(&create).iter().map(text).collect();
+        let expected = [
+            "c",
+            "1000",
+            "0",
+            "61000",
+            "",
+            "0",
+            "",
+            &i64::MAX.to_string(),
+            "0",
+        ];
+        assert_eq!(args, expected);
+    }
+
+    #[test]
+    fn commit_replies_decode_or_are_refused() {
+        let reply = Value::Array(vec![5_000.into(), "1".into(), "ann".into()]);
+        let (committed, owner) = commit_reply(reply).unwrap().unwrap();
+        assert_eq!(committed.expiry, UNIX_EPOCH + Duration::from_secs(5));
+        assert!(committed.remember);
+        assert_eq!(owner.as_deref(), Some("ann"));
+        let reply = Value::Array(vec![5_000.into(), "0".into(), "".into()]);
+        let (committed, owner) = commit_reply(reply).unwrap().unwrap();
+        assert!(!committed.remember);
+        assert_eq!(owner, None);
+        assert_eq!(commit_reply(Value::Null).unwrap(), None);
+        for bad in [
+            Value::Array(vec![5_000.into(), "1".into()]),
+            Value::Array(vec!["soon".into(), "1".into(), "".into()]),
+            Value::Integer(1),
+        ] {
+            assert!(matches!(commit_reply(bad), Err(Error::Malformed(_))));
+        }
+    }
+
+    #[test]
+    fn script_errors_map_to_the_errors_they_mean() {
+        let reply = |msg: &str| FredError::new(ErrorKind::Unknown, msg.to_owned());
+        let too_large = script_error(reply("ERR user_script:60: TOOLARGE 2048"));
+        assert!(
+            matches!(&too_large, Error::TooLarge(m) if m == "2048 bytes"),
+            "{too_large:?}"
+        );
+        let corrupt = script_error(reply("ERR user_script:17: MALFORMED meta"));
+        assert!(
+            matches!(&corrupt, Error::Malformed(m) if m.ends_with("field meta")),
+            "{corrupt:?}"
+        );
+        let other = script_error(reply("OOM command not allowed"));
+        assert!(matches!(other, Error::Store(_)), "{other:?}");
+    }
+
+    #[test]
+    fn a_script_is_its_parts_and_their_sha1() {
+        let script = Script::new(&[PRELUDE_LUA, TAKE_LUA]);
+        assert_eq!(script.lua, [PRELUDE_LUA, TAKE_LUA].concat());
+        assert_eq!(script.sha, fred::util::sha1_hash(&script.lua));
+        assert_eq!(script.sha.len(), 40);
+    }
 }

@@ -1,7 +1,7 @@
--- Removes field ARGV[2] of the live session KEYS[1] (ARGV[1] = now ms) and returns its value, or
--- nil. The TTL is left as it is; `meta`'s size follows.
-local key, field = KEYS[1], ARGV[2]
-local m, stored = live(key, tonumber(ARGV[1]), field)
+-- Removes a field of the live session KEYS[1] and returns its value, or nil. The TTL is left as
+-- it is; `meta`'s size follows. ARGV: now (Unix ms), field (`v:<key>`).
+local key, now, field = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local m, stored = live(key, now, field)
 if not m then return stored or false end
 local value = stored[3]
 if not value then return false end
