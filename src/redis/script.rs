@@ -1,6 +1,7 @@
 //! The Lua scripts (`*.lua` beside this file) and how they are run: `EVALSHA`, falling back to
-//! `EVAL` once after a Redis restart or script flush. (fred has no script helper that keeps the
-//! SHA and the source together and retries `NOSCRIPT` on the key's own connection, so this does.)
+//! `EVAL` once after a Redis restart or script flush. (Not fred's `Script::evalsha_with_reload`:
+//! it clones every argument on every call, a cost on big sessions, and after a `NOSCRIPT` it
+//! sends `SCRIPT LOAD` to every node and then `EVALSHA` again, where one `EVAL` does both.)
 
 use fred::{clients::Client, interfaces::LuaInterface, types::Value};
 
