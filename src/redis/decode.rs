@@ -218,7 +218,131 @@ pub(super) fn from_millis(ms: i64) -> SystemTime {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    fn blob(text: &str) -> Resp3Frame {
+        Resp3Frame::BlobString {
+            data: Bytes::copy_from_slice(text.as_bytes()),
+            attributes: None,
+        }
+    }
+
+    /// An `HGETALL` reply as RESP2 answers it (a flat array) and as RESP3 does (a map).
+    fn replies(fields: &[(&str, &str)]) -> [Resp3Frame; 2] {
+        let flat = fields.iter().flat_map(|(n, v)| [blob(n), blob(v)]);
+        let map = fields.iter().map(|(n, v)| (blob(n), blob(v)));
+        [
+            Resp3Frame::Array {
+                data: flat.collect(),
+                attributes: None,
+            },
+            Resp3Frame::Map {
+                data: map.collect(),
+                attributes: None,
+            },
+        ]
+    }
+
+    fn in_an_hour() -> i64 {
+        millis(SystemTime::now()) + 3_600_000
+    }
+
+    #[test]
+    fn a_session_hash_decodes_alike_from_resp2_and_resp3() {
+        let deadline = in_an_hour();
+        let meta = format!(
+            "deadline={deadline} size=9 expiry={} remember=1",
+            deadline - 1
+        );
+        let fields = [
+            ("v:user", "\"ann\""),
+            ("meta", meta.as_str()),
+            ("owner", "ann"),
+            ("later", "ignored"),
+        ];
+        for reply in replies(&fields) {
+            let record = decode(reply).unwrap().unwrap();
+            assert_eq!(record.values.len(), 1);
+            assert_eq!(record.values["user"], "\"ann\"");
+            assert_eq!(record.deadline, from_millis(deadline));
+            assert_eq!(record.expiry, from_millis(deadline - 1));
+            assert!(record.remember);
+            assert_eq!(record.owner.as_deref(), Some("ann"));
+        }
+        // Without an `expiry`, the session expires at its deadline.
+        let meta = format!("deadline={deadline}");
+        for reply in replies(&[("meta", meta.as_str())]) {
+            let record = decode(reply).unwrap().unwrap();
+            assert_eq!(record.expiry, record.deadline);
+            assert!(!record.remember && record.owner.is_none() && record.values.is_empty());
+        }
+    }
+
+    #[test]
+    fn no_hash_a_marker_or_a_past_expiry_is_no_session() {
+        let past = format!("deadline={}", millis(SystemTime::now()) - 1);
+        let marker: [(&str, &str); 2] = [("moved", "abc"), ("owner", "ann")];
+        for fields in [&[][..], &marker[..], &[("meta", past.as_str())][..]] {
+            for reply in replies(fields) {
+                assert_eq!(decode(reply).unwrap(), None, "{fields:?}");
+            }
+        }
+        assert_eq!(decode(Resp3Frame::Null).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_hashes_and_foreign_replies_are_errors() {
+        let deadline = format!("deadline={}", in_an_hour());
+        let no_meta: [(&str, &str); 1] = [("v:user", "1")];
+        let bad_meta: [(&str, &str); 1] = [("meta", "deadline=soon")];
+        for fields in [&no_meta[..], &bad_meta[..]] {
+            for reply in replies(fields) {
+                assert!(
+                    matches!(decode(reply), Err(Error::Malformed(_))),
+                    "{fields:?}"
+                );
+            }
+        }
+        let not_utf8 = Resp3Frame::Array {
+            data: vec![
+                blob("meta"),
+                blob(&deadline),
+                blob("v:k"),
+                Resp3Frame::BlobString {
+                    data: Bytes::from_static(b"\xff"),
+                    attributes: None,
+                },
+            ],
+            attributes: None,
+        };
+        let odd = Resp3Frame::Array {
+            data: vec![blob("meta")],
+            attributes: None,
+        };
+        let number = Resp3Frame::Number {
+            data: 1,
+            attributes: None,
+        };
+        for reply in [not_utf8, odd, number] {
+            assert!(matches!(decode(reply), Err(Error::Malformed(_))));
+        }
+        let wrong_type = Resp3Frame::SimpleError {
+            data: "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+            attributes: None,
+        };
+        assert!(matches!(decode(wrong_type), Err(Error::Store(_))));
+    }
+
+    #[test]
+    fn times_convert_to_and_from_unix_milliseconds() {
+        for ms in [0, 1, -1, 1_767_225_600_123, -86_400_000] {
+            assert_eq!(millis(from_millis(ms)), ms);
+        }
+        assert_eq!(millis_of(Duration::from_millis(1_500)), 1_500);
+        assert_eq!(millis_of(Duration::MAX), i64::MAX);
+    }
 
     /// The `meta` grammar, as the Lua prelude's `parse_meta` applies it too (the Lua side is
     /// exercised through the scripts by `tests/clocks.rs`).
