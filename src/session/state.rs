@@ -262,40 +262,45 @@ impl Session {
         if let Some(e) = state.failure.take() {
             return Plan::Failed(e);
         }
-        let loaded = self.0.loaded.get();
         match state.status {
             Status::Destroyed => Plan::Destroy {
                 delete: std::mem::take(&mut state.delete),
             },
-            Status::Unmodified => {
-                // Idle timeout: a session this request read is touched once its remaining time
-                // has dropped below the idle timeout; the new expiry carries 10% slack, so a
-                // busy session is touched at most once per tenth of the idle timeout.
-                let (Some(idle), Some(token), Some(Some(record))) =
-                    (config.idle_timeout, &self.0.cookie_token, loaded)
-                else {
-                    return Plan::Nothing;
-                };
-                // Once the expiry has reached the deadline, a touch cannot extend it.
-                if state.fresh
-                    || record.expiry >= later(now, idle)
-                    || record.expiry >= record.deadline
-                {
-                    return Plan::Nothing;
-                }
-                let mut write = state.write(token.clone(), false, &settings);
-                write.change = Change::update(now).with_idle_ttl(settings.idle_ttl);
-                Plan::Write(Box::new(write))
-            }
-            Status::Modified => {
-                let create =
-                    state.fresh || self.0.cookie_token.is_none() || matches!(loaded, Some(None));
-                let token = match (&self.0.cookie_token, create) {
-                    (Some(t), false) => t.clone(),
-                    _ => state.new_token.take().unwrap_or_else(token::generate),
-                };
-                Plan::Write(Box::new(state.write(token, create, &settings)))
-            }
+            Status::Unmodified => self.touch(&mut state, &settings),
+            Status::Modified => self.modified(&mut state, &settings),
         }
+    }
+
+    /// The idle-timeout touch of a session this request only read: due once its remaining time
+    /// has dropped below the idle timeout. The new expiry carries 10% slack, so a busy session
+    /// is touched at most once per tenth of the idle timeout.
+    fn touch(&self, state: &mut State, settings: &Settings) -> Plan {
+        let idle = self.0.shared.config.idle_timeout;
+        let (Some(idle), Some(token), Some(Some(record))) =
+            (idle, &self.0.cookie_token, self.0.loaded.get())
+        else {
+            return Plan::Nothing;
+        };
+        let now = settings.now;
+        // Once the expiry has reached the deadline, a touch cannot extend it.
+        if state.fresh || record.expiry >= later(now, idle) || record.expiry >= record.deadline {
+            return Plan::Nothing;
+        }
+        let mut write = state.write(token.clone(), false, settings);
+        write.change = Change::update(now).with_idle_ttl(settings.idle_ttl);
+        Plan::Write(Box::new(write))
+    }
+
+    /// The write of a modified session: an update of the stored record, or a create under a
+    /// new token when there is none (new, destroyed, renewed, or gone from the store).
+    fn modified(&self, state: &mut State, settings: &Settings) -> Plan {
+        let cookie_token = &self.0.cookie_token;
+        let gone = matches!(self.0.loaded.get(), Some(None));
+        let create = state.fresh || cookie_token.is_none() || gone;
+        let token = match (cookie_token, create) {
+            (Some(t), false) => t.clone(),
+            _ => state.new_token.take().unwrap_or_else(token::generate),
+        };
+        Plan::Write(Box::new(state.write(token, create, settings)))
     }
 }
