@@ -47,6 +47,7 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     /// An empty store, with no cap on the number of sessions.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }

@@ -104,6 +104,7 @@ pub struct RedisStore<C = Pool> {
 impl<C: FredClient> RedisStore<C> {
     /// A store over an initialized (connected) fred client or pool, with the default prefix
     /// `scs:session:`.
+    #[must_use]
     pub fn new(client: C) -> Self {
         let timeout = client.client().perf_config().default_command_timeout;
         Self {
@@ -119,6 +120,7 @@ impl<C: FredClient> RedisStore<C> {
     }
 
     /// Sets the key prefix, so that several session layers can share one Redis.
+    #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self

@@ -3,27 +3,26 @@
 //! Nothing is fetched until a handler reads: writes are recorded as pending changes (keys set,
 //! keys removed, cleared, new deadline, remember-me) and the layer hands exactly those to the
 //! store after the handler returns.
+//!
+//! This file holds the type and how it loads; beside it, its public methods by topic:
+//! `values.rs` (get, insert, remove, …), `lifecycle.rs` (destroy, owner, deadline, token, …) and
+//! `hand_over.rs` (renew, merge, pop); then `state.rs` (what a request did, and the commit plan
+//! drawn from it) and `sessions.rs` (several layers, and the axum extractors).
 
 mod hand_over;
+mod lifecycle;
 mod sessions;
 mod state;
+mod values;
 
-use std::{
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::SystemTime,
-};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::OnceCell;
 
 pub use self::sessions::Sessions;
 use self::state::{Carried, State, View};
 pub(crate) use self::state::{Plan, Write};
-use crate::{
-    Error,
-    shared::Shared,
-    store::{Record, later},
-};
+use crate::{Error, shared::Shared, store::Record};
 
 /// Whether, and how, a request changed its session (SCS `Status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -117,200 +116,6 @@ impl Session {
             state: &state,
             base,
         }))
-    }
-
-    /// The value under `key`, deserialized as `T`; `None` when there is none. A value that does
-    /// not deserialize as `T` is an [`Error::Value`].
-    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        self.view(|v| v.get(key).map(serde_json::from_str).transpose())
-            .await?
-            .map_err(|e| Error::value(key, e))
-    }
-
-    /// Stores `value` under `key`. Infallible to call: if `value` cannot be serialized to JSON,
-    /// the request is answered with the layer's error response and nothing is committed (use
-    /// [`try_insert`](Self::try_insert) to handle that yourself).
-    pub fn insert(&self, key: impl Into<String>, value: impl Serialize) {
-        let key = key.into();
-        if let Err(e) = self.try_insert(&key, value) {
-            self.state().failure.get_or_insert(e);
-        }
-    }
-
-    /// Stores `value` under `key`, or returns the serialization error (the session is then
-    /// unchanged).
-    pub fn try_insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
-        let key = key.into();
-        let config = &self.0.shared.config;
-        if let Some(limit) = config.max_key_bytes.filter(|&max| key.len() as u64 > max) {
-            return Err(Error::TooLarge(format!(
-                "a key of {} bytes, limit {limit}",
-                key.len()
-            )));
-        }
-        let json = serde_json::to_string(&value).map_err(|e| Error::value(&key, e))?;
-        if let Some(max) = config.max_session_bytes {
-            let size = (key.len() + json.len()) as u64;
-            if size > max {
-                return Err(Error::TooLarge(format!("{size} bytes, limit {max}")));
-            }
-        }
-        let mut state = self.state();
-        state.removed.remove(&key);
-        state.set.insert(key, json);
-        state.status = Status::Modified;
-        Ok(())
-    }
-
-    /// Removes `key`. A no-op when the key is known to be absent; otherwise the removal is
-    /// committed without loading the session first.
-    pub fn remove(&self, key: &str) {
-        let mut state = self.state();
-        let pending = state.set.remove(key).is_some() | state.merged.remove(key).is_some();
-        if !pending && self.known_absent(&state, key) {
-            return;
-        }
-        if let Some(carried) = state.carried.as_mut() {
-            carried.values.remove(key);
-        } else if !state.fresh {
-            state.removed.insert(key.to_owned());
-        }
-        state.status = Status::Modified;
-    }
-
-    /// Removes every value, keeping the token and the deadline (SCS `Clear`).
-    pub fn clear(&self) {
-        let mut state = self.state();
-        let had_pending = !state.set.is_empty() || !state.merged.is_empty();
-        state.set.clear();
-        state.merged.clear();
-        state.removed.clear();
-        if let Some(carried) = state.carried.as_mut() {
-            if carried.values.is_empty() && !had_pending {
-                return;
-            }
-            carried.values.clear();
-            state.status = Status::Modified;
-            return;
-        }
-        let nothing_stored = state.fresh
-            || state.cleared
-            || self.0.cookie_token.is_none()
-            || matches!(self.0.loaded.get(), Some(None))
-            || matches!(self.0.loaded.get(), Some(Some(r)) if r.values.is_empty());
-        if nothing_stored && !had_pending {
-            return;
-        }
-        if !state.fresh {
-            state.cleared = true;
-        }
-        state.status = Status::Modified;
-    }
-
-    /// The keys of the session, sorted.
-    pub async fn keys(&self) -> Result<Vec<String>, Error> {
-        self.view(|v| v.keys()).await
-    }
-
-    /// Whether the session holds a value under `key`.
-    pub async fn contains(&self, key: &str) -> Result<bool, Error> {
-        self.view(|v| v.get(key).is_some()).await
-    }
-
-    /// Destroys the session: it is deleted from the store when the response is sent, the client
-    /// gets an expiring cookie, and values are emptied. Writing after `destroy` starts a new
-    /// session with a new token.
-    pub fn destroy(&self) {
-        let mut state = self.state();
-        let mut delete = std::mem::take(&mut state.delete);
-        delete.extend(self.committed_id(&state));
-        delete.extend(state.carried.take().and_then(|c| c.from));
-        delete.append(&mut state.merged_ids);
-        *state = State {
-            status: Status::Destroyed,
-            fresh: true,
-            delete,
-            failure: state.failure.take(),
-            ..State::default()
-        };
-    }
-
-    /// Sets the remember-me flag, stored with the session: when on, the cookie persists (has
-    /// `Max-Age`/`Expires`) even if the layer's `persist` setting is off.
-    pub fn remember_me(&self, on: bool) {
-        let mut state = self.state();
-        state.remember = Some(on);
-        state.status = Status::Modified;
-    }
-
-    /// Ties the session to `owner` (e.g. a user id, after login), so that
-    /// [`destroy_owner`](Self::destroy_owner) can log that owner out everywhere.
-    pub fn set_owner(&self, owner: impl Into<String>) {
-        let mut state = self.state();
-        state.owner = Some(owner.into());
-        state.status = Status::Modified;
-    }
-
-    /// The owner the session is tied to, if any.
-    pub async fn owner(&self) -> Result<Option<String>, Error> {
-        self.view(|v| v.owner()).await
-    }
-
-    /// Logs `owner` out everywhere: deletes every session tied to it, at once (not at commit),
-    /// and destroys this session too if it belongs to `owner`. Returns how many sessions were
-    /// deleted.
-    pub async fn destroy_owner(&self, owner: &str) -> Result<u64, Error> {
-        let own = self.owner().await?;
-        let deleted = match self.0.shared.delete_owner(owner).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.state().failure.get_or_insert_with(|| e.clone());
-                return Err(e);
-            }
-        };
-        if own.as_deref() == Some(owner) {
-            self.destroy();
-        }
-        Ok(deleted)
-    }
-
-    /// The absolute deadline of the session (fixed at creation, reset by renew).
-    pub async fn deadline(&self) -> Result<SystemTime, Error> {
-        let new_deadline = later(SystemTime::now(), self.0.shared.config.lifetime);
-        self.view(|v| {
-            v.state
-                .deadline
-                .or(v.base.map(|r| r.deadline))
-                .unwrap_or(new_deadline)
-        })
-        .await
-    }
-
-    /// Sets the absolute deadline of the session. A deadline in the past deletes it at commit
-    /// (one before 1970 counts as 1970; one after year 9999 as the end of 9999).
-    pub fn set_deadline(&self, deadline: SystemTime) {
-        let mut state = self.state();
-        state.deadline = Some(deadline.clamp(std::time::UNIX_EPOCH, crate::store::latest()));
-        state.status = Status::Modified;
-    }
-
-    /// Whether, and how, this request changed the session.
-    pub fn status(&self) -> Status {
-        self.state().status
-    }
-
-    /// The session's token, once it has one: `None` for a new session until its first commit
-    /// (as in SCS), and after `destroy`. Handle it as a secret.
-    pub async fn token(&self) -> Result<Option<String>, Error> {
-        let base = self.base().await?;
-        let state = self.state();
-        if let Some(t) = &state.new_token {
-            return Ok(Some(t.clone()));
-        }
-        Ok(match (state.fresh, base) {
-            (false, Some(_)) => self.0.cookie_token.clone(),
-            _ => None,
-        })
     }
 
     /// The store id of the record this session stands for, if it may exist in the store.

@@ -94,12 +94,14 @@ pub struct Change {
 
 impl Change {
     /// A change that creates a record with the absolute `deadline`, at `now`.
+    #[must_use]
     pub fn create(now: SystemTime, deadline: SystemTime) -> Self {
         Self::with_mode(now, Mode::Create { deadline })
     }
 
     /// A change to the existing record, at `now`; with nothing else, it only refreshes the
     /// expiry.
+    #[must_use]
     pub fn update(now: SystemTime) -> Self {
         Self::with_mode(now, Mode::Update { deadline: None })
     }
@@ -227,12 +229,23 @@ pub const REPLACE_GRACE: Duration = Duration::from_secs(10);
 /// current time. Times are the application's clock ([`Change::now`]); a store whose server has
 /// its own clock (Redis) sets expiries as durations from now, so skew between the two never
 /// shortens a session.
+///
+/// # Errors
+///
+/// Every call returns [`Error::Store`] (built with [`Error::store`]) when the backend fails,
+/// [`Error::Malformed`] for stored data not in the store's shape, and [`Error::Timeout`] when
+/// it bounds the call itself (see [`load_timeout`](Self::load_timeout)); the layer answers the
+/// request with its error response. The methods name the errors of their own.
 pub trait SessionStore: Send + Sync + 'static {
     /// Fetches a live record, or `None` when there is none.
     fn load(&self, id: &str) -> impl Future<Output = Result<Option<Record>, Error>> + Send;
 
     /// Applies `change` atomically. Returns `None` only for [`Mode::Update`] when no live
     /// record exists, in which case nothing was written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when the change breaks [`Change::max_bytes`]; nothing is written.
     fn commit(
         &self,
         id: &str,
@@ -271,8 +284,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The longest a [`load`](Self::load) can take, when the store enforces that bound itself
     /// (a client-side command timeout, say) and then fails the load with [`Error::Timeout`].
     /// When it is no longer than the layer's store timeout, the layer sets no timer of its own
-    /// around loads, so a read costs one timer instead of two. `None`, the default: the layer
-    /// bounds every load.
+    /// around loads. `None`, the default: the layer bounds every load.
+    ///
+    /// It is part of the trait because only the store knows whether its client already bounds
+    /// a call, and a load is on the path of every request that reads its session: a second
+    /// timer there is measurable (a tokio timer registered and dropped per request). A store
+    /// that answers `Some` must keep the promise, or a hung backend hangs the request. Commits
+    /// and the other calls are always bounded by the layer.
     fn load_timeout(&self) -> Option<Duration> {
         None
     }
@@ -282,6 +300,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// sessions it deleted. A session whose owner has changed away from `owner` is never
     /// deleted by it, even if an index still lists it. Stores that keep no owner index answer
     /// with an error (the default).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] from a store that keeps no owner index.
     fn delete_owner(&self, owner: &str) -> impl Future<Output = Result<u64, Error>> + Send {
         let _ = owner;
         async { Err(Error::Unsupported("this store keeps no owner index")) }

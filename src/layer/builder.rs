@@ -258,8 +258,13 @@ impl SessionLayer {
     }
 
     /// Builds the response (status and headers; the body is the body type's default) sent
-    /// instead of the handler's when the store or a session value fails. Default: an empty
-    /// `500 Internal Server Error`.
+    /// instead of the handler's when the session cannot be kept: a store call failed or timed
+    /// out (the load, the commit, a pop or a log-out-everywhere), or a value given to
+    /// [`Session::insert`](crate::Session::insert) could not be stored ([`Error::Value`],
+    /// [`Error::TooLarge`]). Errors a handler receives itself, such as a value that does not
+    /// deserialize in `get` or a refused `try_insert`, are the handler's to answer and never
+    /// reach this. Default: an empty `500 Internal Server Error`, the same response as
+    /// `Error`'s `IntoResponse`.
     #[must_use]
     pub fn error_handler(
         self,

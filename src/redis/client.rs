@@ -81,7 +81,9 @@ impl RedisStore<Pool> {
     /// If you lower the layer's `store_timeout` below 900 ms, build your own pool with a command
     /// timeout below it.
     ///
-    /// Fails when the URL is invalid or Redis cannot be reached at start.
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the URL is invalid or Redis cannot be reached at start.
     pub async fn from_url(url: &str) -> Result<Self, Error> {
         let config = Config::from_url(url).map_err(Error::store)?;
         let pool = Builder::from_config(config)

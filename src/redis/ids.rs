@@ -17,9 +17,13 @@ impl<C: FredClient> RedisStore<C> {
     /// Streams the ids of all live sessions (SCS `Iterate`): a `SCAN` over the keys under the
     /// prefix on every primary (each node of a cluster), a page of 1000 at a time, so a million
     /// sessions never sit in memory at once. Ids are tokens, or their hashes when
-    /// hash-token-in-store is on; [`SessionStore::load`], [`SessionStore::commit`] and
-    /// [`SessionStore::delete`] take them as they are. As with any `SCAN`, a session created or
-    /// deleted during the iteration may or may not be visited.
+    /// hash-token-in-store is on; the [`SessionStore`](crate::store::SessionStore) calls take
+    /// them as they are. As with any `SCAN`, a session created or deleted during the iteration
+    /// may or may not be visited.
+    ///
+    /// # Errors
+    ///
+    /// The stream yields an [`Error::Store`] for a `SCAN` page Redis fails to answer.
     ///
     /// ```no_run
     /// # async fn demo(store: tower_scs::RedisStore) -> Result<(), tower_scs::Error> {

@@ -10,8 +10,32 @@ impl Session {
     /// Removes `key` and returns its value, deserialized as `T`: for one-time values (flash
     /// messages, one-time codes). A stored value is removed **in the store at once**, not at
     /// commit, atomically: of any number of concurrent requests popping one key, in any number
-    /// of processes, exactly one gets the value. A value that does not deserialize as `T` is an
-    /// [`Error::Value`] and stays where it is.
+    /// of processes, exactly one gets the value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when the value does not deserialize as `T`; it then stays where it is.
+    /// [`Error::Store`] or [`Error::Timeout`] when removing it from the store fails, and
+    /// [`Error::Store`], [`Error::Timeout`] or [`Error::Malformed`] when loading the session (on the
+    /// request's first read) fails; the request is then answered with the layer's error response,
+    /// whatever the handler returns.
+    ///
+    /// ```
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # use tower_scs::{MemoryStore, Session, SessionLayer};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let handler = service_fn(|req: http::Request<()>| async move {
+    /// # let session = req.extensions().get::<Session>().cloned().unwrap();
+    /// session.insert("flash", "Saved!");
+    /// assert_eq!(session.pop::<String>("flash").await?.as_deref(), Some("Saved!"));
+    /// assert_eq!(session.pop::<String>("flash").await?, None); // gone after one read
+    /// # Ok::<_, tower_scs::Error>(http::Response::new(()))
+    /// # });
+    /// # let layer = SessionLayer::new(MemoryStore::new());
+    /// # layer.layer(handler).oneshot(http::Request::new(())).await.unwrap();
+    /// # }
+    /// ```
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         // Read first, so that a value of the wrong type is reported and left in place.
         if self.get::<T>(key).await?.is_none() {
@@ -89,6 +113,31 @@ impl Session {
     /// concurrent renews of one session, exactly one carries the data on. A destroy of the old
     /// token that arrives just after the renew (within [`REPLACE_GRACE`](crate::store::REPLACE_GRACE))
     /// also ends the renewed session.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`], [`Error::Timeout`] or [`Error::Malformed`] when loading the session (on the
+    /// request's first read) fails; the request is then answered with the layer's error response,
+    /// whatever the handler returns.
+    ///
+    /// ```
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # use tower_scs::{MemoryStore, Session, SessionLayer};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let handler = service_fn(|req: http::Request<()>| async move {
+    /// # let session = req.extensions().get::<Session>().cloned().unwrap();
+    /// session.insert("cart", vec!["apple"]);
+    /// // A login: a new token for the same data, then the user it now belongs to.
+    /// session.renew_token().await?;
+    /// session.set_owner("user:42");
+    /// assert_eq!(session.get::<Vec<String>>("cart").await?, Some(vec!["apple".to_owned()]));
+    /// # Ok::<_, tower_scs::Error>(http::Response::new(()))
+    /// # });
+    /// # let layer = SessionLayer::new(MemoryStore::new());
+    /// # layer.layer(handler).oneshot(http::Request::new(())).await.unwrap();
+    /// # }
+    /// ```
     pub async fn renew_token(&self) -> Result<(), Error> {
         let base = self.base().await?;
         let mut state = self.state();
@@ -136,6 +185,29 @@ impl Session {
     /// this session's, the later deadline wins, and it is handed over to this session at commit,
     /// atomically: if it is no longer live by then (destroyed meanwhile), its values are not
     /// stored. A token that is malformed, unknown, or this session's own is ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`], [`Error::Timeout`] or [`Error::Malformed`] when loading either session
+    /// fails; the request is then answered with the layer's error response.
+    ///
+    /// ```
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # use tower_scs::{MemoryStore, Session, SessionLayer};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let handler = service_fn(|req: http::Request<()>| async move {
+    /// # let session = req.extensions().get::<Session>().cloned().unwrap();
+    /// // E.g. the anonymous session a client held before it signed in, sent in a form field.
+    /// let anonymous = "b3fDrH4NjZ2SLRn2ZpSm0XYbmyxnEp8o4SHKvXp1HRw"; // unknown here: ignored
+    /// session.merge(anonymous).await?;
+    /// assert!(session.keys().await?.is_empty());
+    /// # Ok::<_, tower_scs::Error>(http::Response::new(()))
+    /// # });
+    /// # let layer = SessionLayer::new(MemoryStore::new());
+    /// # layer.layer(handler).oneshot(http::Request::new(())).await.unwrap();
+    /// # }
+    /// ```
     pub async fn merge(&self, token: &str) -> Result<(), Error> {
         if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
             return Ok(());
