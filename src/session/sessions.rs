@@ -41,26 +41,21 @@ impl Sessions {
 /// `Session` as an axum extractor: taken from the request extensions, where the layer put it; a
 /// route without a `SessionLayer` gets [`Error::MissingLayer`].
 #[cfg(feature = "axum")]
-macro_rules! extractor {
-    ($t:ty) => {
-        #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-        impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for $t {
-            type Rejection = Error;
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Session {
+    type Rejection = Error;
 
-            async fn from_request_parts(
-                parts: &mut http::request::Parts,
-                _state: &S,
-            ) -> Result<Self, Self::Rejection> {
-                let found = parts.extensions.get::<$t>().cloned();
-                found.ok_or(Error::MissingLayer)
-            }
-        }
-    };
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let found = parts.extensions.get::<Session>().cloned();
+        found.ok_or(Error::MissingLayer)
+    }
 }
 
-#[cfg(feature = "axum")]
-extractor!(Session);
-
+/// `Sessions` as an axum extractor; a route without a `SessionLayer` gets
+/// [`Error::MissingLayer`].
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
@@ -74,5 +69,26 @@ impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Sessions {
             Sessions(None) => Err(Error::MissingLayer),
             sessions => Ok(sessions),
         }
+    }
+}
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use axum_core::extract::FromRequestParts;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn without_a_layer_the_extractors_reject_with_missing_layer() {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        let session = Session::from_request_parts(&mut parts, &()).await;
+        assert!(matches!(session, Err(Error::MissingLayer)));
+        let sessions = Sessions::from_request_parts(&mut parts, &()).await;
+        assert!(matches!(sessions, Err(Error::MissingLayer)));
+        assert!(
+            Sessions::from_extensions(&parts.extensions)
+                .get("session")
+                .is_none()
+        );
     }
 }
