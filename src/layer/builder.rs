@@ -18,25 +18,10 @@ use crate::{
 /// has answered (SCS `LoadAndSave`).
 ///
 /// It works with any `http::Request`/`http::Response` service (axum, tonic, hyper), as long as
-/// the response body implements `Default` (used for the error response).
+/// the response body implements `Default` (used for the error response). Its settings, each
+/// a method below, with SCS's defaults where SCS has the setting:
 ///
-/// | setting | default | method |
-/// |---|---|---|
-/// | absolute lifetime | 24 h | [`lifetime`](Self::lifetime) |
-/// | idle timeout | off | [`idle_timeout`](Self::idle_timeout) |
-/// | cookie name | `session` | [`cookie_name`](Self::cookie_name) |
-/// | cookie domain | none | [`cookie_domain`](Self::cookie_domain) |
-/// | cookie path | `/` | [`cookie_path`](Self::cookie_path) |
-/// | HttpOnly | on | [`http_only`](Self::http_only) |
-/// | Secure | off (turn it on in production) | [`secure`](Self::secure) |
-/// | SameSite | Lax | [`same_site`](Self::same_site) |
-/// | Partitioned | off | [`partitioned`](Self::partitioned) |
-/// | persist | on | [`persist`](Self::persist) |
-/// | hash token in store | off | [`hash_token_in_store`](Self::hash_token_in_store) |
-/// | store timeout | 1 s | [`store_timeout`](Self::store_timeout) |
-/// | max session size | 1 MiB | [`max_session_bytes`](Self::max_session_bytes) |
-/// | max key length | 1024 bytes | [`max_key_bytes`](Self::max_key_bytes) |
-/// | error response | empty 500 | [`error_handler`](Self::error_handler) |
+#[doc = include_str!("settings.md")]
 ///
 /// Each setter checks its value and panics on an invalid one, naming the setting (see its
 /// `# Panics` section): a cookie name, domain or path that would break or extend `Set-Cookie`,
@@ -294,5 +279,15 @@ impl<S> Layer<S> for SessionLayer {
             inner,
             Arc::new(Shared::new(self.config.clone(), self.store.clone())),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README's settings table is the one this rustdoc includes: one source of truth.
+    #[test]
+    fn the_readme_shows_the_settings_table_of_the_rustdoc() {
+        let readme = include_str!("../../README.md");
+        assert!(readme.contains(include_str!("settings.md")));
     }
 }
