@@ -44,9 +44,10 @@ pub(crate) fn read<B>(config: &Config, req: &Request<B>) -> Option<String> {
     token_in_cookies(config, req.headers())
 }
 
-/// Marks the response as varying on the token's carrier (`Vary: Cookie`), unless it already
-/// does (said by the handler or by another session layer) or varies on everything (`*`).
-pub(crate) fn vary(headers: &mut HeaderMap) {
+/// Marks the response as varying on the token's carrier, unless it already does (said by the
+/// handler or by another session layer) or varies on everything (`*`). The settings choose the
+/// carrier; for the cookie, the only one today, that is `Vary: Cookie` whatever they say.
+pub(crate) fn vary(_config: &Config, headers: &mut HeaderMap) {
     let varies = headers.get_all(header::VARY).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',')

@@ -109,8 +109,8 @@ where
             match self.as_mut().project().state.project() {
                 StateProj::Handler { future, session } => {
                     let mut response = ready!(future.poll(cx))?;
-                    wire::vary(response.headers_mut());
                     let session = session.take().expect("polled after completion");
+                    wire::vary(&session.shared().config, response.headers_mut());
                     if !session.needs_commit() {
                         return Poll::Ready(Ok(response));
                     }
@@ -154,6 +154,6 @@ fn error_response<B: Default>(shared: &Shared, e: &Error) -> Response<B> {
     tracing::error!(error = %e, "session error; sending the error response");
     let (parts, ()) = (shared.config.error_handler)(e).into_parts();
     let mut response = Response::from_parts(parts, B::default());
-    wire::vary(response.headers_mut());
+    wire::vary(&shared.config, response.headers_mut());
     response
 }

@@ -199,19 +199,19 @@ fn attributes_follow_the_settings_and_the_name_prefixes() {
 #[test]
 fn vary_cookie_is_added_once() {
     let mut headers = HeaderMap::new();
-    vary(&mut headers);
-    vary(&mut headers);
+    vary(&Config::default(), &mut headers);
+    vary(&Config::default(), &mut headers);
     assert_eq!(headers.get_all(header::VARY).iter().count(), 1);
     assert_eq!(headers[header::VARY], "Cookie");
     for present in ["accept, COOKIE", "*"] {
         let mut headers = HeaderMap::new();
         headers.insert(header::VARY, HeaderValue::from_static(present));
-        vary(&mut headers);
+        vary(&Config::default(), &mut headers);
         assert_eq!(headers.get_all(header::VARY).iter().count(), 1, "{present}");
     }
     let mut headers = HeaderMap::new();
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Cookie"));
-    vary(&mut headers);
+    vary(&Config::default(), &mut headers);
     assert_eq!(headers.get_all(header::VARY).iter().count(), 2);
 }
 
