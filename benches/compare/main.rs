@@ -148,7 +148,7 @@ fn bench() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let redis = redis::Redis::start(&s.redis_server)?;
+    let redis = rt.block_on(redis::Redis::start(&s.redis_server))?;
     eprintln!(
         "redis-server on 127.0.0.1:{} (pid {})",
         redis.port(),

@@ -84,14 +84,14 @@ impl<'a> Ctx<'a> {
         tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
 
         let cpu0 = CpuSnapshot::take(server_pid, self.redis.pid())?;
-        let c0 = self.redis.counters()?;
+        let c0 = self.redis.counters().await?;
         phase.store(MEASURE, Ordering::Release);
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         phase.store(STOP, Ordering::Release);
         let window = t0.elapsed().as_secs_f64();
         let cpu1 = CpuSnapshot::take(server_pid, self.redis.pid())?;
-        let c1 = self.redis.counters()?;
+        let c1 = self.redis.counters().await?;
 
         let stats = users.join().await?;
         let latencies = stats.latencies_us;

@@ -1,14 +1,19 @@
 //! The private `redis-server` the three servers share: started on a free loopback port under a
 //! guard process, polled until it answers, and read for its counters (`INFO stats
-//! commandstats`), which say how many commands, and which, each variant cost per request.
+//! commandstats`), which say how many commands, and which, each variant cost per request. The
+//! bench talks to it through one fred client.
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     process::Command,
     time::{Duration, Instant},
+};
+
+use tower_scs::fred::{
+    clients::Client,
+    interfaces::ClientLike,
+    prelude::{Builder, Config},
+    types::{ClusterHash, CustomCommand},
 };
 
 use crate::{
@@ -19,6 +24,7 @@ use crate::{
 /// The bench's own `redis-server`, stopped (through its guard) on drop.
 pub struct Redis {
     _guard: Proc,
+    client: Client,
     port: u16,
     pid: u32,
     version: String,
@@ -27,43 +33,31 @@ pub struct Redis {
 impl Redis {
     /// Starts a private `redis-server` on a free loopback port, under a guard process (this
     /// binary with `--guard`), and waits until it answers `PING`.
-    pub fn start(bin: &str) -> Result<Redis> {
+    pub async fn start(bin: &str) -> Result<Redis> {
         let version = version(bin)?;
         for attempt in 1..=5 {
             let port = free_port()?;
             let port_arg = port.to_string();
-            let args = [
-                "--guard",
-                bin,
-                "--port",
-                &port_arg,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ];
+            let mut args = vec!["--guard", bin, "--port", &port_arg];
+            args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            args.extend(["--daemonize", "no", "--loglevel", "warning"]);
             let name = format!("redis-server guard :{port}");
             let (mut guard, pid) = Proc::spawn_self(name, &args, "PID ")?;
             let pid = pid.ok_or("could not start redis-server")?;
-            match answers(&mut guard, port)? {
-                true => {
+            match answers(&mut guard, port).await? {
+                Some(client) => {
                     let _guard = guard;
                     return Ok(Redis {
                         _guard,
+                        client,
                         port,
                         pid,
                         version,
                     });
                 }
                 // The guard printed Redis's output. A port taken meanwhile: try another.
-                false if attempt < 5 => {}
-                false => return Err("redis-server did not start (its output is above)".into()),
+                None if attempt < 5 => {}
+                None => return Err("redis-server did not start (its output is above)".into()),
             }
         }
         Err("redis-server did not start".into())
@@ -87,11 +81,13 @@ impl Redis {
     }
 
     /// The counters now.
-    pub fn counters(&self) -> Result<Counters> {
-        Counters::parse(&redis_command(
-            self.port,
-            &["INFO", "stats", "commandstats"],
-        )?)
+    pub async fn counters(&self) -> Result<Counters> {
+        let info = CustomCommand::new_static("INFO", ClusterHash::FirstKey, false);
+        let info: String = self
+            .client
+            .custom(info, vec!["stats", "commandstats"])
+            .await?;
+        Counters::parse(&info)
     }
 }
 
@@ -110,47 +106,37 @@ fn version(bin: &str) -> Result<String> {
     }
 }
 
-/// Polls a new server with `PING` until it answers (`true`), or its guard exits (`false`).
-fn answers(guard: &mut Proc, port: u16) -> Result<bool> {
+/// Polls a new server until it answers `PING` (its client), or its guard exits (`None`).
+async fn answers(guard: &mut Proc, port: u16) -> Result<Option<Client>> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if guard.exited()? {
-            return Ok(false);
+            return Ok(None);
         }
-        if redis_command(port, &["PING"]).is_ok_and(|r| r == "PONG") {
-            return Ok(true);
+        if let Ok(client) = connect(port).await {
+            return Ok(Some(client));
         }
         if Instant::now() > deadline {
             return Err("redis-server did not answer PING within 5 s".into());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Sends one command to Redis over a fresh connection and returns a simple or bulk string reply.
-fn redis_command(port: u16, args: &[&str]) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut cmd = format!("*{}\r\n", args.len());
-    for a in args {
-        let _ = write!(cmd, "${}\r\n{a}\r\n", a.len());
+/// A fred client connected to the server on `port`, once it answers `PING` with `PONG`. No
+/// reconnection: a server not up yet fails the connection, and the caller tries again.
+async fn connect(port: u16) -> Result<Client> {
+    let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
+        .build()?;
+    client.init().await?;
+    let pong: String = client.ping(None).await?;
+    if pong != "PONG" {
+        return Err(format!("PING answered {pong:?}").into());
     }
-    stream.write_all(cmd.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end();
-    match line.as_bytes().first() {
-        Some(b'+') => Ok(line[1..].to_owned()),
-        Some(b'$') => {
-            let len: usize = line[1..].parse()?;
-            let mut buf = vec![0; len + 2];
-            reader.read_exact(&mut buf)?;
-            buf.truncate(len);
-            Ok(String::from_utf8(buf)?)
-        }
-        _ => Err(format!("unexpected Redis reply {line:?}").into()),
-    }
+    Ok(client)
 }
 
 /// Redis counters at one instant: `total_commands_processed`, and per command its calls and the
