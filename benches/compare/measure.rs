@@ -15,7 +15,7 @@ use std::{
 use crate::{
     Result, Settings,
     client::{MEASURE, STOP, Users, WARMUP},
-    redis::Redis,
+    redis::{Commands, Redis},
 };
 
 /// What one measured run of one variant gave.
@@ -28,12 +28,8 @@ pub struct Run {
     pub client_cpu_us: f64,
     /// CPU used by other processes during the window, in cores (noise indicator).
     pub other_cores: f64,
-    /// `total_commands_processed` per request (script-internal commands included).
-    pub redis_cmds: f64,
-    /// Commands the server sent per request (script-internal commands excluded).
-    pub sent_cmds: f64,
-    /// Per command Redis executed: calls per request, and Redis's own µs per call.
-    pub mix: std::collections::BTreeMap<String, (f64, f64)>,
+    /// What Redis ran for the requests, per request.
+    pub commands: Commands,
     pub failures: u64,
     pub first_failure: Option<String>,
 }
@@ -99,7 +95,6 @@ impl<'a> Ctx<'a> {
         if latencies.is_empty() {
             return Err("no request completed in the measured window".into());
         }
-        let commands = c1.since(&c0, n);
         let us_per_tick = 1e6 / self.ticks_per_sec;
         let per_request = |ticks: u64| ticks as f64 * us_per_tick / n;
         Ok(Run {
@@ -110,9 +105,7 @@ impl<'a> Ctx<'a> {
             redis_cpu_us: per_request(cpu1.redis - cpu0.redis),
             client_cpu_us: per_request(cpu1.client - cpu0.client),
             other_cores: cpu1.others_since(&cpu0) as f64 / self.ticks_per_sec / window,
-            redis_cmds: commands.executed,
-            sent_cmds: commands.sent,
-            mix: commands.mix,
+            commands: c1.since(&c0, n),
             failures: stats.failures,
             first_failure: stats.first_failure,
         })

@@ -154,8 +154,8 @@ fn table(out: &mut String, s: &Settings, rounds: &Rounds, races: &[Option<usize>
             med(i, |r| r.p50_ms),
             med(i, |r| r.p99_ms),
             med(i, |r| r.server_cpu_us),
-            med(i, |r| r.redis_cmds),
-            med(i, |r| r.sent_cmds),
+            med(i, |r| r.commands.executed),
+            med(i, |r| r.commands.sent),
             med(i, |r| r.redis_cpu_us),
         );
     }
@@ -204,6 +204,7 @@ fn command_mix(out: &mut String, rounds: &Rounds) {
     );
     for (i, v) in VARIANTS.iter().enumerate() {
         let mix: Vec<String> = rounds.runs[i][calmest]
+            .commands
             .mix
             .iter()
             .map(|(c, (n, us))| {
