@@ -1,0 +1,286 @@
+//! The closed-loop client: users, each with one keep-alive HTTP/1.1 connection and one cookie
+//! jar, writing `/put?v=X` or reading `/get` and checking every read against their last write;
+//! and the race, which counts the updates a variant loses to concurrent requests.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Instant,
+};
+
+use axum::http::{StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, body::Bytes};
+use hyper_util::{
+    client::legacy::Client as PooledClient,
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::task::JoinHandle;
+
+use crate::{BoxError, Result, Settings, servers::race_key};
+
+/// A user's cookies, by name.
+#[derive(Default)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn header(&self) -> String {
+        let mut s = String::new();
+        for (name, value) in &self.0 {
+            if !s.is_empty() {
+                s.push_str("; ");
+            }
+            let _ = write!(s, "{name}={value}");
+        }
+        s
+    }
+
+    fn update(&mut self, headers: &hyper::HeaderMap) {
+        for h in headers.get_all(header::SET_COOKIE) {
+            let Ok(h) = h.to_str() else { continue };
+            let mut parts = h.split(';');
+            let Some((name, value)) = parts.next().and_then(|p| p.trim().split_once('=')) else {
+                continue;
+            };
+            let expired = parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
+            if value.is_empty() || expired {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+}
+
+fn request(path: &str, jar: &Jar) -> Result<Request<Empty<Bytes>>> {
+    let mut req = Request::get(path).header(header::HOST, "127.0.0.1");
+    if !jar.0.is_empty() {
+        req = req.header(header::COOKIE, jar.header());
+    }
+    Ok(req.body(Empty::new())?)
+}
+
+/// One user's keep-alive HTTP/1.1 connection.
+struct Conn(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn(sender))
+    }
+
+    /// Sends `GET path` with the jar's cookies, updates the jar; returns status and body.
+    async fn get(&mut self, path: &str, jar: &mut Jar) -> Result<(StatusCode, Bytes)> {
+        self.0.ready().await?;
+        let res = self.0.send_request(request(path, jar)?).await?;
+        jar.update(res.headers());
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// The phases of a run, as the users see them: requests before `MEASURE` and after `STOP` are
+/// not measured, and users stop at `STOP`.
+pub const WARMUP: u8 = 0;
+pub const MEASURE: u8 = 1;
+pub const STOP: u8 = 2;
+
+/// What users measured: latencies of the requests sent and answered within the measured phase,
+/// and the failed checks among them.
+#[derive(Default)]
+pub struct UserStats {
+    pub latencies_us: Vec<u32>,
+    pub failures: u64,
+    pub first_failure: Option<String>,
+}
+
+impl UserStats {
+    fn fail(&mut self, what: String) {
+        self.failures += 1;
+        self.first_failure.get_or_insert(what);
+    }
+}
+
+/// The users of one run, each a task.
+pub struct Users(Vec<JoinHandle<Result<UserStats>>>);
+
+impl Users {
+    /// `n` users of the server at `addr`, running until `phase` is `STOP`.
+    pub fn spawn(n: usize, addr: SocketAddr, write_pct: u64, phase: &Arc<AtomicU8>) -> Users {
+        Users(
+            (0..n)
+                .map(|id| tokio::spawn(user(id, addr, write_pct, phase.clone())))
+                .collect(),
+        )
+    }
+
+    /// Waits for every user to stop; their stats together, latencies sorted.
+    pub async fn join(self) -> Result<UserStats> {
+        let mut all = UserStats::default();
+        for u in self.0 {
+            let st = u.await??;
+            all.latencies_us.extend(st.latencies_us);
+            all.failures += st.failures;
+            all.first_failure = all.first_failure.or(st.first_failure);
+        }
+        all.latencies_us.sort_unstable();
+        Ok(all)
+    }
+}
+
+/// One user's state: the connection, the cookies, what it wrote last.
+struct User {
+    id: usize,
+    conn: Conn,
+    jar: Jar,
+    rng: u64,
+    seq: u64,
+    last: Option<String>,
+}
+
+impl User {
+    /// xorshift64
+    fn roll(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// `/put?v=<a new value>`; the failed check, if any.
+    async fn put(&mut self) -> Result<Option<String>> {
+        self.seq += 1;
+        let v = format!("u{}s{}", self.id, self.seq);
+        match self.conn.get(&format!("/put?v={v}"), &mut self.jar).await {
+            Ok((StatusCode::OK, _)) => {
+                self.last = Some(v);
+                Ok(None)
+            }
+            Ok((status, body)) => {
+                self.last = None; // unknown whether it was stored
+                Ok(Some(format!("/put answered {status}: {body:?}")))
+            }
+            Err(e) => Err(format!("user {}: /put: {e}", self.id).into()),
+        }
+    }
+
+    /// `/get`, checked against the last write; the failed check, if any.
+    async fn get(&mut self) -> Result<Option<String>> {
+        match self.conn.get("/get", &mut self.jar).await {
+            Ok((StatusCode::OK, body)) => Ok(match &self.last {
+                Some(v) if body != v.as_bytes() => {
+                    Some(format!("/get returned {body:?}, last write was {v:?}"))
+                }
+                _ => None,
+            }),
+            Ok((status, body)) => Ok(Some(format!("/get answered {status}: {body:?}"))),
+            Err(e) => Err(format!("user {}: /get: {e}", self.id).into()),
+        }
+    }
+}
+
+/// One closed-loop user: writes `write_pct`% of the time (and first, so that the session exists
+/// before the clock starts), reads otherwise, until `phase` is `STOP`.
+async fn user(
+    id: usize,
+    addr: SocketAddr,
+    write_pct: u64,
+    phase: Arc<AtomicU8>,
+) -> Result<UserStats> {
+    let mut u = User {
+        id,
+        conn: Conn::open(addr).await?,
+        jar: Jar::default(),
+        rng: 0x9E37_79B9_7F4A_7C15_u64 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        seq: 0,
+        last: None,
+    };
+    let mut stats = UserStats::default();
+    let mut first = true;
+    loop {
+        let started_in = phase.load(Ordering::Acquire);
+        if started_in == STOP {
+            break;
+        }
+        let roll = u.roll();
+        let write = first || roll % 100 < write_pct;
+        first = false;
+        let start = Instant::now();
+        let failure = if write {
+            u.put().await?
+        } else {
+            u.get().await?
+        };
+        let elapsed = start.elapsed();
+        if started_in == MEASURE && phase.load(Ordering::Acquire) == MEASURE {
+            stats
+                .latencies_us
+                .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+            if let Some(f) = failure {
+                stats.fail(f);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The race: per session, `requests` concurrent `/race?k=rI` (read, wait, write a distinct key),
+/// then count the keys that survived. Returns the number of lost updates.
+pub async fn race(s: &Settings, port: u16) -> Result<usize> {
+    let client = PooledClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut lost = 0;
+    for _ in 0..s.race_sessions {
+        let found = race_session(&client, &base, s.race_requests).await?;
+        lost += s.race_requests.saturating_sub(found);
+    }
+    Ok(lost)
+}
+
+type Pooled = PooledClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// One session of the race: creates it, sends the `requests` at once, and returns how many of
+/// their keys it holds afterwards.
+async fn race_session(client: &Pooled, base: &str, requests: usize) -> Result<usize> {
+    let mut jar = Jar::default();
+    let res = client
+        .request(request(&format!("{base}/put?v=init"), &jar)?)
+        .await?;
+    jar.update(res.headers());
+    if res.status() != StatusCode::OK || jar.0.is_empty() {
+        return Err(format!("race: creating a session answered {}", res.status()).into());
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..requests {
+        let (client, barrier) = (client.clone(), barrier.clone());
+        let req = request(&format!("{base}/race?k={}", race_key(i)), &jar)?;
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let res = client.request(req).await?;
+            let status = res.status();
+            res.into_body().collect().await?;
+            Ok::<_, BoxError>(status)
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        let status = status??;
+        if status != StatusCode::OK {
+            return Err(format!("race: /race answered {status}").into());
+        }
+    }
+    let res = client
+        .request(request(&format!("{base}/count?n={requests}"), &jar)?)
+        .await?;
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok(std::str::from_utf8(&body)?.trim().parse()?)
+}
