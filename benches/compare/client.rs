@@ -188,38 +188,46 @@ impl User {
     }
 }
 
-/// One closed-loop user: writes `write_pct`% of the time (and first, so that the session exists
-/// before the clock starts), reads otherwise, until `phase` is `STOP`.
+impl User {
+    async fn open(id: usize, addr: SocketAddr) -> Result<Self> {
+        Ok(User {
+            id,
+            conn: Conn::open(addr).await?,
+            jar: Jar::default(),
+            rng: 0x9E37_79B9_7F4A_7C15_u64 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            seq: 0,
+            last: None,
+        })
+    }
+
+    /// One request of the mix: a write `write_pct`% of the time (and always the first, so that
+    /// the session exists), a read otherwise; the failed check, if any.
+    async fn step(&mut self, write_pct: u64) -> Result<Option<String>> {
+        let roll = self.roll();
+        if self.seq == 0 || roll % 100 < write_pct {
+            self.put().await
+        } else {
+            self.get().await
+        }
+    }
+}
+
+/// One closed-loop user: the mix, until `phase` is `STOP`.
 async fn user(
     id: usize,
     addr: SocketAddr,
     write_pct: u64,
     phase: Arc<AtomicU8>,
 ) -> Result<UserStats> {
-    let mut u = User {
-        id,
-        conn: Conn::open(addr).await?,
-        jar: Jar::default(),
-        rng: 0x9E37_79B9_7F4A_7C15_u64 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
-        seq: 0,
-        last: None,
-    };
+    let mut u = User::open(id, addr).await?;
     let mut stats = UserStats::default();
-    let mut first = true;
     loop {
         let started_in = phase.load(Ordering::Acquire);
         if started_in == STOP {
             break;
         }
-        let roll = u.roll();
-        let write = first || roll % 100 < write_pct;
-        first = false;
         let start = Instant::now();
-        let failure = if write {
-            u.put().await?
-        } else {
-            u.get().await?
-        };
+        let failure = u.step(write_pct).await?;
         let elapsed = start.elapsed();
         if started_in == MEASURE && phase.load(Ordering::Acquire) == MEASURE {
             stats
@@ -231,6 +239,31 @@ async fn user(
         }
     }
     Ok(stats)
+}
+
+/// `--drive`: exactly `requests` requests of the mix, shared among `users` users, against a
+/// server already running (say, under callgrind); an error on the first failed check.
+pub async fn drive(addr: SocketAddr, requests: u64, users: usize, write_pct: u64) -> Result<()> {
+    let per_user = requests / users as u64;
+    let extra = requests % users as u64;
+    let tasks: Vec<_> = (0..users)
+        .map(|id| {
+            let n = per_user + u64::from((id as u64) < extra);
+            tokio::spawn(async move {
+                let mut u = User::open(id, addr).await?;
+                for _ in 0..n {
+                    if let Some(failure) = u.step(write_pct).await? {
+                        return Err(format!("user {id}: {failure}").into());
+                    }
+                }
+                Ok::<_, BoxError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
 
 /// The race: per session, `requests` concurrent `/race?k=rI` (read, wait, write a distinct key),

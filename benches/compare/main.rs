@@ -29,6 +29,10 @@
 //! as long as 3 quiet rounds remain), `BENCH_MIN_QUIET` (0: with N > 0, rounds continue past
 //! `BENCH_ROUNDS` until N rounds were quiet, up to 3 × `BENCH_ROUNDS`), `REDIS_SERVER` (the
 //! redis-server binary, `redis-server`).
+//!
+//! For instruction counts (DEVELOPERS.md, "Profiling the request path"), `--serve` runs one
+//! server alone and `--drive <port> --requests <n>` sends it exactly `n` requests of the same
+//! mix (`BENCH_USERS` users, `BENCH_WRITE_PCT`), every read checked.
 
 //! The parts: [`servers`] (the three servers and `--serve`), [`procs`] (the child processes and
 //! `--guard`), [`redis`] (the private `redis-server` and its counters), [`client`] (the
@@ -57,6 +61,13 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--guard") {
         if let Err(e) = procs::guard(&args[i + 1..]) {
             eprintln!("compare --guard: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(port) = flag(&args, "--drive") {
+        if let Err(e) = drive(&port, &args) {
+            eprintln!("compare --drive {port}: {e}");
             std::process::exit(1);
         }
         return;
@@ -136,6 +147,21 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// `--drive <port> --requests <n>`: `n` requests of the mix against the server on `port`.
+fn drive(port: &str, args: &[String]) -> Result<()> {
+    let s = Settings::from_env()?;
+    let requests: u64 = flag(args, "--requests")
+        .ok_or("--requests is missing")?
+        .parse()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.parse()?));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(client::drive(addr, requests, s.users, s.write_pct))?;
+    eprintln!("{requests} requests sent to {addr}, every read checked");
+    Ok(())
 }
 
 /// One server process of the bench: which variant, the process, its port.
