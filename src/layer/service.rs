@@ -108,18 +108,12 @@ where
         loop {
             match self.as_mut().project().state.project() {
                 StateProj::Handler { future, session } => {
-                    let mut response = ready!(future.poll(cx))?;
+                    let response = ready!(future.poll(cx))?;
                     let session = session.take().expect("polled after completion");
-                    wire::vary(&session.shared().config, response.headers_mut());
-                    if !session.needs_commit() {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let now = SystemTime::now();
-                    let plan = session.plan(now);
-                    if let Plan::Nothing = plan {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let future = Box::pin(finish(session, plan, now, response));
+                    let future = match after_handler(session, response) {
+                        Next::Done(response) => return Poll::Ready(Ok(response)),
+                        Next::Commit(future) => future,
+                    };
                     self.as_mut()
                         .project()
                         .state
@@ -128,6 +122,29 @@ where
                 StateProj::Committing { future } => return future.as_mut().poll(cx).map(Ok),
             }
         }
+    }
+}
+
+/// What follows the handler's response.
+enum Next<B> {
+    /// The session has nothing to store: the response goes as it is.
+    Done(Response<B>),
+    /// The commit that finishes the response.
+    Commit(Committing<B>),
+}
+
+fn after_handler<B: Default + Send + 'static>(
+    session: Session,
+    mut response: Response<B>,
+) -> Next<B> {
+    wire::vary(&session.shared().config, response.headers_mut());
+    if !session.needs_commit() {
+        return Next::Done(response);
+    }
+    let now = SystemTime::now();
+    match session.plan(now) {
+        Plan::Nothing => Next::Done(response),
+        plan => Next::Commit(Box::pin(finish(session, plan, now, response))),
     }
 }
 
