@@ -16,6 +16,7 @@
 mod common;
 
 use std::{
+    cell::Cell,
     collections::{HashMap, HashSet},
     io::{self, Write},
     sync::{
@@ -31,7 +32,12 @@ use futures_util::TryStreamExt;
 use http::{HeaderValue, StatusCode};
 use tokio::{sync::mpsc, task::JoinSet};
 use tower::Layer;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::{
+    filter::filter_fn,
+    fmt::MakeWriter,
+    layer::{Layer as _, SubscriberExt as _},
+    util::SubscriberInitExt as _,
+};
 
 use common::{
     Backend, Client, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
@@ -391,7 +397,7 @@ async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
 // Tokens never appear in logs or Debug output
 // ---------------------------------------------------------------------------------------------
 
-/// Everything the global `tracing` subscriber of this test binary wrote.
+/// Everything the global `tracing` subscriber wrote (see [`captured_logs`]).
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -418,19 +424,44 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-/// Installs, once, a global subscriber at TRACE that writes every event (and, through
-/// `tracing-log`, every `log` record, such as fred's) into a buffer.
+thread_local! {
+    /// Whether the events of this thread are captured: only on the threads that run
+    /// `tokens_never_appear_in_logs`, so that other tests running in this process meanwhile are
+    /// neither captured (the capture's checks are about the tour alone) nor slowed down.
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs, once, a global subscriber that writes every event of a capturing thread, at every
+/// level (and, through `tracing-log`, every `log` record, such as fred's), into a buffer.
 fn captured_logs() -> &'static Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
     LOGS.get_or_init(|| {
         let captured = Captured::default();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+        let layer = tracing_subscriber::fmt::layer()
             .with_writer(captured.clone())
+            .with_filter(filter_fn(|_| CAPTURING.get()));
+        tracing_subscriber::registry()
+            .with(layer)
             .try_init()
             .expect("install the capturing subscriber");
         captured
     })
+}
+
+/// Marks the current thread as capturing until dropped.
+struct Capturing;
+
+impl Capturing {
+    fn start() -> Self {
+        CAPTURING.set(true);
+        Capturing
+    }
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURING.set(false);
+    }
 }
 
 /// A store wrapper that keeps the `Debug` output of everything that crosses the store seam
@@ -669,10 +700,19 @@ async fn tour() -> Tour {
 /// Through the whole tour (create, renew, merge, destroy; malformed and foreign records, wrong
 /// types, too large, timeout, injected failure, Redis down), at TRACE level for every target
 /// (the crate's events and fred's `log` records): no token is in the logs, though the errors are.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_never_appear_in_logs() {
+///
+/// The tour runs on a runtime of its own whose threads, like this test's, capture their events.
+#[test]
+fn tokens_never_appear_in_logs() {
     let logs = captured_logs();
-    let tour = tour().await;
+    let _capturing = Capturing::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| CAPTURING.set(true))
+        .build()
+        .expect("the tour's runtime");
+    let tour = runtime.block_on(tour());
     let text = logs.text();
     assert!(
         text.contains("session error; sending the error response")
