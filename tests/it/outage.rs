@@ -14,8 +14,6 @@
 //! acknowledged and lost writes, and, from the AOF, the puts answered 500 while Redis was dead
 //! that Redis stored once it returned (a 500 promises nothing was stored *yet*).
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::SocketAddr,
@@ -36,7 +34,7 @@ use hyper_util::{
 use tokio::{sync::oneshot, task::JoinSet};
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{NONE, RedisServer, app};
+use crate::harness::{NONE, RedisServer, app};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -628,7 +626,7 @@ async fn examine(
         let hash = inspector.hgetall(&key).await;
         let fields: BTreeSet<&str> = hash.keys().map(String::as_str).collect();
         let expected = BTreeSet::from(["meta", "v:v"]);
-        let meta = common::redis::meta(&hash);
+        let meta = crate::harness::redis::meta(&hash);
         let consistent = fields == expected
             && hash["v:v"] == format!("{:?}", get.body)
             && meta.get("size") == Some(&(1 + hash["v:v"].len()).to_string());

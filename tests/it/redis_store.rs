@@ -1,8 +1,6 @@
 //! What `RedisStore` leaves in Redis: keys, prefixes, hashes, TTLs, and its constructors. Each
 //! test runs its own redis-server.
 
-mod common;
-
 use std::time::Duration;
 
 use fred::{
@@ -12,7 +10,7 @@ use fred::{
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{Client, NONE, RedisServer, app, assert_near, hashed, now_ms};
+use crate::harness::{Client, NONE, RedisServer, app, assert_near, hashed, now_ms};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -41,7 +39,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     fields.sort();
     let expected = ["meta", "v:name", "v:number", "v:text", "v:user"];
     assert_eq!(fields, expected);
-    let meta = common::redis::meta(&hash);
+    let meta = crate::harness::redis::meta(&hash);
     let mut names: Vec<&str> = meta.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(names, ["deadline", "remember", "size"], "{hash:?}");
@@ -56,8 +54,8 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     );
     assert_eq!(hash["v:name"], r#""alice""#, "values are JSON text");
     assert_eq!(hash["v:number"], "-42");
-    let user: common::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
-    assert_eq!(user, common::app::typed_values().2);
+    let user: crate::harness::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
+    assert_eq!(user, crate::harness::app::typed_values().2);
     assert_eq!(meta["remember"], "1");
     let deadline: i64 = meta["deadline"].parse().unwrap();
     assert_near(deadline, now_ms() + 86_400_000, 3_000, "deadline (Unix ms)");
@@ -67,7 +65,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     );
     // Remember-me off: the pair goes away rather than reading "0".
     client.get("/remember?on=false").await;
-    let meta = common::redis::meta(&inspector.hgetall(&key).await);
+    let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
     assert!(!meta.contains_key("remember"), "{meta:?}");
     assert_eq!(meta["deadline"], deadline.to_string());
 }
@@ -101,7 +99,7 @@ async fn pttl_follows_lifetime_and_idle_timeout() {
         client.get("/put?key=a&value=1").await;
         let key = format!("scs:session:{}", client.token.clone().unwrap());
         assert_near(inspector.pttl(&key).await, ttl, 1_000, "PTTL");
-        let meta = common::redis::meta(&inspector.hgetall(&key).await);
+        let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
         // Stored only when it differs from the deadline.
         let expiry: i64 = meta
             .get("expiry")
@@ -199,7 +197,7 @@ async fn foreign_data_under_a_session_key_is_an_error_not_a_panic() {
     let server = RedisServer::start();
     let app = default_app(&server, |l| l).await;
     let inspector = server.inspector().await;
-    let token = common::made_up_token("foreign");
+    let token = crate::harness::made_up_token("foreign");
     let key = format!("scs:session:{token}");
 
     // A hash without a deadline.
@@ -298,7 +296,7 @@ async fn resp3_clients_read_the_same_sessions() {
     assert_eq!(c.get("/keys").await.body, "a,b");
     assert_eq!(c.get("/get?key=b").await.body, "2");
     assert_eq!(c.get("/owner").await.body, "alice");
-    let meta = common::redis::meta(
+    let meta = crate::harness::redis::meta(
         &server
             .inspector()
             .await
@@ -310,7 +308,7 @@ async fn resp3_clients_read_the_same_sessions() {
         "{meta:?}"
     );
 
-    let token = common::made_up_token("resp3 foreign");
+    let token = crate::harness::made_up_token("resp3 foreign");
     let inspector = server.inspector().await;
     inspector
         .command("SET", &[&format!("{DEFAULT_PREFIX}{token}"), "x"])

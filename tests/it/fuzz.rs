@@ -13,8 +13,6 @@
 //! `TOWER_SCS_FUZZ_CASES=<n>` runs `n` cases per target instead, and `TOWER_SCS_FUZZ_SEED=<u64>`
 //! another deterministic sequence of cases, for longer runs by hand.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -47,7 +45,7 @@ use proptest::{
 };
 use tokio::runtime::Runtime;
 
-use common::{Backend, Client, NONE, RedisServer, Resp, made_up_token, now_ms, send};
+use crate::harness::{Backend, Client, NONE, RedisServer, Resp, made_up_token, now_ms, send};
 
 /// A runner with `cases` cases (or `TOWER_SCS_FUZZ_CASES`), a fixed seed (or
 /// `TOWER_SCS_FUZZ_SEED`) so that CI runs the same cases every time, and no regression files.
@@ -1076,7 +1074,7 @@ async fn the_session_is_found_beside_a_non_ascii_cookie() {
     let mut lost = Vec::new();
     for h in headers {
         let value = HeaderValue::from_bytes(&h).unwrap();
-        let res = common::get_with_cookie_header(&app, "/get?key=a", value).await;
+        let res = crate::harness::get_with_cookie_header(&app, "/get?key=a", value).await;
         assert_eq!(res.status, StatusCode::OK);
         if res.body != "real" {
             lost.push(String::from_utf8_lossy(&h).into_owned());

@@ -2,15 +2,13 @@
 //! travels in gRPC metadata (`cookie` in the request, `set-cookie` in the response), sessions
 //! live in a private Redis, and a store failure is a gRPC status, not a crash.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
 use tonic::{Code, Status, client::Grpc, transport::Channel};
 use tonic_prost::ProstCodec;
 
-use common::{RedisServer, assert_valid_token, example::Example};
+use crate::harness::{RedisServer, assert_valid_token, example::Example};
 
 /// The example's messages, as a client generated from the same `counter.proto` would have them
 /// (see the doc comment of `examples/tonic_grpc.rs`).
@@ -176,10 +174,10 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
 
     // A made-up token is not adopted: the write goes into a new session.
     let mut mallory = Client::connect(&example).await;
-    mallory.token = Some(common::made_up_token("mallory"));
+    mallory.token = Some(crate::harness::made_up_token("mallory"));
     assert_eq!(mallory.incr().await.unwrap(), 1);
     let issued = mallory.token.clone().unwrap();
-    assert_ne!(issued, common::made_up_token("mallory"));
+    assert_ne!(issued, crate::harness::made_up_token("mallory"));
     assert_valid_token(&issued);
 
     let status = alice

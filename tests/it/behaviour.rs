@@ -2,8 +2,6 @@
 //! `async fn(Backend)` run twice by `both_stores!`: `memory::<name>` and `redis::<name>` (each
 //! Redis test with its own redis-server).
 
-mod common;
-
 use std::{
     collections::HashSet,
     time::{Duration, Instant},
@@ -14,7 +12,7 @@ use cookie::{Cookie, SameSite};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tokio::task::JoinSet;
 
-use common::{
+use crate::harness::{
     Backend, Client, NONE, Resp, app::User, assert_calls, assert_near, assert_valid_token,
     get_with_cookie_header, hashed, made_up_token, monitor, now_ms, send, sleep_ms,
 };
@@ -131,7 +129,7 @@ async fn typed_values_round_trip(backend: Backend) {
     client.get("/put_typed").await;
     let body = client.get("/get_typed").await.body;
     let got: (Option<String>, Option<i64>, Option<User>) = serde_json::from_str(&body).unwrap();
-    let (text, number, user) = common::app::typed_values();
+    let (text, number, user) = crate::harness::app::typed_values();
     assert_eq!(got, (Some(text), Some(number), Some(user)));
     // Missing keys of every type are None.
     let body = Client::new(&app).get("/get_typed").await.body;

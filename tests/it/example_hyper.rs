@@ -1,14 +1,12 @@
 //! Drives the `hyper_server` example binary (plain hyper 1, no axum) over TCP, with sessions in
 //! a private Redis: its routes over HTTP/1.1 and HTTP/2, and a store failure.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-use common::{
+use crate::harness::{
     RedisServer, assert_valid_token,
     example::{Example, HttpClient, get, token_of},
 };
@@ -72,7 +70,7 @@ async fn put_get_ping_on_redis() {
         (StatusCode::OK, "")
     );
     assert!(anonymous.set_cookie.is_none());
-    let made_up = common::made_up_token("hyper");
+    let made_up = crate::harness::made_up_token("hyper");
     assert_eq!(
         get(&http, &example.addr, "/get", Some(&made_up)).await.body,
         ""

@@ -2,9 +2,7 @@
 //! sharing one Redis without losing concurrent writes; and checks how it takes its settings.
 //!
 //! `cargo test` (and `cargo nextest run`) build the examples before running tests; the binary is
-//! found next to this test's own executable (see `common::example`).
-
-mod common;
+//! found next to this test's own executable (see `crate::harness::example`).
 
 use std::{
     path::Path,
@@ -14,7 +12,7 @@ use std::{
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use common::{
+use crate::harness::{
     RedisServer,
     example::{Example, get, http_client, token_of},
 };

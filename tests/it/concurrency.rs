@@ -1,13 +1,13 @@
 //! No lost updates, round trips, and idle timeout bounds (both stores, through the real layer).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use common::{Backend, Client, NONE, assert_calls, lost_concurrent_writes, monitor, sleep_ms};
+use crate::harness::{
+    Backend, Client, NONE, assert_calls, lost_concurrent_writes, monitor, sleep_ms,
+};
 
 crate::both_stores!(
     fifty_sessions_of_eight_concurrent_writers_lose_nothing,

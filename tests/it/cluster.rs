@@ -4,8 +4,6 @@
 //! writers lose nothing, the `put_get` example serves many users, and service resumes by itself
 //! after a primary dies and its replica takes over.
 
-mod common;
-
 use std::{
     collections::{BTreeSet, HashMap},
     pin::pin,
@@ -19,7 +17,7 @@ use http::StatusCode;
 use tokio::task::JoinSet;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{
+use crate::harness::{
     Client, NONE, app,
     cluster::{RedisCluster, Reply, Traffic, UserLog, report_and_check},
     example::{Example, get, http_client, token_of},
@@ -122,7 +120,7 @@ async fn every_operation_works_across_slots() {
     // Idle timeout: a read once less than the idle timeout remains touches the expiry, to
     // the read's time + 1.1 × idle.
     let expiry = || match cluster.key_command(&key(&token_a), &["HGET", &key(&token_a), "meta"]) {
-        Reply::Bulk(Some(meta)) => common::redis::meta_pairs(&meta)
+        Reply::Bulk(Some(meta)) => crate::harness::redis::meta_pairs(&meta)
             .get("expiry")
             .and_then(|ms| ms.parse::<i64>().ok())
             .unwrap_or_else(|| panic!("no expiry in meta {meta:?}")),
@@ -263,7 +261,7 @@ async fn owner_logout_and_ids_span_every_primary() {
 async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing() {
     let cluster = start_cluster(3, 0).await;
     let app = cluster_app(&cluster, |l| l).await;
-    let lost = common::lost_concurrent_writes(&app, 50, 8).await;
+    let lost = crate::harness::lost_concurrent_writes(&app, 50, 8).await;
     assert_eq!(lost, 0, "{lost} of 400 writes lost");
     assert!(cluster.key_counts().iter().all(|&(_, n)| n > 0));
 }

@@ -2,12 +2,10 @@
 //! nothing; a record past its expiry that Redis still holds is never written into; corrupt
 //! metadata reads as corrupt on every path (Rust decoder and Lua scripts alike).
 
-mod common;
-
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{
+use crate::harness::{
     Client, NONE, RedisServer, app,
     example::{self, Example},
     now_ms,

@@ -1,6 +1,5 @@
 //! Test harness: store backends (memory, or a private redis-server), a store-call counter, the
 //! test app and a small client with a cookie jar.
-#![allow(dead_code)] // each test crate uses a different part of it
 
 pub mod app;
 pub mod cluster;
@@ -27,7 +26,6 @@ use tower_scs::{Error, MemoryStore, RedisStore, SessionLayer};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
-#[allow(unused_imports)] // not every test crate uses every one
 pub use self::{
     app::{NONE, app},
     redis::{Inspector, Monitor, RedisServer, free_port},
@@ -42,7 +40,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::memory()).await
+                    super::$name($crate::harness::Backend::memory()).await
                 }
             )*
         }
@@ -50,7 +48,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::redis()).await
+                    super::$name($crate::harness::Backend::redis()).await
                 }
             )*
         }

@@ -215,13 +215,10 @@ fn wait_for<S: std::fmt::Debug>(
 /// A node as `CLUSTER NODES` shows it.
 #[derive(Debug, Clone)]
 pub struct ClusterNode {
-    pub id: String,
     pub port: u16,
     pub primary: bool,
     /// Flagged `fail` or `fail?`.
     pub failed: bool,
-    /// For a replica, the id of its primary.
-    pub primary_id: Option<String>,
     /// Owns at least one slot.
     pub has_slots: bool,
 }
@@ -236,11 +233,9 @@ fn cluster_nodes(port: u16) -> std::io::Result<Vec<ClusterNode>> {
             let port = f.get(1)?.split(['@', ',']).next()?.rsplit(':').next()?;
             let flags: Vec<&str> = f.get(2)?.split(',').collect();
             Some(ClusterNode {
-                id: f[0].to_owned(),
                 port: port.parse().ok()?,
                 primary: flags.contains(&"master"),
                 failed: flags.contains(&"fail") || flags.contains(&"fail?"),
-                primary_id: Some(f.get(3)?.to_string()).filter(|p| *p != "-"),
                 has_slots: f.len() > 8,
             })
         })

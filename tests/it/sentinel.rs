@@ -2,14 +2,12 @@
 //! through `RedisStore::from_url("redis-sentinel://…")` and the real layer: sessions are served,
 //! and keep being served after the primary dies and the sentinel promotes the replica.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{
+use crate::harness::{
     Client, app,
     cluster::{RedisSentinel, Reply, Traffic, report_and_check},
     sleep_ms,

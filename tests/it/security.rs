@@ -13,8 +13,6 @@
 //! (`limits.rs`), unknown tokens never adopted (`behaviour.rs`), malformed cookies fuzzed
 //! (`fuzz.rs`).
 
-mod common;
-
 use std::{
     cell::Cell,
     collections::{HashMap, HashSet},
@@ -39,7 +37,7 @@ use tracing_subscriber::{
     util::SubscriberInitExt as _,
 };
 
-use common::{
+use crate::harness::{
     Backend, Client, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
     get_with_cookie_header, hashed, made_up_token, monitor, sleep_ms,
 };
@@ -284,7 +282,7 @@ static MARKERS: AtomicU64 = AtomicU64::new(0);
 impl RawMonitor {
     async fn start(server: &RedisServer) -> Self {
         RawMonitor {
-            lines: common::redis::monitor_lines(server).await,
+            lines: crate::harness::redis::monitor_lines(server).await,
         }
     }
 

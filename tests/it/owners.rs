@@ -1,15 +1,13 @@
 //! Log out everywhere (sessions tied to an owner) and iteration over all sessions, on both
 //! stores.
 
-mod common;
-
 use std::{collections::HashSet, pin::pin, time::Duration};
 
 use futures_util::{Stream, TryStreamExt};
 use tower_scs::store::{Change, SessionStore};
 use tower_scs::{Error, RedisStore};
 
-use common::{Backend, Client, Kind, NONE, hashed, sleep_ms};
+use crate::harness::{Backend, Client, Kind, NONE, hashed, sleep_ms};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -173,7 +171,7 @@ async fn redis_ids_page_through_thousands_of_sessions() {
     let change = Change::create(now, now + Duration::from_secs(60)).with_set("n", "1");
     let mut made = HashSet::new();
     for i in 0..3_000 {
-        let id = common::made_up_token(&format!("bulk-{i}"));
+        let id = crate::harness::made_up_token(&format!("bulk-{i}"));
         store.commit(&id, &change).await.unwrap();
         made.insert(id);
     }
