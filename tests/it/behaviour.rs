@@ -255,7 +255,7 @@ async fn untouched_session_makes_no_store_call(backend: Backend) {
     let app = backend.app(|l| l).await;
     let mut client = Client::new(&app);
     client.get("/put?key=a&value=1").await;
-    let inspector = backend.inspector().await;
+    let inspector = backend.inspector();
     let before_calls = backend.calls.get();
     // Redis: two INFOs in a row differ by 1 (the first INFO); any command of the store in
     // between would add to that.
@@ -638,7 +638,7 @@ async fn expired_record_is_deleted(backend: Backend) {
     let mut client = Client::new(&app);
     client.get("/put?key=a&value=1").await;
     let token = client.token.clone().unwrap();
-    if let Some(i) = backend.inspector().await {
+    if let Some(i) = backend.inspector() {
         let pttl = i.pttl(&format!("scs:session:{token}")).await;
         assert!((1..=1_000).contains(&pttl), "expiring key, PTTL {pttl}");
     }
@@ -705,7 +705,7 @@ async fn set_deadline_and_deadline(backend: Backend) {
     let d: i64 = client.get("/deadline").await.body.parse().unwrap();
     assert_near(d, now_ms() + 3_600_000, 2_000, "set deadline");
     assert_eq!(client.get("/get?key=a").await.body, "1");
-    if let Some(i) = backend.inspector().await {
+    if let Some(i) = backend.inspector() {
         let token = client.token.clone().unwrap();
         let pttl = i.pttl(&format!("scs:session:{token}")).await;
         assert_near(pttl, 3_600_000, 2_000, "PTTL after set_deadline");
@@ -766,7 +766,7 @@ async fn hash_token_in_store(backend: Backend) {
         "stored under the hash"
     );
     assert!(!backend.stored(&token).await, "not under the raw token");
-    if let Some(i) = backend.inspector().await {
+    if let Some(i) = backend.inspector() {
         let keys = i.keys().await;
         assert_eq!(keys, [format!("scs:session:{}", hashed(&token))]);
         assert!(keys.iter().all(|k| !k.contains(&token)));

@@ -145,7 +145,7 @@ async fn idle_timeout_bounds_hold(backend: Backend) {
     let app = backend
         .app(|l| l.idle_timeout(idle).lifetime(lifetime))
         .await;
-    let inspector = backend.inspector().await;
+    let inspector = backend.inspector();
     let mut client = Client::new(&app);
     let created = Instant::now();
     client.get("/put?key=a&value=1").await;

@@ -24,7 +24,7 @@ fn http2() -> HttpClient {
 
 #[tokio::test]
 async fn put_get_ping_on_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let example = Example::on_redis("hyper_server", &redis);
     let http = http1();
 
@@ -40,7 +40,6 @@ async fn put_get_ping_on_redis() {
     assert_valid_token(&token);
     let stored = redis
         .inspector()
-        .await
         .hgetall(&format!("scs:session:{token}"))
         .await;
     assert_eq!(stored["v:message"], r#""hi there""#);
@@ -80,12 +79,12 @@ async fn put_get_ping_on_redis() {
         get(&http, &example.addr, "/nope", t).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(redis.inspector().await.keys().await.len(), 1);
+    assert_eq!(redis.inspector().keys().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_store_failure_is_a_500_and_the_server_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let mut example = Example::on_redis("hyper_server", &redis);
     let http = http1();
     let put = get(&http, &example.addr, "/put?message=before", None).await;
@@ -109,7 +108,7 @@ async fn a_store_failure_is_a_500_and_the_server_recovers() {
     );
 
     // A new, empty Redis on the same port: the store reconnects; the old session is gone.
-    redis.restart();
+    redis.restart().await;
     let until = Instant::now() + Duration::from_secs(10);
     let after = loop {
         let reply = get(&http, &example.addr, "/put?message=after", t).await;

@@ -21,7 +21,7 @@ use crate::harness::{
 
 #[tokio::test]
 async fn routes_answer_as_scs_on_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let example = Example::on_redis("put_get", &redis);
     let http = http_client();
     let a = example.addr.as_str();
@@ -63,7 +63,7 @@ async fn routes_answer_as_scs_on_redis() {
     assert_eq!(get(&http, a, "/get", n).await.body, "");
     // No session is left; the renewed token's marker (pointing at the destroyed session) lives
     // out its few seconds.
-    let inspector = redis.inspector().await;
+    let inspector = redis.inspector();
     assert!(inspector.sessions().await.is_empty());
     for key in inspector.keys().await {
         assert!(inspector.hgetall(&key).await.contains_key("moved"), "{key}");
@@ -74,7 +74,7 @@ async fn routes_answer_as_scs_on_redis() {
 /// over two example processes that share one Redis: nothing lost.
 #[tokio::test]
 async fn two_processes_sharing_redis_lose_no_concurrent_write() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let servers = [
         Example::on_redis("put_get", &redis),
         Example::on_redis("put_get", &redis),

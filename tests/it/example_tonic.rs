@@ -121,7 +121,7 @@ impl Client {
 
 #[tokio::test]
 async fn the_cookie_in_metadata_carries_the_session_across_calls() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let example = Example::on_redis("tonic_grpc", &redis);
     let mut alice = Client::connect(&example).await;
 
@@ -135,7 +135,6 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
     assert_valid_token(&token);
     let stored = redis
         .inspector()
-        .await
         .hgetall(&format!("scs:session:{token}"))
         .await;
     assert_eq!(stored["v:greeting"], r#""hello""#);
@@ -189,7 +188,7 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
 
 #[tokio::test]
 async fn a_store_failure_is_unavailable_and_the_server_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let mut example = Example::on_redis("tonic_grpc", &redis);
     let mut client = Client::connect(&example).await;
     assert_eq!(client.incr().await.unwrap(), 1);
@@ -211,7 +210,7 @@ async fn a_store_failure_is_unavailable_and_the_server_recovers() {
 
     // A new, empty Redis on the same port: the store reconnects, the old session is gone, and
     // the next write starts a new session.
-    redis.restart();
+    redis.restart().await;
     let until = Instant::now() + Duration::from_secs(10);
     let count = loop {
         match client.incr().await {

@@ -70,7 +70,7 @@ async fn two_layers_keep_separate_sessions(backend: Backend) {
     let body = call("/read", &both).await.body;
     assert_eq!(body, r#"Some("admin") Some("user") Some("user")"#);
 
-    if let Some(inspector) = backend.inspector().await {
+    if let Some(inspector) = backend.inspector() {
         let mut keys = inspector.keys().await;
         keys.sort();
         let expected = vec![

@@ -35,7 +35,7 @@ async fn all_ids(backend: &Backend) -> Vec<String> {
 
 /// Members of the owner's index, for Redis (None for memory).
 async fn index_members(backend: &Backend, owner: &str) -> Option<Vec<String>> {
-    let inspector = backend.inspector().await?;
+    let inspector = backend.inspector()?;
     let key = format!("{DEFAULT_PREFIX}owner:{owner}");
     let members = inspector.command("ZRANGE", &[&key, "0", "-1"]).await;
     Some(
@@ -116,7 +116,7 @@ async fn owner_index_forgets_expired_and_destroyed_sessions(backend: Backend) {
             vec![kept_token.clone()],
             "expired {gone:?} or destroyed kept"
         );
-        let inspector = backend.inspector().await.unwrap();
+        let inspector = backend.inspector().unwrap();
         let pttl = inspector.pttl(&format!("{DEFAULT_PREFIX}owner:dave")).await;
         assert!(
             (0..=550).contains(&pttl),
@@ -162,7 +162,7 @@ async fn ids_are_hashes_with_hashed_tokens(backend: Backend) {
 /// Iteration pages through many sessions (Redis: SCAN in pages of 1000 on every primary).
 #[tokio::test]
 async fn redis_ids_page_through_thousands_of_sessions() {
-    let backend = Backend::redis();
+    let backend = Backend::redis().await;
     let Kind::Redis(server) = &backend.kind else {
         unreachable!()
     };

@@ -10,7 +10,7 @@ use fred::{
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use crate::harness::{Client, NONE, RedisServer, app, assert_near, hashed, now_ms};
+use crate::harness::{Client, NONE, RedisServer, app, assert_near, free_port, hashed, now_ms};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -23,7 +23,7 @@ async fn default_app(server: &RedisServer, configure: Configure) -> axum::Router
 
 #[tokio::test]
 async fn key_is_prefix_and_token_and_hash_is_readable() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let app = default_app(&server, |l| l).await;
     let mut client = Client::new(&app);
     client.get("/put?key=name&value=alice").await;
@@ -31,7 +31,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     client.get("/remember?on=true").await;
     let token = client.token.clone().unwrap();
     let key = format!("scs:session:{token}");
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     assert_eq!(inspector.keys().await, std::slice::from_ref(&key));
 
     let hash = inspector.hgetall(&key).await;
@@ -72,8 +72,8 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
 
 #[tokio::test]
 async fn pttl_follows_lifetime_and_idle_timeout() {
-    let server = RedisServer::start();
-    let inspector = server.inspector().await;
+    let server = RedisServer::start().await;
+    let inspector = server.inspector();
     let cases: [(Configure, i64); 3] = [
         (|l| l, 86_400_000),
         // Idle timeout shorter than the lifetime: the key lives 1.1 × idle.
@@ -115,7 +115,7 @@ async fn pttl_follows_lifetime_and_idle_timeout() {
 
 #[tokio::test]
 async fn custom_prefix_over_a_fred_client() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
         .build()
         .unwrap();
@@ -126,7 +126,7 @@ async fn custom_prefix_over_a_fred_client() {
     let mut c = Client::new(&app);
     c.get("/put?key=a&value=1").await;
     let token = c.token.clone().unwrap();
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     assert_eq!(inspector.keys().await, [format!("x:{token}")]);
     assert_eq!(c.get("/get?key=a").await.body, "1");
 
@@ -146,9 +146,9 @@ async fn custom_prefix_over_a_fred_client() {
 
 #[tokio::test]
 async fn hashed_token_never_appears_in_a_key() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let app = default_app(&server, |l| l.hash_token_in_store(true)).await;
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     let mut tokens = Vec::new();
     for i in 0..3 {
         let mut c = Client::new(&app);
@@ -171,7 +171,7 @@ async fn hashed_token_never_appears_in_a_key() {
 
 #[tokio::test]
 async fn from_url_works_and_fails_cleanly() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let store = RedisStore::from_url(&server.url()).await.expect("from_url");
     assert_eq!(store.prefix(), DEFAULT_PREFIX);
     let app = app(SessionLayer::new(store));
@@ -180,11 +180,7 @@ async fn from_url_works_and_fails_cleanly() {
     assert_eq!(c.get("/get?key=a").await.body, "1");
 
     assert!(RedisStore::from_url("not a url").await.is_err());
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let url = format!("redis://127.0.0.1:{closed_port}");
+    let url = format!("redis://127.0.0.1:{}", free_port());
     let res = tokio::time::timeout(Duration::from_secs(10), RedisStore::from_url(&url)).await;
     assert!(
         matches!(res, Ok(Err(_))),
@@ -194,9 +190,9 @@ async fn from_url_works_and_fails_cleanly() {
 
 #[tokio::test]
 async fn foreign_data_under_a_session_key_is_an_error_not_a_panic() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let app = default_app(&server, |l| l).await;
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     let token = crate::harness::made_up_token("foreign");
     let key = format!("scs:session:{token}");
 
@@ -218,19 +214,19 @@ async fn foreign_data_under_a_session_key_is_an_error_not_a_panic() {
 
 #[tokio::test]
 async fn survives_a_script_cache_flush_and_a_restart() {
-    let mut server = RedisServer::start();
+    let mut server = RedisServer::start().await;
     let app = default_app(&server, |l| l).await;
     let mut c = Client::new(&app);
     c.get("/put?key=a&value=1").await;
 
     // The commit script is gone from the cache (as after a restart): EVAL reloads it.
-    server.inspector().await.command("SCRIPT", &["FLUSH"]).await;
+    server.inspector().command("SCRIPT", &["FLUSH"]).await;
     let res = c.get("/put?key=b&value=2").await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(c.get("/keys").await.body, "a,b");
 
     // A restart empties this Redis (no persistence); the store reconnects on its own.
-    server.restart();
+    server.restart().await;
     let until = std::time::Instant::now() + Duration::from_secs(5);
     let res = loop {
         let res = c.get("/put?key=c&value=3").await;
@@ -255,13 +251,16 @@ async fn a_stalled_load_times_out_by_the_store_itself() {
     use tower_scs::Error;
     use tower_scs::store::SessionStore;
 
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let store = RedisStore::from_url(&server.url()).await.expect("from_url");
     assert_eq!(store.load_timeout(), Some(Duration::from_millis(900)));
     let id = "A".repeat(43);
     assert!(matches!(store.load(&id).await, Ok(None)));
 
-    assert_eq!(server.inline("CLIENT PAUSE 1500 ALL"), "+OK\r\n");
+    server
+        .inspector()
+        .ok("CLIENT", &["PAUSE", "1500", "ALL"])
+        .await;
     let start = std::time::Instant::now();
     let load = store.load(&id).await;
     let took = start.elapsed();
@@ -282,7 +281,7 @@ async fn a_stalled_load_times_out_by_the_store_itself() {
 /// metadata and owner included, and a foreign type still fails cleanly.
 #[tokio::test]
 async fn resp3_clients_read_the_same_sessions() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let mut config = Config::from_url(&server.url()).unwrap();
     config.version = fred::types::RespVersion::RESP3;
     let client = Builder::from_config(config).build().unwrap();
@@ -299,7 +298,6 @@ async fn resp3_clients_read_the_same_sessions() {
     let meta = crate::harness::redis::meta(
         &server
             .inspector()
-            .await
             .hgetall(&format!("{DEFAULT_PREFIX}{}", c.token.clone().unwrap()))
             .await,
     );
@@ -309,7 +307,7 @@ async fn resp3_clients_read_the_same_sessions() {
     );
 
     let token = crate::harness::made_up_token("resp3 foreign");
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     inspector
         .command("SET", &[&format!("{DEFAULT_PREFIX}{token}"), "x"])
         .await;

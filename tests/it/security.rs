@@ -19,7 +19,7 @@ use std::{
     io::{self, Write},
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -28,7 +28,11 @@ use axum::{Router, extract::Query, routing::get};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::TryStreamExt;
 use http::{HeaderValue, StatusCode};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
 use tower::Layer;
 use tracing_subscriber::{
     filter::filter_fn,
@@ -188,7 +192,7 @@ async fn tokens_are_256_bit_csprng_output() {
 /// own Redis shows no command at all for requests that read, remove, clear or destroy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_cookies_reach_no_redis_command() {
-    let backend = Backend::redis();
+    let backend = Backend::redis().await;
     let app = backend.app(|l| l).await;
     let valid = made_up_token("injection");
     let mut monitor = monitor(&backend).await;
@@ -272,39 +276,58 @@ async fn malformed_cookies_reach_no_redis_command() {
 // Hash-token-in-store keeps raw tokens out of Redis
 // ---------------------------------------------------------------------------------------------
 
-/// A MONITOR connection that keeps the whole lines (command and arguments).
-struct RawMonitor {
-    lines: mpsc::UnboundedReceiver<String>,
+/// A TCP proxy in front of the test's Redis that keeps every byte its clients send: all that
+/// a store connected through it says to Redis, in full. (MONITOR, read through fred, gives each
+/// command's name but drops its arguments from the first one MONITOR escapes, such as a JSON
+/// value with a `\"` or an `é`: a raw token after it would go unseen.)
+struct Wiretap {
+    url: String,
+    sent: Arc<Mutex<Vec<u8>>>,
 }
 
-static MARKERS: AtomicU64 = AtomicU64::new(0);
-
-impl RawMonitor {
+impl Wiretap {
     async fn start(server: &RedisServer) -> Self {
-        RawMonitor {
-            lines: crate::harness::redis::monitor_lines(server).await,
-        }
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the wiretap");
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let sent = Arc::<Mutex<Vec<u8>>>::default();
+        let (redis, tap) = (server.port(), sent.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(("127.0.0.1", redis))
+                    .await
+                    .expect("the wiretap connects to Redis");
+                tokio::spawn(relay(client, server, tap.clone()));
+            }
+        });
+        Wiretap { url, sent }
     }
 
-    /// Every line Redis ran since the previous call (up to an `ECHO` marker sent now).
-    async fn lines(&mut self, inspector: &Inspector) -> Vec<String> {
-        let marker = format!(
-            "security-marker-{}",
-            MARKERS.fetch_add(1, Ordering::Relaxed)
-        );
-        inspector.command("ECHO", &[&marker]).await;
-        let mut lines = Vec::new();
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(5), self.lines.recv())
-                .await
-                .expect("MONITOR output")
-                .expect("MONITOR open");
-            if line.contains(&marker) {
-                return lines;
-            }
-            lines.push(line);
-        }
+    /// Everything sent to Redis so far (every reply a client got was sent after its command
+    /// was recorded).
+    fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
     }
+}
+
+/// Relays bytes both ways between `client` and `server`, recording what the client sends.
+async fn relay(client: TcpStream, server: TcpStream, tap: Arc<Mutex<Vec<u8>>>) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let upstream = async move {
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = from_client.read(&mut buf).await?;
+            if n == 0 {
+                return to_server.shutdown().await;
+            }
+            tap.lock().unwrap().extend_from_slice(&buf[..n]);
+            to_server.write_all(&buf[..n]).await?;
+        }
+    };
+    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+    let _ = tokio::join!(upstream, downstream);
 }
 
 /// Everything Redis holds, as text: every key, and every field, value, member and score.
@@ -331,14 +354,15 @@ async fn redis_dump(inspector: &Inspector) -> String {
 
 /// With `hash_token_in_store`, against a real Redis, through create, write, remember-me, owner,
 /// renew, merge and destroy: no raw token is in any key, field, value or member, nor in any
-/// command Redis received (MONITOR), while the hashed ids are; and the sessions work.
+/// byte the store sent Redis (recorded by a [`Wiretap`]), while the hashed ids are; and the
+/// sessions work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
-    let server = RedisServer::start();
-    let store = RedisStore::from_url(&server.url()).await.unwrap();
+    let server = RedisServer::start().await;
+    let wiretap = Wiretap::start(&server).await;
+    let store = RedisStore::from_url(&wiretap.url).await.unwrap();
     let app = full_app(SessionLayer::new(store).hash_token_in_store(true));
-    let inspector = server.inspector().await;
-    let mut monitor = RawMonitor::start(&server).await;
+    let inspector = server.inspector();
     let mut tokens = Vec::new();
 
     let mut alice = Client::new(&app);
@@ -370,7 +394,7 @@ async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
         ""
     );
 
-    let lines = monitor.lines(&inspector).await.concat();
+    let lines = wiretap.sent();
     let dump = redis_dump(&inspector).await;
     let current = alice.token.clone().unwrap();
     assert!(
@@ -563,8 +587,8 @@ impl Tour {
 /// session too large (checked by the layer and by the store), a store timeout, an injected
 /// store failure, and Redis down.
 async fn tour() -> Tour {
-    let mut server = RedisServer::start();
-    let inspector = server.inspector().await;
+    let mut server = RedisServer::start().await;
+    let inspector = server.inspector();
     let redis = RedisStore::from_url(&server.url()).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let fail = Arc::new(AtomicBool::new(false));
@@ -652,7 +676,7 @@ async fn tour() -> Tour {
         tour.get(&mut carol, &format!("/put?key=b2&value={big}"))
             .await,
     ); // store
-    inspector.command("CLIENT", &["PAUSE", "800", "ALL"]).await;
+    inspector.ok("CLIENT", &["PAUSE", "800", "ALL"]).await;
     errors.push(tour.get(&mut carol, "/get?key=user").await); // Timeout
     sleep_ms(900).await;
     fail.store(true, Ordering::SeqCst);
@@ -787,7 +811,7 @@ async fn tokens_never_appear_in_debug_output() {
 /// adopted either (see also `unknown_token_is_never_adopted` in `behaviour.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renew_at_login_defeats_session_fixation() {
-    for backend in [Backend::memory(), Backend::redis()] {
+    for backend in [Backend::memory(), Backend::redis().await] {
         let app = full_app(backend.layer().await);
         let mut attacker = Client::new(&app);
         attacker.get("/put?key=visitor&value=attacker").await;
@@ -866,7 +890,7 @@ async fn all_values(backend: &Backend) -> String {
             }
             out
         }
-        Kind::Redis(server) => redis_dump(&server.inspector().await).await,
+        Kind::Redis(server) => redis_dump(&server.inspector()).await,
     }
 }
 
@@ -877,7 +901,7 @@ async fn all_values(backend: &Backend) -> String {
 /// sent back, and every write lands in a new session under a new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_session_cannot_come_back() {
-    for backend in [Backend::memory(), Backend::redis()] {
+    for backend in [Backend::memory(), Backend::redis().await] {
         let app = full_app(backend.layer().await);
         let mut owner = Client::new(&app);
         owner.get("/put?key=secret&value=s3cr3t").await;

@@ -12,7 +12,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{Router, body::Body};
@@ -48,7 +48,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::harness::Backend::redis()).await
+                    super::$name($crate::harness::Backend::redis().await).await
                 }
             )*
         }
@@ -154,9 +154,9 @@ impl Backend {
         }
     }
 
-    pub fn redis() -> Self {
+    pub async fn redis() -> Self {
         Backend {
-            kind: Kind::Redis(RedisServer::start()),
+            kind: Kind::Redis(RedisServer::start().await),
             calls: Arc::default(),
         }
     }
@@ -168,9 +168,9 @@ impl Backend {
         }
     }
 
-    pub async fn inspector(&self) -> Option<Inspector> {
+    pub fn inspector(&self) -> Option<Inspector> {
         match &self.kind {
-            Kind::Redis(server) => Some(server.inspector().await),
+            Kind::Redis(server) => Some(server.inspector()),
             Kind::Memory(_) => None,
         }
     }
@@ -207,7 +207,7 @@ impl Backend {
         match &self.kind {
             Kind::Memory(store) => store.load(id).await.unwrap().is_some(),
             Kind::Redis(server) => {
-                let inspector = server.inspector().await;
+                let inspector = server.inspector();
                 inspector.is_session(&format!("{DEFAULT_PREFIX}{id}")).await
             }
         }
@@ -217,7 +217,7 @@ impl Backend {
     pub async fn stored_count(&self) -> usize {
         match &self.kind {
             Kind::Memory(store) => store.len(),
-            Kind::Redis(server) => server.inspector().await.sessions().await.len(),
+            Kind::Redis(server) => server.inspector().sessions().await.len(),
         }
     }
 
@@ -234,7 +234,7 @@ impl Backend {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_else(|| panic!("no session count in {debug}"))
             }
-            Kind::Redis(server) => server.inspector().await.keys().await.len(),
+            Kind::Redis(server) => server.inspector().keys().await.len(),
         }
     }
 
@@ -245,8 +245,10 @@ impl Backend {
             Kind::Memory(_) => self.calls.delay_ms.store(ms, Ordering::SeqCst),
             Kind::Redis(server) => {
                 let ms = ms.to_string();
-                let inspector = server.inspector().await;
-                inspector.command("CLIENT", &["PAUSE", &ms, "ALL"]).await;
+                server
+                    .inspector()
+                    .ok("CLIENT", &["PAUSE", &ms, "ALL"])
+                    .await;
             }
         }
     }
@@ -431,11 +433,27 @@ pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// Polls `ready` every 50 ms until it holds, and returns what it returned; panics with `what`
+/// and the last state it reported after `limit`.
+pub async fn wait_for<S, F>(limit: Duration, what: &str, mut ready: impl FnMut() -> F) -> S
+where
+    F: Future<Output = Result<S, String>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        match ready().await {
+            Ok(state) => return state,
+            Err(state) if Instant::now() >= until => panic!("{what} not within {limit:?}: {state}"),
+            Err(_) => sleep_ms(50).await,
+        }
+    }
+}
+
 /// Starts a MONITOR on the backend's Redis, if it is one (see `Monitor::client_commands`).
 pub async fn monitor(backend: &Backend) -> Option<(Monitor, Inspector)> {
     let server = backend.redis_server()?;
     let mut monitor = Monitor::start(server).await;
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     monitor.client_commands(&inspector).await; // drain
     Some((monitor, inspector))
 }
