@@ -13,8 +13,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tokio::task::JoinSet;
 
 use crate::harness::{
-    Backend, Client, NONE, Resp, app::User, assert_calls, assert_near, assert_valid_token,
-    get_with_cookie_header, hashed, made_up_token, monitor, now_ms, send, sleep_ms,
+    Backend, Client, Gate, NONE, Resp, app::User, assert_calls, assert_near, assert_valid_token,
+    get_with_cookie_header, hashed, made_up_token, monitor, now_ms, overlapping_writes, send,
+    sleep_ms,
 };
 
 crate::both_stores!(
@@ -294,7 +295,7 @@ async fn store_calls_per_request(backend: Backend) {
     assert_calls(&backend, &mut monitor, &mut before, (0, 1, 0), &["evalsha"]).await;
 
     // Read then write: one load and one commit.
-    client.get("/read_sleep_put?key=c&value=3").await;
+    client.get("/read_put?key=c&value=3").await;
     let expected = ["hgetall", "evalsha"];
     assert_calls(&backend, &mut monitor, &mut before, (1, 1, 0), &expected).await;
 
@@ -337,7 +338,7 @@ async fn unknown_token_is_never_adopted(backend: Backend) {
     // A read-then-write request: same.
     let unknown = made_up_token("another one");
     let mut client = Client::with_token(&app, &unknown);
-    let res = client.get("/read_sleep_put?key=b&value=2").await;
+    let res = client.get("/read_put?key=b&value=2").await;
     assert_ne!(res.new_token(), unknown);
     assert_eq!(client.get("/keys").await.body, "b");
     assert!(!backend.stored(&unknown).await);
@@ -815,7 +816,7 @@ async fn store_failure_gives_error_response(mut backend: Backend) {
         ("/get?key=a", true),
         ("/peek?key=a", true),
         ("/put?key=b&value=2", true),
-        ("/read_sleep_put?key=b&value=2", true),
+        ("/read_put?key=b&value=2", true),
         ("/renew", true),
         ("/put?key=b&value=2", false),
     ];
@@ -908,21 +909,11 @@ async fn concurrent_writes_of_one_session_are_all_kept(backend: Backend) {
     let mut client = Client::new(&app);
     client.get("/put?key=base&value=0").await;
     let token = client.token.clone().unwrap();
-    let mut set = JoinSet::new();
-    for i in 0..8 {
-        let mut c = Client::with_token(&app, &token);
-        let token = token.clone();
-        set.spawn(async move {
-            // Each request loads the session, then writes while the others are in flight.
-            let res = c
-                .get(&format!("/read_sleep_put?key=k{i}&value=v{i}&ms=200"))
-                .await;
-            assert_eq!(res.status, StatusCode::OK);
-            assert_eq!(c.token.as_deref(), Some(token.as_str()), "same session");
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        done.expect("request task");
+    // Each request loads the session, then writes once all eight have loaded it.
+    let writes: Vec<(String, String)> =
+        (0..8).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    for c in overlapping_writes(&app, &token, &writes).await {
+        assert_eq!(c.token.as_deref(), Some(token.as_str()), "same session");
     }
     assert_eq!(
         client.get("/keys").await.body,
@@ -942,11 +933,14 @@ async fn clear_applies_to_what_is_stored_when_it_commits(backend: Backend) {
     client.get("/put?key=a&value=1").await;
     let token = client.token.clone().unwrap();
     let mut slow = Client::with_token(&app, &token);
-    let clearing = tokio::spawn(async move { slow.get("/sleep_clear?ms=400").await });
-    sleep_ms(100).await;
+    let gate = Gate::new();
+    let uri = format!("/clear?gate={}", gate.name());
+    let clearing = tokio::spawn(async move { slow.get(&uri).await });
+    gate.arrived(1).await;
     // Committed before the clear commits: cleared with the rest.
     client.get("/put?key=b&value=2").await;
     assert_eq!(client.get("/keys").await.body, "a,b");
+    gate.open();
     let res = clearing.await.unwrap();
     assert_eq!(res.new_token(), token);
     assert_eq!(client.get("/keys").await.body, "");
@@ -962,12 +956,15 @@ async fn destroy_is_not_undone_by_a_concurrent_write(backend: Backend) {
     let token = client.token.clone().unwrap();
     let mut slow = Client::with_token(&app, &token);
     // Loads the session (with `a`), then writes `b` after the destroy below has committed.
+    let gate = Gate::new();
+    let uri = format!("/read_put?key=b&value=2&gate={}", gate.name());
     let writing = tokio::spawn(async move {
-        let res = slow.get("/read_sleep_put?key=b&value=2&ms=400").await;
+        let res = slow.get(&uri).await;
         (res, slow)
     });
-    sleep_ms(100).await;
+    gate.arrived(1).await;
     assert_expiring_cookie(&client.get("/destroy").await, "session");
+    gate.open();
     let (res, mut slow) = writing.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
     let new = res.new_token();

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use tokio::task::JoinSet;
 
 use crate::harness::{
-    Backend, Client, NONE, assert_calls, lost_concurrent_writes, monitor, sleep_ms,
+    Backend, Client, Gate, NONE, assert_calls, lost_concurrent_writes, monitor, overlapping_writes,
+    sleep_ms,
 };
 
 crate::both_stores!(
@@ -30,25 +30,17 @@ async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing(backend: Backen
     assert_eq!(lost, 0, "{lost} of {} writes lost", SESSIONS * WRITERS);
 }
 
-/// Writers of the same key: the last commit wins, and the record stays whole and readable.
+/// Writers of the same key, all loaded before any writes: the last commit wins, and the record
+/// stays whole and readable.
 async fn concurrent_writes_of_one_key_leave_one_of_them(backend: Backend) {
     let app = backend.app(|l| l).await;
     let mut client = Client::new(&app);
     client.get("/put?key=other&value=kept").await;
     let token = client.token.clone().unwrap();
-    let mut set = JoinSet::new();
-    for w in 0..WRITERS {
-        let mut c = Client::with_token(&app, &token);
-        set.spawn(async move {
-            let res = c
-                .get(&format!("/read_sleep_put?key=same&value=w{w}&ms=30"))
-                .await;
-            assert_eq!(res.status, StatusCode::OK);
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        done.expect("writer task");
-    }
+    let writes: Vec<(String, String)> = (0..WRITERS)
+        .map(|w| ("same".into(), format!("w{w}")))
+        .collect();
+    overlapping_writes(&app, &token, &writes).await;
     let value = client.get("/get?key=same").await.body;
     assert!(
         (0..WRITERS).any(|w| value == format!("w{w}")),
@@ -66,15 +58,18 @@ async fn renew_racing_with_a_write_never_revives_the_old_token(backend: Backend)
     client.get("/put?key=a&value=1").await;
     let old = client.token.clone().unwrap();
     let mut slow = Client::with_token(&app, &old);
+    let gate = Gate::new();
+    let uri = format!("/read_put?key=b&value=2&gate={}", gate.name());
     let writing = tokio::spawn(async move {
-        let res = slow.get("/read_sleep_put?key=b&value=2&ms=300").await;
+        let res = slow.get(&uri).await;
         (res, slow)
     });
-    sleep_ms(100).await;
+    gate.arrived(1).await; // loaded
     let res = client.get("/renew").await;
     assert_eq!(res.status, StatusCode::OK);
     let renewed = client.token.clone().unwrap();
     assert_ne!(renewed, old);
+    gate.open();
     let (res, mut slow) = writing.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
     assert!(!backend.stored(&old).await, "the old token came back");

@@ -498,7 +498,7 @@ const ROUTES: &[&str] = &[
     "/put?key=k&value=v",
     "/remove?key=k",
     "/clear",
-    "/read_sleep_put?key=n&value=v",
+    "/read_put?key=n&value=v",
     "/renew",
     "/remember?on=true",
     "/set_owner?value=o",

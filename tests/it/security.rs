@@ -42,7 +42,7 @@ use tracing_subscriber::{
 };
 
 use crate::harness::{
-    Backend, Client, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
+    Backend, Client, Gate, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
     get_with_cookie_header, hashed, made_up_token, monitor, sleep_ms,
 };
 use tower_scs::store::{Change, Committed, Record, SessionStore};
@@ -819,13 +819,13 @@ async fn renew_at_login_defeats_session_fixation() {
 
         // The attacker's slow request: it loads the session before the login and writes after.
         let mut slow = Client::with_token(&app, &planted);
+        let gate = Gate::new();
+        let uri = format!("/read_put?key=user&value=attacker&gate={}", gate.name());
         let slow = tokio::spawn(async move {
-            let res = slow
-                .get("/read_sleep_put?key=user&value=attacker&ms=600")
-                .await;
+            let res = slow.get(&uri).await;
             (res, slow)
         });
-        sleep_ms(100).await;
+        gate.arrived(1).await; // loaded
 
         let mut victim = Client::with_token(&app, &planted);
         let res = victim.get("/login").await;
@@ -838,6 +838,7 @@ async fn renew_at_login_defeats_session_fixation() {
         );
         assert_eq!(victim.get("/whoami").await.body, "victim");
 
+        gate.open();
         let (res, mut slow) = slow.await.unwrap();
         assert_eq!(res.status, StatusCode::OK);
         let slow_token = res.new_token();
@@ -908,15 +909,19 @@ async fn a_destroyed_session_cannot_come_back() {
         owner.get("/put?key=other&value=kept").await;
         let token = owner.token.clone().unwrap();
 
-        let mut inflight = JoinSet::new();
-        for uri in [
-            "/read_sleep_put?key=late&value=1&ms=300",
-            "/sleep_clear?ms=300",
-        ] {
+        // Requests of the session from before the destroy, held at a gate until it is done:
+        // one has loaded the session, the other is about to clear it without loading.
+        let gate = Gate::new();
+        let mut held = JoinSet::new();
+        for uri in ["/read_put?key=late&value=1", "/clear?"] {
+            let uri = format!("{uri}&gate={}", gate.name());
             let mut c = Client::with_token(&app, &token);
-            inflight.spawn(async move { (uri, c.get(uri).await) });
+            held.spawn(async move {
+                let res = c.get(&uri).await;
+                (uri, res)
+            });
         }
-        sleep_ms(100).await;
+        gate.arrived(2).await;
         let res = owner.get("/destroy").await;
         assert_eq!(res.set_cookie().unwrap().value(), "");
         assert!(!backend.stored(&token).await);
@@ -927,7 +932,7 @@ async fn a_destroyed_session_cannot_come_back() {
             "/contains?key=secret",
             "/pop?key=secret",
             "/put?key=new&value=1",
-            "/read_sleep_put?key=new&value=2&ms=0",
+            "/read_put?key=new&value=2",
             "/renew",
             "/login",
             "/clear",
@@ -937,10 +942,12 @@ async fn a_destroyed_session_cannot_come_back() {
             "/set_owner?value=mallory",
             "/destroy",
         ];
+        let mut answers = Vec::new();
+        let mut inflight = JoinSet::new();
         for round in 0..3 {
             for uri in replays {
                 let mut c = Client::with_token(&app, &token);
-                inflight.spawn(async move { (uri, c.get(uri).await) });
+                inflight.spawn(async move { (uri.to_owned(), c.get(uri).await) });
             }
             let mut merger = Client::new(&app);
             let uri = format!("/merge?token={token}");
@@ -952,11 +959,15 @@ async fn a_destroyed_session_cannot_come_back() {
                 "merge of a destroyed session"
             );
             if round == 0 {
-                sleep_ms(250).await; // the in-flight requests commit meanwhile
+                // The held requests commit now, while the first replays are in flight.
+                gate.open();
+                while let Some(done) = held.join_next().await {
+                    answers.push(done.expect("a held request"));
+                }
             }
         }
-        while let Some(done) = inflight.join_next().await {
-            let (uri, res) = done.unwrap();
+        answers.extend(inflight.join_all().await);
+        for (uri, res) in answers {
             assert_eq!(res.status, StatusCode::OK, "{uri}: {res:?}");
             assert!(
                 !["s3cr3t", "kept", "true"].contains(&res.body.as_str()),

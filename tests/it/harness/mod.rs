@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cluster;
 pub mod example;
+pub mod gate;
 pub mod redis;
 
 use std::{
@@ -28,6 +29,7 @@ const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 pub use self::{
     app::{NONE, app},
+    gate::Gate,
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
@@ -481,10 +483,37 @@ pub async fn assert_calls(
     }
 }
 
+/// Writes of one session that all overlap: one `/read_put?key=<k>&value=<v>` per pair, sent at
+/// once with `token`, each let on to its write only once every one of them has loaded the
+/// session (they stop at one gate). The clients afterwards, in order; every write answered 200.
+pub async fn overlapping_writes(
+    app: &Router,
+    token: &str,
+    writes: &[(String, String)],
+) -> Vec<Client> {
+    let gate = Gate::new();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (key, value)) in writes.iter().enumerate() {
+        let mut client = Client::with_token(app, token);
+        let uri = format!("/read_put?key={key}&value={value}&gate={}", gate.name());
+        set.spawn(async move {
+            let res = client.get(&uri).await;
+            assert_eq!(res.status, StatusCode::OK, "{uri}: {res:?}");
+            (i, client)
+        });
+    }
+    gate.arrived(writes.len()).await;
+    gate.open();
+    let mut clients: Vec<(usize, Client)> = set.join_all().await;
+    clients.sort_by_key(|(i, _)| *i);
+    clients.into_iter().map(|(_, c)| c).collect()
+}
+
 /// The lost-update scenario: `sessions` sessions × `writers` concurrent requests each, every
-/// request loading its session, pausing while the others are in flight, then writing its own
-/// key. Returns how many of the writes are missing afterwards (and checks each session kept the
-/// value it started with).
+/// request loading its session, waiting until the others of its session have loaded too, then
+/// writing its own key (see [`overlapping_writes`]); the sessions all at once. Returns how many
+/// of the writes are missing afterwards (and checks each session kept the value it started
+/// with).
 pub async fn lost_concurrent_writes(app: &Router, sessions: usize, writers: usize) -> usize {
     let mut tokens = Vec::new();
     for s in 0..sessions {
@@ -492,16 +521,13 @@ pub async fn lost_concurrent_writes(app: &Router, sessions: usize, writers: usiz
         client.get(&format!("/put?key=base&value={s}")).await;
         tokens.push(client.token.expect("session created"));
     }
+    let writes: Vec<(String, String)> = (0..writers)
+        .map(|w| (format!("k{w}"), format!("v{w}")))
+        .collect();
     let mut set = tokio::task::JoinSet::new();
     for token in &tokens {
-        for w in 0..writers {
-            let mut client = Client::with_token(app, token);
-            set.spawn(async move {
-                let uri = format!("/read_sleep_put?key=k{w}&value=v{w}&ms=50");
-                let res = client.get(&uri).await;
-                assert_eq!(res.status, StatusCode::OK, "{res:?}");
-            });
-        }
+        let (app, token, writes) = (app.clone(), token.clone(), writes.clone());
+        set.spawn(async move { overlapping_writes(&app, &token, &writes).await });
     }
     while let Some(done) = set.join_next().await {
         done.expect("writer task");
