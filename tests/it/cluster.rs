@@ -363,7 +363,7 @@ async fn service_resumes_after_a_primary_fails_over() {
     let (&victim, &on_victim) = per_primary.iter().max_by_key(|&(_, n)| *n).unwrap();
 
     let traffic = Traffic::start(clients);
-    sleep_ms(500).await;
+    traffic.wait_flowing(Duration::from_secs(10)).await;
     cluster.kill_primary(victim).await;
     traffic.killed_now();
     let cluster = Arc::new(cluster);

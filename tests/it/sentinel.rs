@@ -82,7 +82,7 @@ async fn sessions_are_served_through_a_sentinel_failover() {
         clients.push(client);
     }
     let traffic = Traffic::start(clients);
-    sleep_ms(500).await;
+    traffic.wait_flowing(Duration::from_secs(10)).await;
     setup.kill_primary();
     traffic.killed_now();
     let setup = Arc::new(setup);

@@ -597,51 +597,72 @@ pub struct UserLog {
 /// Users that each write `u<n>-<seq>` under the key `v` of their own session and read it back,
 /// in a loop, while the test kills a Redis node; each keeps a [`UserLog`].
 pub struct Traffic {
-    killed: Arc<OnceLock<Instant>>,
-    resumed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     users: JoinSet<(usize, UserLog)>,
     count: usize,
+}
+
+/// What the users and the test share.
+#[derive(Default)]
+struct Shared {
+    /// When the node was killed.
+    killed: OnceLock<Instant>,
+    /// How many users have completed a round.
+    flowing: AtomicUsize,
+    /// How many users have completed a round that started after the kill.
+    resumed: AtomicUsize,
+    stop: AtomicBool,
 }
 
 impl Traffic {
     /// Starts one loop per client; each client must already hold a session.
     pub fn start(clients: Vec<HttpClient>) -> Self {
-        let killed: Arc<OnceLock<Instant>> = Arc::default();
-        let resumed = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::<Shared>::default();
         let mut users = JoinSet::new();
         let count = clients.len();
         for (u, client) in clients.into_iter().enumerate() {
-            let user = run_user(u, client, killed.clone(), resumed.clone(), stop.clone());
+            let user = run_user(u, client, shared.clone());
             users.spawn(async move { (u, user.await) });
         }
         Traffic {
-            killed,
-            resumed,
-            stop,
+            shared,
             users,
             count,
         }
     }
 
+    /// Waits until every user has completed a round: the traffic flows, a kill now hits it.
+    pub async fn wait_flowing(&self, limit: Duration) {
+        let this = self;
+        wait_for(limit, "every user completing a round", move || async move {
+            match this.shared.flowing.load(Ordering::SeqCst) {
+                n if n == this.count => Ok(()),
+                n => Err(format!("{n} of {} users did", this.count)),
+            }
+        })
+        .await;
+    }
+
     /// Records that the node was killed now.
     pub fn killed_now(&self) {
-        self.killed.set(Instant::now()).expect("one kill per test");
+        self.shared
+            .killed
+            .set(Instant::now())
+            .expect("one kill per test");
     }
 
     /// Waits until every user has completed a round that started after the kill, for at most
-    /// `limit`.
+    /// `limit` (the users' logs say which did not).
     pub async fn wait_resumed(&self, limit: Duration) {
         let until = Instant::now() + limit;
-        while self.resumed.load(Ordering::SeqCst) < self.count && Instant::now() < until {
+        while self.shared.resumed.load(Ordering::SeqCst) < self.count && Instant::now() < until {
             sleep_ms(20).await;
         }
     }
 
     /// Stops the users and returns their logs, in the order of the clients.
     pub async fn stop(mut self) -> Vec<UserLog> {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         let mut logs: Vec<(usize, UserLog)> = Vec::new();
         while let Some(done) = self.users.join_next().await {
             logs.push(done.expect("user task"));
@@ -664,18 +685,12 @@ async fn timed(client: &mut HttpClient, uri: &str, log: &mut UserLog) -> Resp {
     res
 }
 
-async fn run_user(
-    u: usize,
-    mut client: HttpClient,
-    killed: Arc<OnceLock<Instant>>,
-    resumed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-) -> UserLog {
+async fn run_user(u: usize, mut client: HttpClient, shared: Arc<Shared>) -> UserLog {
     let token = client.token.clone().expect("a session");
     let prefix = format!("u{u}-");
     let mut log = UserLog::default();
     let (mut seq, mut acked) = (0u64, 0u64);
-    while !stop.load(Ordering::SeqCst) {
+    while !shared.stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         seq += 1;
         let put = timed(
@@ -705,10 +720,13 @@ async fn run_user(
         }
         if put.status == StatusCode::OK && read == seq {
             log.rounds += 1;
-            match killed.get() {
+            if log.rounds == 1 {
+                shared.flowing.fetch_add(1, Ordering::SeqCst);
+            }
+            match shared.killed.get() {
                 Some(&at) if started > at && log.back_after.is_none() => {
                     log.back_after = Some(at.elapsed());
-                    resumed.fetch_add(1, Ordering::SeqCst);
+                    shared.resumed.fetch_add(1, Ordering::SeqCst);
                 }
                 _ => {}
             }
