@@ -215,6 +215,27 @@ impl Backend {
         }
     }
 
+    /// How long the store will keep the record under `id`, in milliseconds, by the store's
+    /// own account, looked up directly (not through the layer, not counted): for Redis the
+    /// PTTL of `scs:session:<id>`, for memory the loaded record's expiry. `None` when it holds
+    /// none.
+    pub async fn ttl_ms(&self, id: &str) -> Option<i64> {
+        match &self.kind {
+            Kind::Memory(store) => {
+                let record = store.load(id).await.unwrap()?;
+                Some(unix_ms(record.expiry) - now_ms())
+            }
+            Kind::Redis(server) => {
+                let key = format!("{DEFAULT_PREFIX}{id}");
+                match server.inspector().pttl(&key).await {
+                    -2 => None,
+                    -1 => panic!("{key} never expires"),
+                    ttl => Some(ttl),
+                }
+            }
+        }
+    }
+
     /// How many sessions the store holds (for Redis: keys holding a session record).
     pub async fn stored_count(&self) -> usize {
         match &self.kind {
