@@ -4,20 +4,15 @@
 //! `cargo test` (and `cargo nextest run`) build the examples before running tests; the binary is
 //! found next to this test's own executable (see `crate::harness::example`).
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use http::StatusCode;
 use tokio::task::JoinSet;
 
 use crate::harness::{
     RedisServer,
-    example::{Example, get, http_client, token_of},
+    example::{self, Example, get, http_client, token_of},
 };
-
-/// The `put_get` example on `redis`.
 
 #[tokio::test]
 async fn routes_answer_as_scs_on_redis() {
@@ -121,13 +116,7 @@ const UNBINDABLE: &str = "127.0.0.1:99999";
 /// Runs the `put_get` example to its exit with `env` (and `ADDR` = [`UNBINDABLE`]; the other
 /// variables it reads unset): its exit code and stderr.
 fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .join("examples")
-        .join(format!("put_get{}", std::env::consts::EXE_SUFFIX));
+    let bin = example::binary("put_get");
     let mut command = Command::new(&bin);
     for var in ["REDIS_URL", "LIFETIME_SECS", "IDLE_TIMEOUT_SECS"] {
         command.env_remove(var);
