@@ -345,7 +345,7 @@ mod tests {
     }
 
     /// The `meta` grammar, as the Lua prelude's `parse_meta` applies it too (the Lua side is
-    /// exercised through the scripts by `tests/clocks.rs`).
+    /// exercised through the scripts by `tests/it/clocks.rs`).
     #[test]
     fn meta_grammar() {
         let ok = parse_meta("deadline=1767225600000 size=9").unwrap();

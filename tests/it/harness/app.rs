@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::gate;
+
 use axum::{Router, extract::Query, routing::get};
 use serde::{Deserialize, Serialize};
 use tower_scs::{Error, Session, SessionLayer};
@@ -17,7 +19,8 @@ struct Q {
     on: bool,
     secs: i64,
     token: String,
-    ms: u64,
+    /// A [`gate::Gate`] to stop at, for the routes that take one.
+    gate: String,
     /// A count, for the routes that act on many keys.
     n: usize,
     /// The first index of those keys (`k<from>` … `k<from + n - 1>`).
@@ -53,7 +56,6 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/pop", get(pop))
         .route("/remove", get(remove))
         .route("/clear", get(clear))
-        .route("/sleep_clear", get(sleep_clear))
         .route("/keys", get(keys))
         .route("/contains", get(contains))
         .route("/destroy", get(destroy))
@@ -63,7 +65,7 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/set_deadline", get(set_deadline))
         .route("/deadline", get(deadline))
         .route("/merge", get(merge))
-        .route("/read_sleep_put", get(read_sleep_put))
+        .route("/read_put", get(read_put))
         .route("/set_owner", get(set_owner))
         .route("/owner", get(owner))
         .route("/destroy_owner", get(destroy_owner))
@@ -141,16 +143,18 @@ async fn remove(s: Session, Query(q): Query<Q>) -> &'static str {
     "ok"
 }
 
-async fn clear(s: Session) -> &'static str {
+/// Clears the session (without loading it); with a `gate`, after stopping at it.
+async fn clear(s: Session, Query(q): Query<Q>) -> &'static str {
+    stop_at(&q.gate).await;
     s.clear();
     "ok"
 }
 
-/// Waits `ms`, then clears: other requests commit meanwhile.
-async fn sleep_clear(s: Session, Query(q): Query<Q>) -> &'static str {
-    tokio::time::sleep(Duration::from_millis(q.ms)).await;
-    s.clear();
-    "ok"
+/// Stops at the gate `name`, unless it is empty.
+async fn stop_at(name: &str) {
+    if !name.is_empty() {
+        gate::pass(name).await;
+    }
 }
 
 async fn keys(s: Session) -> Result<String, Error> {
@@ -207,10 +211,11 @@ async fn merge(s: Session, Query(q): Query<Q>) -> Result<&'static str, Error> {
     Ok("ok")
 }
 
-/// Loads the session, waits `ms`, then writes: concurrent calls overlap for sure.
-async fn read_sleep_put(s: Session, Query(q): Query<Q>) -> Result<&'static str, Error> {
+/// Loads the session, then writes; with a `gate`, stops at it in between, so that the test
+/// knows the load is done and decides when the write commits.
+async fn read_put(s: Session, Query(q): Query<Q>) -> Result<&'static str, Error> {
     s.keys().await?;
-    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    stop_at(&q.gate).await;
     s.insert(q.key, q.value);
     Ok("ok")
 }

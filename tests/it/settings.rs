@@ -2,8 +2,6 @@
 //! setting's name, every valid edge value is taken and shows in the cookie. Plus the headers
 //! nested layers add beside a handler's own `Vary` and `Cache-Control`. In-memory store only.
 
-mod common;
-
 use std::{
     panic::{UnwindSafe, catch_unwind},
     time::Duration,
@@ -16,7 +14,7 @@ use http::{
 };
 use tower_scs::{MemoryStore, Session, SessionLayer, Sessions};
 
-use common::{Backend, Client, Resp, send};
+use crate::harness::{Backend, Client, Resp, send};
 
 /// Runs `configure` on a fresh layer and returns its panic message; fails if it did not panic.
 fn panic_message(configure: impl FnOnce(SessionLayer) -> SessionLayer + UnwindSafe) -> String {

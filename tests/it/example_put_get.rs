@@ -2,28 +2,21 @@
 //! sharing one Redis without losing concurrent writes; and checks how it takes its settings.
 //!
 //! `cargo test` (and `cargo nextest run`) build the examples before running tests; the binary is
-//! found next to this test's own executable (see `common::example`).
+//! found next to this test's own executable (see `crate::harness::example`).
 
-mod common;
-
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use common::{
+use crate::harness::{
     RedisServer,
-    example::{Example, get, http_client, token_of},
+    example::{self, Example, get, http_client, token_of},
 };
-
-/// The `put_get` example on `redis`.
 
 #[tokio::test]
 async fn routes_answer_as_scs_on_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let example = Example::on_redis("put_get", &redis);
     let http = http_client();
     let a = example.addr.as_str();
@@ -65,7 +58,7 @@ async fn routes_answer_as_scs_on_redis() {
     assert_eq!(get(&http, a, "/get", n).await.body, "");
     // No session is left; the renewed token's marker (pointing at the destroyed session) lives
     // out its few seconds.
-    let inspector = redis.inspector().await;
+    let inspector = redis.inspector();
     assert!(inspector.sessions().await.is_empty());
     for key in inspector.keys().await {
         assert!(inspector.hgetall(&key).await.contains_key("moved"), "{key}");
@@ -76,7 +69,7 @@ async fn routes_answer_as_scs_on_redis() {
 /// over two example processes that share one Redis: nothing lost.
 #[tokio::test]
 async fn two_processes_sharing_redis_lose_no_concurrent_write() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let servers = [
         Example::on_redis("put_get", &redis),
         Example::on_redis("put_get", &redis),
@@ -123,13 +116,7 @@ const UNBINDABLE: &str = "127.0.0.1:99999";
 /// Runs the `put_get` example to its exit with `env` (and `ADDR` = [`UNBINDABLE`]; the other
 /// variables it reads unset): its exit code and stderr.
 fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .join("examples")
-        .join(format!("put_get{}", std::env::consts::EXE_SUFFIX));
+    let bin = example::binary("put_get");
     let mut command = Command::new(&bin);
     for var in ["REDIS_URL", "LIFETIME_SECS", "IDLE_TIMEOUT_SECS"] {
         command.env_remove(var);

@@ -4,8 +4,6 @@
 //! writers lose nothing, the `put_get` example serves many users, and service resumes by itself
 //! after a primary dies and its replica takes over.
 
-mod common;
-
 use std::{
     collections::{BTreeSet, HashMap},
     pin::pin,
@@ -19,9 +17,9 @@ use http::StatusCode;
 use tokio::task::JoinSet;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{
+use crate::harness::{
     Client, NONE, app,
-    cluster::{RedisCluster, Reply, Traffic, UserLog, report_and_check},
+    cluster::{RedisCluster, Traffic, UserLog, report_and_check},
     example::{Example, get, http_client, token_of},
     sleep_ms,
 };
@@ -34,13 +32,6 @@ const RESUME_LIMIT: Duration = Duration::from_secs(15);
 /// The Redis key of a session.
 fn key(token: &str) -> String {
     format!("{DEFAULT_PREFIX}{token}")
-}
-
-/// Starts a cluster off the async runtime's worker (it takes a second or two).
-async fn start_cluster(primaries: usize, replicas_per_primary: usize) -> RedisCluster {
-    tokio::task::spawn_blocking(move || RedisCluster::start(primaries, replicas_per_primary))
-        .await
-        .expect("start the cluster")
 }
 
 /// The test app over a `RedisStore::from_url(<cluster url>)`.
@@ -58,7 +49,7 @@ async fn cluster_app(
 /// serves its slot, and each reads back its own value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_land_on_every_primary() {
-    let cluster = start_cluster(3, 0).await;
+    let cluster = RedisCluster::start(3, 0).await;
     let app = cluster_app(&cluster, |l| l).await;
     let mut tokens = Vec::new();
     for i in 0..60 {
@@ -67,14 +58,14 @@ async fn sessions_land_on_every_primary() {
         assert_eq!(res.status, StatusCode::OK, "{res:?}");
         tokens.push(client.token.expect("session created"));
     }
-    let counts = cluster.key_counts();
+    let counts = cluster.key_counts().await;
     println!("sessions per primary (port, DBSIZE): {counts:?}");
     assert_eq!(counts.len(), 3);
     assert!(counts.iter().all(|&(_, n)| n > 0), "{counts:?}");
     assert_eq!(counts.iter().map(|&(_, n)| n).sum::<i64>(), 60);
     for (i, token) in tokens.iter().enumerate() {
         assert!(
-            cluster.exists(&key(token)),
+            cluster.exists(&key(token)).await,
             "session {i} not on its slot's primary"
         );
         let mut client = Client::with_token(&app, token);
@@ -94,7 +85,7 @@ async fn session_on_another_primary(
         let mut client = Client::new(app);
         assert_eq!(client.get(uri).await.status, StatusCode::OK);
         let token = client.token.clone().expect("session created");
-        if cluster.primary_of(&key(&token)) != not_on {
+        if cluster.primary_of(&key(&token)).await != not_on {
             return client;
         }
         assert_eq!(client.get("/destroy").await.status, StatusCode::OK);
@@ -106,7 +97,7 @@ async fn session_on_another_primary(
 /// a renew or a merge on different primaries (tower-scs sends one single-key command each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_works_across_slots() {
-    let cluster = start_cluster(3, 0).await;
+    let cluster = RedisCluster::start(3, 0).await;
     let idle = Duration::from_millis(1_000);
     let app = cluster_app(&cluster, |l| l.idle_timeout(idle)).await;
 
@@ -116,31 +107,33 @@ async fn every_operation_works_across_slots() {
     a.get("/put?key=b&value=2").await;
     let token_a = a.token.clone().unwrap();
     assert_eq!(a.get("/keys").await.body, "a,b");
-    let pttl = cluster.pttl(&key(&token_a));
+    let pttl = cluster.pttl(&key(&token_a)).await;
     assert!((1..=1_100).contains(&pttl), "PTTL after a write: {pttl}");
 
     // Idle timeout: a read once less than the idle timeout remains touches the expiry, to
     // the read's time + 1.1 × idle.
-    let expiry = || match cluster.key_command(&key(&token_a), &["HGET", &key(&token_a), "meta"]) {
-        Reply::Bulk(Some(meta)) => common::redis::meta_pairs(&meta)
+    let expiry = async || {
+        let key = key(&token_a);
+        let meta: Option<String> = cluster.key_command(&key, "HGET", &[&key, "meta"]).await;
+        let meta = meta.expect("HGET meta: no meta");
+        crate::harness::redis::meta_pairs(&meta)
             .get("expiry")
             .and_then(|ms| ms.parse::<i64>().ok())
-            .unwrap_or_else(|| panic!("no expiry in meta {meta:?}")),
-        other => panic!("HGET meta: {other:?}"),
+            .unwrap_or_else(|| panic!("no expiry in meta {meta:?}"))
     };
-    let before = expiry();
+    let before = expiry().await;
     sleep_ms(250).await;
     assert_eq!(a.get("/get?key=a").await.body, "1");
-    let after = expiry();
+    let after = expiry().await;
     assert!(
         after - before >= 250,
         "expiry {before} → {after}: not touched"
     );
-    let pttl = cluster.pttl(&key(&token_a));
+    let pttl = cluster.pttl(&key(&token_a)).await;
     assert!((1..=1_100).contains(&pttl), "PTTL after the touch: {pttl}");
 
     // Merge a session that lives on another primary.
-    let primary_a = cluster.primary_of(&key(&token_a));
+    let primary_a = cluster.primary_of(&key(&token_a)).await;
     let mut b = session_on_another_primary(&cluster, &app, primary_a, "/put?key=c&value=3").await;
     let token_b = b.token.clone().unwrap();
     b.get("/put?key=a&value=from-b").await;
@@ -154,11 +147,11 @@ async fn every_operation_works_across_slots() {
         "merged values win"
     );
     assert!(
-        !cluster.is_session(&key(&token_b)),
+        !cluster.is_session(&key(&token_b)).await,
         "the merged session was not deleted"
     );
     assert_eq!(
-        cluster.moved_to(&key(&token_b)),
+        cluster.moved_to(&key(&token_b)).await,
         Some(token_a.clone()),
         "for a few seconds the merged token points at the session it went into"
     );
@@ -172,14 +165,14 @@ async fn every_operation_works_across_slots() {
         let new = a.token.clone().unwrap();
         assert_ne!(new, old);
         assert!(
-            !cluster.is_session(&key(&old)),
+            !cluster.is_session(&key(&old)).await,
             "the old token's record survived"
         );
-        assert_eq!(cluster.moved_to(&key(&old)), Some(new.clone()));
-        assert!(cluster.is_session(&key(&new)));
+        assert_eq!(cluster.moved_to(&key(&old)).await, Some(new.clone()));
+        assert!(cluster.is_session(&key(&new)).await);
         assert_eq!(Client::with_token(&app, &old).get("/keys").await.body, "");
         assert_eq!(a.get("/keys").await.body, "a,b,c");
-        if cluster.primary_of(&key(&new)) != cluster.primary_of(&key(&old)) {
+        if cluster.primary_of(&key(&new)).await != cluster.primary_of(&key(&old)).await {
             renewed_across = true;
             break;
         }
@@ -190,7 +183,7 @@ async fn every_operation_works_across_slots() {
     let token = a.token.clone().unwrap();
     assert_eq!(a.get("/destroy").await.status, StatusCode::OK);
     assert_eq!(a.token, None);
-    assert!(!cluster.exists(&key(&token)));
+    assert!(!cluster.exists(&key(&token)).await);
     assert_eq!(
         Client::with_token(&app, &token)
             .get("/get?key=a")
@@ -204,7 +197,7 @@ async fn every_operation_works_across_slots() {
     c.get("/put?key=x&value=1").await;
     let token_c = c.token.clone().unwrap();
     sleep_ms(1_150).await;
-    assert!(!cluster.exists(&key(&token_c)));
+    assert!(!cluster.exists(&key(&token_c)).await);
     assert_eq!(c.get("/get?key=x").await.body, NONE);
 }
 
@@ -213,7 +206,7 @@ async fn every_operation_works_across_slots() {
 /// primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_logout_and_ids_span_every_primary() {
-    let cluster = start_cluster(3, 0).await;
+    let cluster = RedisCluster::start(3, 0).await;
     let store = RedisStore::from_url(&cluster.url())
         .await
         .expect("RedisStore::from_url on the cluster");
@@ -234,7 +227,10 @@ async fn owner_logout_and_ids_span_every_primary() {
             owned.insert(token)
         };
     }
-    let homes: BTreeSet<u16> = owned.iter().map(|t| cluster.primary_of(&key(t))).collect();
+    let mut homes = BTreeSet::new();
+    for token in &owned {
+        homes.insert(cluster.primary_of(&key(token)).await);
+    }
     assert!(homes.len() >= 2, "all 12 owned sessions on {homes:?}");
     let all: BTreeSet<String> = owned.union(&others).cloned().collect();
     let ids: BTreeSet<String> = pin!(store.ids()).try_collect().await.expect("ids");
@@ -245,14 +241,18 @@ async fn owner_logout_and_ids_span_every_primary() {
         .get("/destroy_owner?value=user:42")
         .await;
     assert_eq!((res.status, res.body.as_str()), (StatusCode::OK, "12"));
-    assert!(
-        owned.iter().all(|t| !cluster.exists(&key(t))),
-        "an owned session survived"
-    );
-    assert!(
-        others.iter().all(|t| cluster.exists(&key(t))),
-        "another session was deleted"
-    );
+    for token in &owned {
+        assert!(
+            !cluster.exists(&key(token)).await,
+            "an owned session survived"
+        );
+    }
+    for token in &others {
+        assert!(
+            cluster.exists(&key(token)).await,
+            "another session was deleted"
+        );
+    }
     let ids: BTreeSet<String> = pin!(store.ids()).try_collect().await.expect("ids");
     assert_eq!(ids, others);
 }
@@ -261,11 +261,11 @@ async fn owner_logout_and_ids_span_every_primary() {
 /// then write their own key: all 400 writes survive on the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing() {
-    let cluster = start_cluster(3, 0).await;
+    let cluster = RedisCluster::start(3, 0).await;
     let app = cluster_app(&cluster, |l| l).await;
-    let lost = common::lost_concurrent_writes(&app, 50, 8).await;
+    let lost = crate::harness::lost_concurrent_writes(&app, 50, 8).await;
     assert_eq!(lost, 0, "{lost} of 400 writes lost");
-    assert!(cluster.key_counts().iter().all(|&(_, n)| n > 0));
+    assert!(cluster.key_counts().await.iter().all(|&(_, n)| n > 0));
 }
 
 /// The `put_get` example with `REDIS_URL=redis-cluster://…` serves 32 concurrent users, each
@@ -274,7 +274,7 @@ async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_example_serves_concurrent_users_on_a_cluster() {
     const USERS: usize = 32;
-    let cluster = start_cluster(3, 0).await;
+    let cluster = RedisCluster::start(3, 0).await;
     let url = cluster.url();
     let example = Example::start("put_get", &[("REDIS_URL", url.as_str())]);
     let http = http_client();
@@ -319,7 +319,7 @@ async fn put_get_example_serves_concurrent_users_on_a_cluster() {
         rounds += r;
         mixups.extend(m);
     }
-    let counts = cluster.key_counts();
+    let counts = cluster.key_counts().await;
     println!("{USERS} users, {rounds} put/get rounds; sessions per primary: {counts:?}");
     assert!(
         mixups.is_empty(),
@@ -338,7 +338,7 @@ async fn put_get_example_serves_concurrent_users_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_resumes_after_a_primary_fails_over() {
     const USERS: usize = 16;
-    let mut cluster = start_cluster(3, 1).await;
+    let mut cluster = RedisCluster::start(3, 1).await;
     let app = cluster_app(&cluster, |l| l).await;
     let mut clients = Vec::new();
     for u in 0..USERS {
@@ -348,10 +348,14 @@ async fn service_resumes_after_a_primary_fails_over() {
         clients.push(client);
     }
     // The victim: the primary holding the most of these sessions.
-    let homes: Vec<u16> = clients
-        .iter()
-        .map(|c| cluster.primary_of(&key(c.token.as_ref().unwrap())))
-        .collect();
+    let mut homes = Vec::new();
+    for client in &clients {
+        homes.push(
+            cluster
+                .primary_of(&key(client.token.as_ref().unwrap()))
+                .await,
+        );
+    }
     let mut per_primary: HashMap<u16, usize> = HashMap::new();
     for &home in &homes {
         *per_primary.entry(home).or_default() += 1;
@@ -359,13 +363,13 @@ async fn service_resumes_after_a_primary_fails_over() {
     let (&victim, &on_victim) = per_primary.iter().max_by_key(|&(_, n)| *n).unwrap();
 
     let traffic = Traffic::start(clients);
-    sleep_ms(500).await;
-    cluster.kill_primary(victim);
+    traffic.wait_flowing(Duration::from_secs(10)).await;
+    cluster.kill_primary(victim).await;
     traffic.killed_now();
     let cluster = Arc::new(cluster);
     let healthy = {
         let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.wait_healthy(Duration::from_secs(20)))
+        tokio::spawn(async move { cluster.wait_healthy(Duration::from_secs(20)).await })
     };
     traffic.wait_resumed(RESUME_LIMIT).await;
     sleep_ms(500).await;

@@ -14,8 +14,6 @@
 //! acknowledged and lost writes, and, from the AOF, the puts answered 500 while Redis was dead
 //! that Redis stored once it returned (a 500 promises nothing was stored *yet*).
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::SocketAddr,
@@ -36,7 +34,7 @@ use hyper_util::{
 use tokio::{sync::oneshot, task::JoinSet};
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{NONE, RedisServer, app};
+use crate::harness::{NONE, RedisServer, app};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -590,7 +588,7 @@ async fn examine(
     }
 
     let http = http();
-    let inspector = redis.inspector().await;
+    let inspector = redis.inspector();
     let mut keys = BTreeSet::from([format!("{DEFAULT_PREFIX}{probe_token}")]);
     for (log, v) in logs.iter().zip(&verdicts) {
         let who = format!("client {}", log.id);
@@ -628,7 +626,7 @@ async fn examine(
         let hash = inspector.hgetall(&key).await;
         let fields: BTreeSet<&str> = hash.keys().map(String::as_str).collect();
         let expected = BTreeSet::from(["meta", "v:v"]);
-        let meta = common::redis::meta(&hash);
+        let meta = crate::harness::redis::meta(&hash);
         let consistent = fields == expected
             && hash["v:v"] == format!("{:?}", get.body)
             && meta.get("size") == Some(&(1 + hash["v:v"].len()).to_string());
@@ -760,11 +758,6 @@ async fn sleep(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
-/// Runs `f` (which blocks, e.g. starting redis-server) off the runtime's workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("blocking task")
-}
-
 /// The session values (`c<client>-<n>`) in the AOF files of the server in `dir`: every value
 /// Redis ever stored there.
 fn values_in_aof(dir: &std::path::Path) -> BTreeSet<String> {
@@ -795,8 +788,9 @@ fn at(epoch: Instant, t: Instant) -> String {
 /// back on the same port with the same dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_load_then_restarted_loses_nothing() {
-    let mut redis = RedisServer::start_with(&AOF);
-    assert!(redis.inline("INFO persistence").contains("aof_enabled:1"));
+    let mut redis = RedisServer::start_with(&AOF).await;
+    let persistence = redis.inspector().info("persistence").await;
+    assert!(persistence.contains("aof_enabled:1"), "{persistence}");
     let server = AppServer::start("outage-server", &redis);
     let load = Load::start(server.addr);
     let epoch = load.epoch;
@@ -806,11 +800,7 @@ async fn redis_killed_mid_load_then_restarted_loses_nothing() {
     let down = Instant::now();
     sleep(Duration::from_secs(3)).await;
     let respawn = Instant::now();
-    let redis = blocking(move || {
-        redis.restart();
-        redis
-    })
-    .await;
+    redis.restart().await;
     let back = Instant::now();
     let (recovery, failed_probes, probe_token) = probe(server.addr, back).await;
     sleep(Duration::from_millis(1_500)).await;
@@ -880,30 +870,37 @@ async fn redis_killed_mid_load_then_restarted_loses_nothing() {
     found.assert_none();
 }
 
-/// Redis stops answering for `stall` (made by `make_stall`, which returns once the stalling
-/// command is sent, with the thread waiting for its reply if any) during the load: requests
-/// fail with 500 within the bound, service continues right after, and the data is intact.
-async fn slow_redis(
-    name: &'static str,
-    args: &[&str],
-    stall: Duration,
-    make_stall: impl FnOnce(&RedisServer) -> Option<std::thread::JoinHandle<String>>,
-) {
-    let redis = RedisServer::start_with(args);
+/// How a test makes Redis stop answering.
+#[derive(Clone, Copy)]
+enum Stall {
+    /// `CLIENT PAUSE <ms> ALL`: in effect from its reply on.
+    Pause,
+    /// `DEBUG SLEEP <secs>`: its reply comes when the sleep is over, so the sleep was in effect
+    /// from the reply minus the sleep on (at the latest).
+    DebugSleep,
+}
+
+/// Redis stops answering for `stall` (the way `how` says) during the load: requests fail with
+/// 500 within the bound, service continues right after, and the data is intact.
+async fn slow_redis(name: &'static str, args: &[&str], stall: Duration, how: Stall) {
+    let redis = RedisServer::start_with(args).await;
     let server = AppServer::start(name, &redis);
     let load = Load::start(server.addr);
     let epoch = load.epoch;
     sleep(Duration::from_secs(1)).await;
 
     let stalled = Instant::now();
-    let sleeper = make_stall(&redis);
-    let in_effect = Instant::now();
+    let in_effect = match how {
+        Stall::Pause => {
+            let ms = stall.as_millis().to_string();
+            redis.inspector().ok("CLIENT", &["PAUSE", &ms, "ALL"]).await;
+            let in_effect = Instant::now();
+            sleep(stall).await;
+            in_effect
+        }
+        Stall::DebugSleep => redis.debug_sleep(stall.as_secs()).await - stall,
+    };
     let resume = stalled + stall;
-    sleep(stall).await;
-    if let Some(sleeper) = sleeper {
-        let reply = blocking(move || sleeper.join().expect("the stalling command")).await;
-        assert_eq!(reply, "+OK\r\n");
-    }
     let back = Instant::now().max(resume);
     let (recovery, failed_probes, probe_token) = probe(server.addr, back).await;
     sleep(Duration::from_millis(1_500)).await;
@@ -982,18 +979,18 @@ async fn slow_redis(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_mid_load_times_out_cleanly() {
-    slow_redis("pause-server", &[], Duration::from_millis(2_500), |redis| {
-        assert_eq!(redis.inline("CLIENT PAUSE 2500 ALL"), "+OK\r\n");
-        None
-    })
+    slow_redis(
+        "pause-server",
+        &[],
+        Duration::from_millis(2_500),
+        Stall::Pause,
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_debug_sleep_mid_load_times_out_cleanly() {
     let args = ["--enable-debug-command", "yes"];
-    slow_redis("sleep-server", &args, Duration::from_secs(2), |redis| {
-        Some(redis.inline_in_background("DEBUG SLEEP 2"))
-    })
-    .await;
+    let stall = Duration::from_secs(2);
+    slow_redis("sleep-server", &args, stall, Stall::DebugSleep).await;
 }

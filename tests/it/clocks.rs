@@ -2,12 +2,10 @@
 //! nothing; a record past its expiry that Redis still holds is never written into; corrupt
 //! metadata reads as corrupt on every path (Rust decoder and Lua scripts alike).
 
-mod common;
-
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{
+use crate::harness::{
     Client, NONE, RedisServer, app,
     example::{self, Example},
     now_ms,
@@ -41,7 +39,6 @@ async fn put_survives_skew(redis: &RedisServer, skew: &str) {
     assert!(cookie.contains("Max-Age=3"), "skew {skew}: {cookie}");
     let pttl = redis
         .inspector()
-        .await
         .pttl(&format!("{DEFAULT_PREFIX}{token}"))
         .await;
     assert!(
@@ -68,7 +65,7 @@ fn libfaketime() -> String {
 /// with the key already gone), and the app 3 s ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_clock_three_seconds_off_redis_keeps_every_write() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     put_survives_skew(&redis, "-3s").await;
     put_survives_skew(&redis, "+3s").await;
 }
@@ -78,14 +75,14 @@ async fn an_app_clock_three_seconds_off_redis_keeps_every_write() {
 /// a new token, never into nothing.
 #[tokio::test]
 async fn a_blind_write_to_an_expired_but_held_record_starts_a_fresh_session() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let store = RedisStore::from_url(&redis.url()).await.unwrap();
     let app = app(SessionLayer::new(store));
     let mut client = Client::new(&app);
     client.get("/put?key=a&value=1").await;
     let old = client.token.clone().unwrap();
     let key = format!("{DEFAULT_PREFIX}{old}");
-    let inspector = redis.inspector().await;
+    let inspector = redis.inspector();
     let past = (now_ms() - 1_000).to_string();
     inspector.command("PERSIST", &[&key]).await;
     let meta = format!("deadline={past} size=4");
@@ -105,10 +102,10 @@ async fn a_blind_write_to_an_expired_but_held_record_starts_a_fresh_session() {
 /// and leave the record as it was.
 #[tokio::test]
 async fn corrupt_metadata_is_corrupt_to_the_decoder_and_the_scripts_alike() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let store = RedisStore::from_url(&redis.url()).await.unwrap();
     let app = app(SessionLayer::new(store));
-    let inspector = redis.inspector().await;
+    let inspector = redis.inspector();
     let deadline = now_ms() + 3_600_000;
     for meta in [
         format!("deadline={deadline} deadline={deadline} size=4"),

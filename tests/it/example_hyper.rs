@@ -1,14 +1,12 @@
 //! Drives the `hyper_server` example binary (plain hyper 1, no axum) over TCP, with sessions in
 //! a private Redis: its routes over HTTP/1.1 and HTTP/2, and a store failure.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-use common::{
+use crate::harness::{
     RedisServer, assert_valid_token,
     example::{Example, HttpClient, get, token_of},
 };
@@ -26,7 +24,7 @@ fn http2() -> HttpClient {
 
 #[tokio::test]
 async fn put_get_ping_on_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let example = Example::on_redis("hyper_server", &redis);
     let http = http1();
 
@@ -42,7 +40,6 @@ async fn put_get_ping_on_redis() {
     assert_valid_token(&token);
     let stored = redis
         .inspector()
-        .await
         .hgetall(&format!("scs:session:{token}"))
         .await;
     assert_eq!(stored["v:message"], r#""hi there""#);
@@ -72,7 +69,7 @@ async fn put_get_ping_on_redis() {
         (StatusCode::OK, "")
     );
     assert!(anonymous.set_cookie.is_none());
-    let made_up = common::made_up_token("hyper");
+    let made_up = crate::harness::made_up_token("hyper");
     assert_eq!(
         get(&http, &example.addr, "/get", Some(&made_up)).await.body,
         ""
@@ -82,12 +79,12 @@ async fn put_get_ping_on_redis() {
         get(&http, &example.addr, "/nope", t).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(redis.inspector().await.keys().await.len(), 1);
+    assert_eq!(redis.inspector().keys().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_store_failure_is_a_500_and_the_server_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let mut example = Example::on_redis("hyper_server", &redis);
     let http = http1();
     let put = get(&http, &example.addr, "/put?message=before", None).await;
@@ -111,7 +108,7 @@ async fn a_store_failure_is_a_500_and_the_server_recovers() {
     );
 
     // A new, empty Redis on the same port: the store reconnects; the old session is gone.
-    redis.restart();
+    redis.restart().await;
     let until = Instant::now() + Duration::from_secs(10);
     let after = loop {
         let reply = get(&http, &example.addr, "/put?message=after", t).await;

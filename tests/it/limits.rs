@@ -1,7 +1,5 @@
 //! Session size and key length limits, and `__Host-` / `__Secure-` cookie names, on both stores.
 
-mod common;
-
 use std::time::Duration;
 
 use fred::{
@@ -10,7 +8,7 @@ use fred::{
 };
 use http::StatusCode;
 
-use common::{Backend, Client, NONE, app};
+use crate::harness::{Backend, Client, NONE, app};
 use tower_scs::{MemoryStore, RedisStore, SessionLayer};
 
 /// The test app with a 30 s bound on store calls (on Redis, also on fred's commands): a commit

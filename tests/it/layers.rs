@@ -1,12 +1,10 @@
 //! Several session layers in one app: different cookie names and key prefixes, side by side.
 
-mod common;
-
 use axum::{Router, routing::get};
 use http::{Request, header};
 use tower_scs::{MemoryStore, RedisStore, Session, SessionLayer, Sessions};
 
-use common::{Backend, Kind, send};
+use crate::harness::{Backend, Kind, send};
 
 crate::both_stores!(two_layers_keep_separate_sessions);
 
@@ -72,7 +70,7 @@ async fn two_layers_keep_separate_sessions(backend: Backend) {
     let body = call("/read", &both).await.body;
     assert_eq!(body, r#"Some("admin") Some("user") Some("user")"#);
 
-    if let Some(inspector) = backend.inspector().await {
+    if let Some(inspector) = backend.inspector() {
         let mut keys = inspector.keys().await;
         keys.sort();
         let expected = vec![

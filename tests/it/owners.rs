@@ -1,15 +1,13 @@
 //! Log out everywhere (sessions tied to an owner) and iteration over all sessions, on both
 //! stores.
 
-mod common;
-
 use std::{collections::HashSet, pin::pin, time::Duration};
 
 use futures_util::{Stream, TryStreamExt};
 use tower_scs::store::{Change, SessionStore};
 use tower_scs::{Error, RedisStore};
 
-use common::{Backend, Client, Kind, NONE, hashed, sleep_ms};
+use crate::harness::{Backend, Client, Kind, NONE, hashed, sleep_ms};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -37,7 +35,7 @@ async fn all_ids(backend: &Backend) -> Vec<String> {
 
 /// Members of the owner's index, for Redis (None for memory).
 async fn index_members(backend: &Backend, owner: &str) -> Option<Vec<String>> {
-    let inspector = backend.inspector().await?;
+    let inspector = backend.inspector()?;
     let key = format!("{DEFAULT_PREFIX}owner:{owner}");
     let members = inspector.command("ZRANGE", &[&key, "0", "-1"]).await;
     Some(
@@ -118,7 +116,7 @@ async fn owner_index_forgets_expired_and_destroyed_sessions(backend: Backend) {
             vec![kept_token.clone()],
             "expired {gone:?} or destroyed kept"
         );
-        let inspector = backend.inspector().await.unwrap();
+        let inspector = backend.inspector().unwrap();
         let pttl = inspector.pttl(&format!("{DEFAULT_PREFIX}owner:dave")).await;
         assert!(
             (0..=550).contains(&pttl),
@@ -164,7 +162,7 @@ async fn ids_are_hashes_with_hashed_tokens(backend: Backend) {
 /// Iteration pages through many sessions (Redis: SCAN in pages of 1000 on every primary).
 #[tokio::test]
 async fn redis_ids_page_through_thousands_of_sessions() {
-    let backend = Backend::redis();
+    let backend = Backend::redis().await;
     let Kind::Redis(server) = &backend.kind else {
         unreachable!()
     };
@@ -173,7 +171,7 @@ async fn redis_ids_page_through_thousands_of_sessions() {
     let change = Change::create(now, now + Duration::from_secs(60)).with_set("n", "1");
     let mut made = HashSet::new();
     for i in 0..3_000 {
-        let id = common::made_up_token(&format!("bulk-{i}"));
+        let id = crate::harness::made_up_token(&format!("bulk-{i}"));
         store.commit(&id, &change).await.unwrap();
         made.insert(id);
     }

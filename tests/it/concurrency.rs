@@ -1,20 +1,20 @@
 //! No lost updates, round trips, and idle timeout bounds (both stores, through the real layer).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use tokio::task::JoinSet;
 
-use common::{Backend, Client, NONE, assert_calls, lost_concurrent_writes, monitor, sleep_ms};
+use crate::harness::{
+    Backend, Client, Gate, NONE, assert_calls, lost_concurrent_writes, monitor, overlapping_writes,
+    sleep_ms,
+};
 
 crate::both_stores!(
     fifty_sessions_of_eight_concurrent_writers_lose_nothing,
     concurrent_writes_of_one_key_leave_one_of_them,
     renew_racing_with_a_write_never_revives_the_old_token,
     renew_and_destroy_round_trips,
-    idle_reads_cost_one_command_each,
+    idle_reads_cost_one_load_each,
     idle_timeout_bounds_hold,
 );
 
@@ -30,25 +30,17 @@ async fn fifty_sessions_of_eight_concurrent_writers_lose_nothing(backend: Backen
     assert_eq!(lost, 0, "{lost} of {} writes lost", SESSIONS * WRITERS);
 }
 
-/// Writers of the same key: the last commit wins, and the record stays whole and readable.
+/// Writers of the same key, all loaded before any writes: the last commit wins, and the record
+/// stays whole and readable.
 async fn concurrent_writes_of_one_key_leave_one_of_them(backend: Backend) {
     let app = backend.app(|l| l).await;
     let mut client = Client::new(&app);
     client.get("/put?key=other&value=kept").await;
     let token = client.token.clone().unwrap();
-    let mut set = JoinSet::new();
-    for w in 0..WRITERS {
-        let mut c = Client::with_token(&app, &token);
-        set.spawn(async move {
-            let res = c
-                .get(&format!("/read_sleep_put?key=same&value=w{w}&ms=30"))
-                .await;
-            assert_eq!(res.status, StatusCode::OK);
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        done.expect("writer task");
-    }
+    let writes: Vec<(String, String)> = (0..WRITERS)
+        .map(|w| ("same".into(), format!("w{w}")))
+        .collect();
+    overlapping_writes(&app, &token, &writes).await;
     let value = client.get("/get?key=same").await.body;
     assert!(
         (0..WRITERS).any(|w| value == format!("w{w}")),
@@ -66,15 +58,18 @@ async fn renew_racing_with_a_write_never_revives_the_old_token(backend: Backend)
     client.get("/put?key=a&value=1").await;
     let old = client.token.clone().unwrap();
     let mut slow = Client::with_token(&app, &old);
+    let gate = Gate::new();
+    let uri = format!("/read_put?key=b&value=2&gate={}", gate.name());
     let writing = tokio::spawn(async move {
-        let res = slow.get("/read_sleep_put?key=b&value=2&ms=300").await;
+        let res = slow.get(&uri).await;
         (res, slow)
     });
-    sleep_ms(100).await;
+    gate.arrived(1).await; // loaded
     let res = client.get("/renew").await;
     assert_eq!(res.status, StatusCode::OK);
     let renewed = client.token.clone().unwrap();
     assert_ne!(renewed, old);
+    gate.open();
     let (res, mut slow) = writing.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
     assert!(!backend.stored(&old).await, "the old token came back");
@@ -105,10 +100,11 @@ async fn renew_and_destroy_round_trips(backend: Backend) {
     assert_calls(&backend, &mut monitor, &mut before, (0, 0, 1), &["evalsha"]).await;
 }
 
-/// With an idle timeout, read-only requests cost one load each: the expiry is touched only once
+/// With an idle timeout, read-only requests cost one load each (Redis: one HGETALL each): the
+/// expiry is touched only once
 /// less than the idle timeout remains, which a busy session reaches at most once per tenth of
 /// the idle timeout (here: not at all within the test).
-async fn idle_reads_cost_one_command_each(backend: Backend) {
+async fn idle_reads_cost_one_load_each(backend: Backend) {
     let app = backend
         .app(|l| l.idle_timeout(Duration::from_secs(10)))
         .await;
@@ -137,19 +133,19 @@ async fn idle_reads_cost_one_command_each(backend: Backend) {
 }
 
 /// Idle timeout 1 s, lifetime 3 s, reads at uneven intervals: after every request the session
-/// lives at least the idle timeout and at most 1.1 × the idle timeout (never past the deadline),
-/// and a cookie, when sent, matches the store's expiry. Then, unused, it dies within 1.1 × idle.
+/// lives at least the idle timeout and at most 1.1 × the idle timeout (never past the deadline)
+/// in the store — each store's own expiry: the key's PTTL in Redis, the record's expiry in
+/// memory — and a cookie, when sent, matches it. Then, unused, it dies within 1.1 × idle.
 async fn idle_timeout_bounds_hold(backend: Backend) {
     let idle = Duration::from_secs(1);
     let lifetime = Duration::from_secs(3);
     let app = backend
         .app(|l| l.idle_timeout(idle).lifetime(lifetime))
         .await;
-    let inspector = backend.inspector().await;
     let mut client = Client::new(&app);
     let created = Instant::now();
     client.get("/put?key=a&value=1").await;
-    let key = format!("scs:session:{}", client.token.clone().unwrap());
+    let token = client.token.clone().unwrap();
     for gap in [100, 300, 50, 900, 250] {
         sleep_ms(gap).await;
         let res = client.get("/get?key=a").await;
@@ -158,31 +154,28 @@ async fn idle_timeout_bounds_hold(backend: Backend) {
             res.body, "1",
             "expired before the idle timeout ({gap} ms unused)"
         );
+        let ttl = backend.ttl_ms(&token).await.expect("a live record");
+        let ceiling = 1_100.min(left_to_deadline + 20);
+        let floor = 1_000.min(left_to_deadline) - 50;
+        assert!(
+            (floor..=ceiling).contains(&ttl),
+            "the store keeps it {ttl} ms after a use, expected {floor}..={ceiling}"
+        );
         if let Some(cookie) = res.set_cookie() {
-            let max_age = cookie.max_age().expect("persistent cookie").whole_seconds();
-            assert!((1..=2).contains(&max_age), "Max-Age {max_age}");
-        }
-        if let Some(i) = &inspector {
-            let pttl = i.pttl(&key).await;
-            let ceiling = 1_100.min(left_to_deadline + 20);
-            let floor = 1_000.min(left_to_deadline) - 50;
+            let max_age = cookie.max_age().expect("persistent cookie");
             assert!(
-                (floor..=ceiling).contains(&pttl),
-                "PTTL {pttl} ms after a use, expected {floor}..={ceiling}"
+                (1..=2).contains(&max_age.whole_seconds()),
+                "Max-Age {max_age}"
             );
-            if let Some(cookie) = res.set_cookie() {
-                let max_age = cookie.max_age().unwrap().whole_milliseconds() as i64;
-                assert!(
-                    (pttl..=pttl + 1_050).contains(&max_age),
-                    "Max-Age {max_age} ms vs PTTL {pttl} ms"
-                );
-            }
+            let max_age = max_age.whole_milliseconds() as i64;
+            assert!(
+                (ttl..=ttl + 1_050).contains(&max_age),
+                "Max-Age {max_age} ms vs {ttl} ms in the store"
+            );
         }
     }
     // Unused for 1.1 × idle (+ margin), still well before the deadline: gone.
     sleep_ms(1_150).await;
     assert_eq!(client.get("/get?key=a").await.body, NONE);
-    if let Some(i) = &inspector {
-        assert!(!i.exists(&key).await);
-    }
+    assert_eq!(backend.ttl_ms(&token).await, None);
 }

@@ -2,15 +2,13 @@
 //! travels in gRPC metadata (`cookie` in the request, `set-cookie` in the response), sessions
 //! live in a private Redis, and a store failure is a gRPC status, not a crash.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
 use tonic::{Code, Status, client::Grpc, transport::Channel};
 use tonic_prost::ProstCodec;
 
-use common::{RedisServer, assert_valid_token, example::Example};
+use crate::harness::{RedisServer, assert_valid_token, example::Example};
 
 /// The example's messages, as a client generated from the same `counter.proto` would have them
 /// (see the doc comment of `examples/tonic_grpc.rs`).
@@ -123,7 +121,7 @@ impl Client {
 
 #[tokio::test]
 async fn the_cookie_in_metadata_carries_the_session_across_calls() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let example = Example::on_redis("tonic_grpc", &redis);
     let mut alice = Client::connect(&example).await;
 
@@ -137,7 +135,6 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
     assert_valid_token(&token);
     let stored = redis
         .inspector()
-        .await
         .hgetall(&format!("scs:session:{token}"))
         .await;
     assert_eq!(stored["v:greeting"], r#""hello""#);
@@ -176,10 +173,10 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
 
     // A made-up token is not adopted: the write goes into a new session.
     let mut mallory = Client::connect(&example).await;
-    mallory.token = Some(common::made_up_token("mallory"));
+    mallory.token = Some(crate::harness::made_up_token("mallory"));
     assert_eq!(mallory.incr().await.unwrap(), 1);
     let issued = mallory.token.clone().unwrap();
-    assert_ne!(issued, common::made_up_token("mallory"));
+    assert_ne!(issued, crate::harness::made_up_token("mallory"));
     assert_valid_token(&issued);
 
     let status = alice
@@ -191,7 +188,7 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
 
 #[tokio::test]
 async fn a_store_failure_is_unavailable_and_the_server_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let mut example = Example::on_redis("tonic_grpc", &redis);
     let mut client = Client::connect(&example).await;
     assert_eq!(client.incr().await.unwrap(), 1);
@@ -213,7 +210,7 @@ async fn a_store_failure_is_unavailable_and_the_server_recovers() {
 
     // A new, empty Redis on the same port: the store reconnects, the old session is gone, and
     // the next write starts a new session.
-    redis.restart();
+    redis.restart().await;
     let until = Instant::now() + Duration::from_secs(10);
     let count = loop {
         match client.incr().await {

@@ -2,17 +2,16 @@
 //! through `RedisStore::from_url("redis-sentinel://…")` and the real layer: sessions are served,
 //! and keep being served after the primary dies and the sentinel promotes the replica.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{
+use crate::harness::{
     Client, app,
-    cluster::{RedisSentinel, Reply, Traffic, report_and_check},
-    sleep_ms,
+    cluster::{RedisSentinel, Traffic, report_and_check},
+    redis::info_field,
+    sleep_ms, wait_for,
 };
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
@@ -20,27 +19,16 @@ const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 /// How soon after the primary dies every session must be served again.
 const RESUME_LIMIT: Duration = Duration::from_secs(15);
 
-fn dbsize(setup: &RedisSentinel, port: u16) -> i64 {
-    match setup.command(port, &["DBSIZE"]) {
-        Reply::Int(n) => n,
-        other => panic!("DBSIZE: {other:?}"),
-    }
+async fn dbsize(setup: &RedisSentinel, port: u16) -> i64 {
+    setup.command(port, "DBSIZE", &[]).await
 }
 
 /// The replication offset the node reports (`master_repl_offset` on a primary,
 /// `slave_repl_offset` on a replica).
-fn repl_offset(setup: &RedisSentinel, port: u16, field: &str) -> i64 {
-    let Reply::Bulk(Some(info)) = setup.command(port, &["INFO", "replication"]) else {
-        panic!("INFO replication on {port}");
-    };
-    info.lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .strip_prefix(':')?
-                .trim()
-                .parse()
-                .ok()
-        })
+async fn repl_offset(setup: &RedisSentinel, port: u16, field: &str) -> i64 {
+    let info: String = setup.command(port, "INFO", &["replication"]).await;
+    info_field(&info, field)
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in {info}"))
 }
 
@@ -51,15 +39,13 @@ fn repl_offset(setup: &RedisSentinel, port: u16, field: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_served_through_a_sentinel_failover() {
     const USERS: usize = 8;
-    let mut setup = tokio::task::spawn_blocking(RedisSentinel::start)
-        .await
-        .expect("start the sentinel setup");
+    let mut setup = RedisSentinel::start().await;
     let store = RedisStore::from_url(&setup.url())
         .await
         .expect("RedisStore::from_url on the sentinel");
     let app = app(SessionLayer::new(store));
     let (primary, replica) = (setup.primary_port(), setup.replica_port());
-    assert_eq!(setup.reported_primary(), Some(primary));
+    assert_eq!(setup.reported_primary().await, Some(primary));
 
     // Sessions through the sentinel URL land on the primary, and reach the replica.
     let mut early = Vec::new();
@@ -70,15 +56,21 @@ async fn sessions_are_served_through_a_sentinel_failover() {
         assert_eq!(client.get("/get?key=early").await.body, format!("e{u}"));
         early.push(client.token.clone().unwrap());
     }
-    assert_eq!(dbsize(&setup, primary), USERS as i64);
-    for _ in 0..100 {
-        let target = repl_offset(&setup, primary, "master_repl_offset");
-        if repl_offset(&setup, replica, "slave_repl_offset") >= target {
-            break;
-        }
-        sleep_ms(20).await;
-    }
-    assert_eq!(dbsize(&setup, replica), USERS as i64, "replication");
+    assert_eq!(dbsize(&setup, primary).await, USERS as i64);
+    let target = repl_offset(&setup, primary, "master_repl_offset").await;
+    let setup_ref = &setup;
+    wait_for(
+        Duration::from_secs(2),
+        "the replica at the primary's offset",
+        move || async move {
+            match repl_offset(setup_ref, replica, "slave_repl_offset").await {
+                at if at >= target => Ok(()),
+                at => Err(format!("replica at {at}, primary at {target}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(dbsize(&setup, replica).await, USERS as i64, "replication");
 
     // Traffic on those sessions; the primary dies under it.
     let mut clients = Vec::new();
@@ -90,13 +82,13 @@ async fn sessions_are_served_through_a_sentinel_failover() {
         clients.push(client);
     }
     let traffic = Traffic::start(clients);
-    sleep_ms(500).await;
+    traffic.wait_flowing(Duration::from_secs(10)).await;
     setup.kill_primary();
     traffic.killed_now();
     let setup = Arc::new(setup);
     let promoted = {
         let setup = setup.clone();
-        tokio::task::spawn_blocking(move || setup.wait_promoted(Duration::from_secs(20)))
+        tokio::spawn(async move { setup.wait_promoted(Duration::from_secs(20)).await })
     };
     traffic.wait_resumed(RESUME_LIMIT).await;
     sleep_ms(500).await;
@@ -122,5 +114,6 @@ async fn sessions_are_served_through_a_sentinel_failover() {
     );
     assert_eq!(client.get("/get?key=k").await.body, "after");
     let new_key = format!("{DEFAULT_PREFIX}{}", client.token.unwrap());
-    assert_eq!(setup.command(replica, &["EXISTS", &new_key]), Reply::Int(1));
+    let exists: i64 = setup.command(replica, "EXISTS", &[&new_key]).await;
+    assert_eq!(exists, 1);
 }

@@ -13,14 +13,13 @@
 //! (`limits.rs`), unknown tokens never adopted (`behaviour.rs`), malformed cookies fuzzed
 //! (`fuzz.rs`).
 
-mod common;
-
 use std::{
+    cell::Cell,
     collections::{HashMap, HashSet},
     io::{self, Write},
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -29,12 +28,21 @@ use axum::{Router, extract::Query, routing::get};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::TryStreamExt;
 use http::{HeaderValue, StatusCode};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
 use tower::Layer;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::{
+    filter::filter_fn,
+    fmt::MakeWriter,
+    layer::{Layer as _, SubscriberExt as _},
+    util::SubscriberInitExt as _,
+};
 
-use common::{
-    Backend, Client, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
+use crate::harness::{
+    Backend, Client, Gate, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
     get_with_cookie_header, hashed, made_up_token, monitor, sleep_ms,
 };
 use tower_scs::store::{Change, Committed, Record, SessionStore};
@@ -184,7 +192,7 @@ async fn tokens_are_256_bit_csprng_output() {
 /// own Redis shows no command at all for requests that read, remove, clear or destroy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_cookies_reach_no_redis_command() {
-    let backend = Backend::redis();
+    let backend = Backend::redis().await;
     let app = backend.app(|l| l).await;
     let valid = made_up_token("injection");
     let mut monitor = monitor(&backend).await;
@@ -268,39 +276,58 @@ async fn malformed_cookies_reach_no_redis_command() {
 // Hash-token-in-store keeps raw tokens out of Redis
 // ---------------------------------------------------------------------------------------------
 
-/// A MONITOR connection that keeps the whole lines (command and arguments).
-struct RawMonitor {
-    lines: mpsc::UnboundedReceiver<String>,
+/// A TCP proxy in front of the test's Redis that keeps every byte its clients send: all that
+/// a store connected through it says to Redis, in full. (MONITOR, read through fred, gives each
+/// command's name but drops its arguments from the first one MONITOR escapes, such as a JSON
+/// value with a `\"` or an `é`: a raw token after it would go unseen.)
+struct Wiretap {
+    url: String,
+    sent: Arc<Mutex<Vec<u8>>>,
 }
 
-static MARKERS: AtomicU64 = AtomicU64::new(0);
-
-impl RawMonitor {
+impl Wiretap {
     async fn start(server: &RedisServer) -> Self {
-        RawMonitor {
-            lines: common::redis::monitor_lines(server).await,
-        }
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the wiretap");
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let sent = Arc::<Mutex<Vec<u8>>>::default();
+        let (redis, tap) = (server.port(), sent.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(("127.0.0.1", redis))
+                    .await
+                    .expect("the wiretap connects to Redis");
+                tokio::spawn(relay(client, server, tap.clone()));
+            }
+        });
+        Wiretap { url, sent }
     }
 
-    /// Every line Redis ran since the previous call (up to an `ECHO` marker sent now).
-    async fn lines(&mut self, inspector: &Inspector) -> Vec<String> {
-        let marker = format!(
-            "security-marker-{}",
-            MARKERS.fetch_add(1, Ordering::Relaxed)
-        );
-        inspector.command("ECHO", &[&marker]).await;
-        let mut lines = Vec::new();
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(5), self.lines.recv())
-                .await
-                .expect("MONITOR output")
-                .expect("MONITOR open");
-            if line.contains(&marker) {
-                return lines;
-            }
-            lines.push(line);
-        }
+    /// Everything sent to Redis so far (every reply a client got was sent after its command
+    /// was recorded).
+    fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
     }
+}
+
+/// Relays bytes both ways between `client` and `server`, recording what the client sends.
+async fn relay(client: TcpStream, server: TcpStream, tap: Arc<Mutex<Vec<u8>>>) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let upstream = async move {
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = from_client.read(&mut buf).await?;
+            if n == 0 {
+                return to_server.shutdown().await;
+            }
+            tap.lock().unwrap().extend_from_slice(&buf[..n]);
+            to_server.write_all(&buf[..n]).await?;
+        }
+    };
+    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+    let _ = tokio::join!(upstream, downstream);
 }
 
 /// Everything Redis holds, as text: every key, and every field, value, member and score.
@@ -327,14 +354,15 @@ async fn redis_dump(inspector: &Inspector) -> String {
 
 /// With `hash_token_in_store`, against a real Redis, through create, write, remember-me, owner,
 /// renew, merge and destroy: no raw token is in any key, field, value or member, nor in any
-/// command Redis received (MONITOR), while the hashed ids are; and the sessions work.
+/// byte the store sent Redis (recorded by a [`Wiretap`]), while the hashed ids are; and the
+/// sessions work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
-    let server = RedisServer::start();
-    let store = RedisStore::from_url(&server.url()).await.unwrap();
+    let server = RedisServer::start().await;
+    let wiretap = Wiretap::start(&server).await;
+    let store = RedisStore::from_url(&wiretap.url).await.unwrap();
     let app = full_app(SessionLayer::new(store).hash_token_in_store(true));
-    let inspector = server.inspector().await;
-    let mut monitor = RawMonitor::start(&server).await;
+    let inspector = server.inspector();
     let mut tokens = Vec::new();
 
     let mut alice = Client::new(&app);
@@ -366,7 +394,7 @@ async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
         ""
     );
 
-    let lines = monitor.lines(&inspector).await.concat();
+    let lines = wiretap.sent();
     let dump = redis_dump(&inspector).await;
     let current = alice.token.clone().unwrap();
     assert!(
@@ -391,7 +419,7 @@ async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
 // Tokens never appear in logs or Debug output
 // ---------------------------------------------------------------------------------------------
 
-/// Everything the global `tracing` subscriber of this test binary wrote.
+/// Everything the global `tracing` subscriber wrote (see [`captured_logs`]).
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -418,19 +446,44 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-/// Installs, once, a global subscriber at TRACE that writes every event (and, through
-/// `tracing-log`, every `log` record, such as fred's) into a buffer.
+thread_local! {
+    /// Whether the events of this thread are captured: only on the threads that run
+    /// `tokens_never_appear_in_logs`, so that other tests running in this process meanwhile are
+    /// neither captured (the capture's checks are about the tour alone) nor slowed down.
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs, once, a global subscriber that writes every event of a capturing thread, at every
+/// level (and, through `tracing-log`, every `log` record, such as fred's), into a buffer.
 fn captured_logs() -> &'static Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
     LOGS.get_or_init(|| {
         let captured = Captured::default();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+        let layer = tracing_subscriber::fmt::layer()
             .with_writer(captured.clone())
+            .with_filter(filter_fn(|_| CAPTURING.get()));
+        tracing_subscriber::registry()
+            .with(layer)
             .try_init()
             .expect("install the capturing subscriber");
         captured
     })
+}
+
+/// Marks the current thread as capturing until dropped.
+struct Capturing;
+
+impl Capturing {
+    fn start() -> Self {
+        CAPTURING.set(true);
+        Capturing
+    }
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURING.set(false);
+    }
 }
 
 /// A store wrapper that keeps the `Debug` output of everything that crosses the store seam
@@ -534,8 +587,8 @@ impl Tour {
 /// session too large (checked by the layer and by the store), a store timeout, an injected
 /// store failure, and Redis down.
 async fn tour() -> Tour {
-    let mut server = RedisServer::start();
-    let inspector = server.inspector().await;
+    let mut server = RedisServer::start().await;
+    let inspector = server.inspector();
     let redis = RedisStore::from_url(&server.url()).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let fail = Arc::new(AtomicBool::new(false));
@@ -623,7 +676,7 @@ async fn tour() -> Tour {
         tour.get(&mut carol, &format!("/put?key=b2&value={big}"))
             .await,
     ); // store
-    inspector.command("CLIENT", &["PAUSE", "800", "ALL"]).await;
+    inspector.ok("CLIENT", &["PAUSE", "800", "ALL"]).await;
     errors.push(tour.get(&mut carol, "/get?key=user").await); // Timeout
     sleep_ms(900).await;
     fail.store(true, Ordering::SeqCst);
@@ -669,10 +722,19 @@ async fn tour() -> Tour {
 /// Through the whole tour (create, renew, merge, destroy; malformed and foreign records, wrong
 /// types, too large, timeout, injected failure, Redis down), at TRACE level for every target
 /// (the crate's events and fred's `log` records): no token is in the logs, though the errors are.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_never_appear_in_logs() {
+///
+/// The tour runs on a runtime of its own whose threads, like this test's, capture their events.
+#[test]
+fn tokens_never_appear_in_logs() {
     let logs = captured_logs();
-    let tour = tour().await;
+    let _capturing = Capturing::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| CAPTURING.set(true))
+        .build()
+        .expect("the tour's runtime");
+    let tour = runtime.block_on(tour());
     let text = logs.text();
     assert!(
         text.contains("session error; sending the error response")
@@ -749,7 +811,7 @@ async fn tokens_never_appear_in_debug_output() {
 /// adopted either (see also `unknown_token_is_never_adopted` in `behaviour.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renew_at_login_defeats_session_fixation() {
-    for backend in [Backend::memory(), Backend::redis()] {
+    for backend in [Backend::memory(), Backend::redis().await] {
         let app = full_app(backend.layer().await);
         let mut attacker = Client::new(&app);
         attacker.get("/put?key=visitor&value=attacker").await;
@@ -757,13 +819,13 @@ async fn renew_at_login_defeats_session_fixation() {
 
         // The attacker's slow request: it loads the session before the login and writes after.
         let mut slow = Client::with_token(&app, &planted);
+        let gate = Gate::new();
+        let uri = format!("/read_put?key=user&value=attacker&gate={}", gate.name());
         let slow = tokio::spawn(async move {
-            let res = slow
-                .get("/read_sleep_put?key=user&value=attacker&ms=600")
-                .await;
+            let res = slow.get(&uri).await;
             (res, slow)
         });
-        sleep_ms(100).await;
+        gate.arrived(1).await; // loaded
 
         let mut victim = Client::with_token(&app, &planted);
         let res = victim.get("/login").await;
@@ -776,6 +838,7 @@ async fn renew_at_login_defeats_session_fixation() {
         );
         assert_eq!(victim.get("/whoami").await.body, "victim");
 
+        gate.open();
         let (res, mut slow) = slow.await.unwrap();
         assert_eq!(res.status, StatusCode::OK);
         let slow_token = res.new_token();
@@ -828,7 +891,7 @@ async fn all_values(backend: &Backend) -> String {
             }
             out
         }
-        Kind::Redis(server) => redis_dump(&server.inspector().await).await,
+        Kind::Redis(server) => redis_dump(&server.inspector()).await,
     }
 }
 
@@ -839,22 +902,26 @@ async fn all_values(backend: &Backend) -> String {
 /// sent back, and every write lands in a new session under a new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_session_cannot_come_back() {
-    for backend in [Backend::memory(), Backend::redis()] {
+    for backend in [Backend::memory(), Backend::redis().await] {
         let app = full_app(backend.layer().await);
         let mut owner = Client::new(&app);
         owner.get("/put?key=secret&value=s3cr3t").await;
         owner.get("/put?key=other&value=kept").await;
         let token = owner.token.clone().unwrap();
 
-        let mut inflight = JoinSet::new();
-        for uri in [
-            "/read_sleep_put?key=late&value=1&ms=300",
-            "/sleep_clear?ms=300",
-        ] {
+        // Requests of the session from before the destroy, held at a gate until it is done:
+        // one has loaded the session, the other is about to clear it without loading.
+        let gate = Gate::new();
+        let mut held = JoinSet::new();
+        for uri in ["/read_put?key=late&value=1", "/clear?"] {
+            let uri = format!("{uri}&gate={}", gate.name());
             let mut c = Client::with_token(&app, &token);
-            inflight.spawn(async move { (uri, c.get(uri).await) });
+            held.spawn(async move {
+                let res = c.get(&uri).await;
+                (uri, res)
+            });
         }
-        sleep_ms(100).await;
+        gate.arrived(2).await;
         let res = owner.get("/destroy").await;
         assert_eq!(res.set_cookie().unwrap().value(), "");
         assert!(!backend.stored(&token).await);
@@ -865,7 +932,7 @@ async fn a_destroyed_session_cannot_come_back() {
             "/contains?key=secret",
             "/pop?key=secret",
             "/put?key=new&value=1",
-            "/read_sleep_put?key=new&value=2&ms=0",
+            "/read_put?key=new&value=2",
             "/renew",
             "/login",
             "/clear",
@@ -875,10 +942,12 @@ async fn a_destroyed_session_cannot_come_back() {
             "/set_owner?value=mallory",
             "/destroy",
         ];
+        let mut answers = Vec::new();
+        let mut inflight = JoinSet::new();
         for round in 0..3 {
             for uri in replays {
                 let mut c = Client::with_token(&app, &token);
-                inflight.spawn(async move { (uri, c.get(uri).await) });
+                inflight.spawn(async move { (uri.to_owned(), c.get(uri).await) });
             }
             let mut merger = Client::new(&app);
             let uri = format!("/merge?token={token}");
@@ -890,11 +959,15 @@ async fn a_destroyed_session_cannot_come_back() {
                 "merge of a destroyed session"
             );
             if round == 0 {
-                sleep_ms(250).await; // the in-flight requests commit meanwhile
+                // The held requests commit now, while the first replays are in flight.
+                gate.open();
+                while let Some(done) = held.join_next().await {
+                    answers.push(done.expect("a held request"));
+                }
             }
         }
-        while let Some(done) = inflight.join_next().await {
-            let (uri, res) = done.unwrap();
+        answers.extend(inflight.join_all().await);
+        for (uri, res) in answers {
             assert_eq!(res.status, StatusCode::OK, "{uri}: {res:?}");
             assert!(
                 !["s3cr3t", "kept", "true"].contains(&res.body.as_str()),

@@ -1,10 +1,10 @@
 //! Test harness: store backends (memory, or a private redis-server), a store-call counter, the
 //! test app and a small client with a cookie jar.
-#![allow(dead_code)] // each test crate uses a different part of it
 
 pub mod app;
 pub mod cluster;
 pub mod example;
+pub mod gate;
 pub mod redis;
 
 use std::{
@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{Router, body::Body};
@@ -27,9 +27,9 @@ use tower_scs::{Error, MemoryStore, RedisStore, SessionLayer};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
-#[allow(unused_imports)] // not every test crate uses every one
 pub use self::{
     app::{NONE, app},
+    gate::Gate,
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
@@ -42,7 +42,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::memory()).await
+                    super::$name($crate::harness::Backend::memory()).await
                 }
             )*
         }
@@ -50,7 +50,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::redis()).await
+                    super::$name($crate::harness::Backend::redis().await).await
                 }
             )*
         }
@@ -156,9 +156,9 @@ impl Backend {
         }
     }
 
-    pub fn redis() -> Self {
+    pub async fn redis() -> Self {
         Backend {
-            kind: Kind::Redis(RedisServer::start()),
+            kind: Kind::Redis(RedisServer::start().await),
             calls: Arc::default(),
         }
     }
@@ -170,9 +170,9 @@ impl Backend {
         }
     }
 
-    pub async fn inspector(&self) -> Option<Inspector> {
+    pub fn inspector(&self) -> Option<Inspector> {
         match &self.kind {
-            Kind::Redis(server) => Some(server.inspector().await),
+            Kind::Redis(server) => Some(server.inspector()),
             Kind::Memory(_) => None,
         }
     }
@@ -209,8 +209,29 @@ impl Backend {
         match &self.kind {
             Kind::Memory(store) => store.load(id).await.unwrap().is_some(),
             Kind::Redis(server) => {
-                let inspector = server.inspector().await;
+                let inspector = server.inspector();
                 inspector.is_session(&format!("{DEFAULT_PREFIX}{id}")).await
+            }
+        }
+    }
+
+    /// How long the store will keep the record under `id`, in milliseconds, by the store's
+    /// own account, looked up directly (not through the layer, not counted): for Redis the
+    /// PTTL of `scs:session:<id>`, for memory the loaded record's expiry. `None` when it holds
+    /// none.
+    pub async fn ttl_ms(&self, id: &str) -> Option<i64> {
+        match &self.kind {
+            Kind::Memory(store) => {
+                let record = store.load(id).await.unwrap()?;
+                Some(unix_ms(record.expiry) - now_ms())
+            }
+            Kind::Redis(server) => {
+                let key = format!("{DEFAULT_PREFIX}{id}");
+                match server.inspector().pttl(&key).await {
+                    -2 => None,
+                    -1 => panic!("{key} never expires"),
+                    ttl => Some(ttl),
+                }
             }
         }
     }
@@ -219,7 +240,7 @@ impl Backend {
     pub async fn stored_count(&self) -> usize {
         match &self.kind {
             Kind::Memory(store) => store.len(),
-            Kind::Redis(server) => server.inspector().await.sessions().await.len(),
+            Kind::Redis(server) => server.inspector().sessions().await.len(),
         }
     }
 
@@ -236,7 +257,7 @@ impl Backend {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_else(|| panic!("no session count in {debug}"))
             }
-            Kind::Redis(server) => server.inspector().await.keys().await.len(),
+            Kind::Redis(server) => server.inspector().keys().await.len(),
         }
     }
 
@@ -247,8 +268,10 @@ impl Backend {
             Kind::Memory(_) => self.calls.delay_ms.store(ms, Ordering::SeqCst),
             Kind::Redis(server) => {
                 let ms = ms.to_string();
-                let inspector = server.inspector().await;
-                inspector.command("CLIENT", &["PAUSE", &ms, "ALL"]).await;
+                server
+                    .inspector()
+                    .ok("CLIENT", &["PAUSE", &ms, "ALL"])
+                    .await;
             }
         }
     }
@@ -433,11 +456,27 @@ pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// Polls `ready` every 50 ms until it holds, and returns what it returned; panics with `what`
+/// and the last state it reported after `limit`.
+pub async fn wait_for<S, F>(limit: Duration, what: &str, mut ready: impl FnMut() -> F) -> S
+where
+    F: Future<Output = Result<S, String>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        match ready().await {
+            Ok(state) => return state,
+            Err(state) if Instant::now() >= until => panic!("{what} not within {limit:?}: {state}"),
+            Err(_) => sleep_ms(50).await,
+        }
+    }
+}
+
 /// Starts a MONITOR on the backend's Redis, if it is one (see `Monitor::client_commands`).
 pub async fn monitor(backend: &Backend) -> Option<(Monitor, Inspector)> {
     let server = backend.redis_server()?;
     let mut monitor = Monitor::start(server).await;
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     monitor.client_commands(&inspector).await; // drain
     Some((monitor, inspector))
 }
@@ -465,10 +504,37 @@ pub async fn assert_calls(
     }
 }
 
+/// Writes of one session that all overlap: one `/read_put?key=<k>&value=<v>` per pair, sent at
+/// once with `token`, each let on to its write only once every one of them has loaded the
+/// session (they stop at one gate). The clients afterwards, in order; every write answered 200.
+pub async fn overlapping_writes(
+    app: &Router,
+    token: &str,
+    writes: &[(String, String)],
+) -> Vec<Client> {
+    let gate = Gate::new();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (key, value)) in writes.iter().enumerate() {
+        let mut client = Client::with_token(app, token);
+        let uri = format!("/read_put?key={key}&value={value}&gate={}", gate.name());
+        set.spawn(async move {
+            let res = client.get(&uri).await;
+            assert_eq!(res.status, StatusCode::OK, "{uri}: {res:?}");
+            (i, client)
+        });
+    }
+    gate.arrived(writes.len()).await;
+    gate.open();
+    let mut clients: Vec<(usize, Client)> = set.join_all().await;
+    clients.sort_by_key(|(i, _)| *i);
+    clients.into_iter().map(|(_, c)| c).collect()
+}
+
 /// The lost-update scenario: `sessions` sessions × `writers` concurrent requests each, every
-/// request loading its session, pausing while the others are in flight, then writing its own
-/// key. Returns how many of the writes are missing afterwards (and checks each session kept the
-/// value it started with).
+/// request loading its session, waiting until the others of its session have loaded too, then
+/// writing its own key (see [`overlapping_writes`]); the sessions all at once. Returns how many
+/// of the writes are missing afterwards (and checks each session kept the value it started
+/// with).
 pub async fn lost_concurrent_writes(app: &Router, sessions: usize, writers: usize) -> usize {
     let mut tokens = Vec::new();
     for s in 0..sessions {
@@ -476,16 +542,13 @@ pub async fn lost_concurrent_writes(app: &Router, sessions: usize, writers: usiz
         client.get(&format!("/put?key=base&value={s}")).await;
         tokens.push(client.token.expect("session created"));
     }
+    let writes: Vec<(String, String)> = (0..writers)
+        .map(|w| (format!("k{w}"), format!("v{w}")))
+        .collect();
     let mut set = tokio::task::JoinSet::new();
     for token in &tokens {
-        for w in 0..writers {
-            let mut client = Client::with_token(app, token);
-            set.spawn(async move {
-                let uri = format!("/read_sleep_put?key=k{w}&value=v{w}&ms=50");
-                let res = client.get(&uri).await;
-                assert_eq!(res.status, StatusCode::OK, "{res:?}");
-            });
-        }
+        let (app, token, writes) = (app.clone(), token.clone(), writes.clone());
+        set.spawn(async move { overlapping_writes(&app, &token, &writes).await });
     }
     while let Some(done) = set.join_next().await {
         done.expect("writer task");

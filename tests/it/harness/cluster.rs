@@ -1,12 +1,12 @@
 //! A private Redis Cluster, or a primary/replica pair behind a Sentinel, per test: real
 //! `redis-server` processes on free loopback ports, killed (and their directories removed) on
-//! drop. Tests look inside with plain RESP over TCP, straight to the node that holds a key, so
-//! nothing in the harness goes through fred's routing. [`Traffic`] drives users through a
-//! failover and records what they saw.
+//! drop. Tests look inside through plain (centralized) fred connections, straight to the node
+//! that holds a key, so nothing in the harness goes through fred's cluster routing; a new
+//! connection for each question, since a failover closes clients' connections (a sentinel
+//! kills those of the replica it promotes).
+//! [`Traffic`] drives users through a failover and records what they saw.
 
 use std::{
-    io::{BufRead, BufReader, ErrorKind, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -16,13 +16,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fred::{
+    clients::Client,
+    interfaces::ClientLike,
+    prelude::Error,
+    types::{FromValue, Value},
+};
 use http::StatusCode;
 use tokio::task::JoinSet;
 
 use super::{
-    Client, Resp, free_port,
-    redis::{self, require},
-    sleep_ms,
+    Client as HttpClient, Resp, free_port,
+    redis::{self, command, connect, info_field, require},
+    sleep_ms, wait_for,
 };
 
 /// How long a node may stay unreachable before the cluster counts it as failed. Short, so that a
@@ -57,7 +63,7 @@ impl Node {
     /// Starts `redis-server` in a new directory under `root`, on a free port, with `args(port,
     /// dir)` (whatever comes after an optional config file, `--port` excluded). Retries with
     /// other ports if another process took the port first.
-    fn spawn(root: &Path, name: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Node {
+    async fn spawn(root: &Path, name: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Node {
         for attempt in 0..5 {
             let port = free_port();
             let dir = root.join(format!("{name}-{attempt}"));
@@ -73,17 +79,13 @@ impl Node {
                 port,
                 child: Some(child),
             };
-            if node.wait_ready() {
+            if let Some(client) = redis::wait_ready(&mut node.child, port).await {
+                let _ = client.quit().await;
                 return node;
             }
             node.kill();
         }
         panic!("redis-server ({name}) did not start after 5 attempts");
-    }
-
-    /// Waits until the node answers, and checks that the process answering is ours.
-    fn wait_ready(&mut self) -> bool {
-        redis::wait_ready(&mut self.child, self.port)
     }
 
     fn alive(&self) -> bool {
@@ -98,136 +100,35 @@ impl Node {
     }
 }
 
-/// A RESP reply.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Status(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<String>),
-    Array(Vec<Reply>),
-}
-
-impl Reply {
-    fn text(&self) -> Option<&str> {
-        match self {
-            Reply::Status(s) | Reply::Bulk(Some(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn int(&self) -> Option<i64> {
-        match self {
-            Reply::Int(n) => Some(*n),
-            _ => None,
-        }
-    }
-
-    fn items(&self) -> &[Reply] {
-        match self {
-            Reply::Array(items) => items,
-            _ => &[],
-        }
-    }
-}
-
-fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(ErrorKind::UnexpectedEof.into());
-    }
-    let line = line.trim_end_matches(['\r', '\n']);
-    let (kind, rest) = line.split_at(1.min(line.len()));
-    let number = || rest.parse::<i64>().map_err(std::io::Error::other);
-    Ok(match kind {
-        "+" => Reply::Status(rest.to_owned()),
-        "-" => Reply::Error(rest.to_owned()),
-        ":" => Reply::Int(number()?),
-        "$" => match number()? {
-            n if n < 0 => Reply::Bulk(None),
-            n => {
-                let mut body = vec![0; n as usize + 2];
-                reader.read_exact(&mut body)?;
-                body.truncate(n as usize);
-                Reply::Bulk(Some(String::from_utf8_lossy(&body).into_owned()))
-            }
-        },
-        "*" => match number()? {
-            n if n < 0 => Reply::Array(Vec::new()),
-            n => Reply::Array(
-                (0..n)
-                    .map(|_| read_reply(reader))
-                    .collect::<Result<_, _>>()?,
-            ),
-        },
-        _ => return Err(std::io::Error::other(format!("not RESP: {line:?}"))),
-    })
-}
-
-/// Sends one command to the node on `port` and returns its reply (an error reply is `Ok`).
-pub fn command(port: u16, args: &[&str]) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut out = format!("*{}\r\n", args.len());
-    for arg in args {
-        out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(out.as_bytes())?;
-    read_reply(&mut BufReader::new(stream))
-}
-
-/// A command whose reply is text (status or bulk string); an error reply is an `Err`.
-fn text(port: u16, args: &[&str]) -> std::io::Result<String> {
-    match command(port, args)? {
-        Reply::Error(e) => Err(std::io::Error::other(e)),
-        reply => reply
-            .text()
-            .map(str::to_owned)
-            .ok_or_else(|| std::io::Error::other(format!("{args:?}: not text: {reply:?}"))),
-    }
-}
-
-/// `field:value` from an `INFO`-style or `CLUSTER INFO` text.
-fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
-/// Waits until `ready` holds, polling every 50 ms; panics with `what` and the last `state` after
-/// `limit`.
-fn wait_for<S: std::fmt::Debug>(
-    limit: Duration,
-    what: &str,
-    mut ready: impl FnMut() -> Result<S, String>,
-) -> S {
-    let until = Instant::now() + limit;
-    loop {
-        match ready() {
-            Ok(state) => return state,
-            Err(state) if Instant::now() >= until => panic!("{what} not within {limit:?}: {state}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
 /// A node as `CLUSTER NODES` shows it.
 #[derive(Debug, Clone)]
 pub struct ClusterNode {
-    pub id: String,
     pub port: u16,
     pub primary: bool,
     /// Flagged `fail` or `fail?`.
     pub failed: bool,
-    /// For a replica, the id of its primary.
-    pub primary_id: Option<String>,
     /// Owns at least one slot.
     pub has_slots: bool,
 }
 
-fn cluster_nodes(port: u16) -> std::io::Result<Vec<ClusterNode>> {
-    let text = text(port, &["CLUSTER", "NODES"])?;
+/// One command on the node on `port`, on a connection of its own; the reply converted to `R`
+/// (an error reply is an `Err`).
+async fn ask<R: FromValue>(port: u16, name: &'static str, args: &[&str]) -> Result<R, Error> {
+    let client = connect(port).await?;
+    let reply = command(&client, name, args).await;
+    let _ = client.quit().await;
+    reply
+}
+
+/// `INFO replication` of the node on `port`, or what went wrong.
+async fn replication(port: u16) -> Result<String, String> {
+    ask(port, "INFO", &["replication"])
+        .await
+        .map_err(|e| format!("INFO replication on {port}: {e}"))
+}
+
+async fn cluster_nodes(node: &Client) -> Result<Vec<ClusterNode>, Error> {
+    let text: String = command(node, "CLUSTER", &["NODES"]).await?;
     Ok(text
         .lines()
         .filter_map(|line| {
@@ -236,15 +137,29 @@ fn cluster_nodes(port: u16) -> std::io::Result<Vec<ClusterNode>> {
             let port = f.get(1)?.split(['@', ',']).next()?.rsplit(':').next()?;
             let flags: Vec<&str> = f.get(2)?.split(',').collect();
             Some(ClusterNode {
-                id: f[0].to_owned(),
                 port: port.parse().ok()?,
                 primary: flags.contains(&"master"),
                 failed: flags.contains(&"fail") || flags.contains(&"fail?"),
-                primary_id: Some(f.get(3)?.to_string()).filter(|p| *p != "-"),
                 has_slots: f.len() > 8,
             })
         })
         .collect())
+}
+
+/// The port that serves `slot` in a `CLUSTER SLOTS` reply: an array of `[start, end,
+/// [host, port, id], replicas...]`.
+fn slot_owner(slots: &[Value], slot: i64) -> Option<u16> {
+    slots.iter().find_map(|range| {
+        let Value::Array(r) = range else { return None };
+        let (start, end) = (r.first()?.as_i64()?, r.get(1)?.as_i64()?);
+        let Value::Array(primary) = r.get(2)? else {
+            return None;
+        };
+        (start..=end)
+            .contains(&slot)
+            .then(|| u16::try_from(primary.get(1)?.as_i64()?).ok())
+            .flatten()
+    })
 }
 
 /// A Redis Cluster of `redis-server` processes started by the test (persistence off, short node
@@ -259,7 +174,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts `primaries × (1 + replicas_per_primary)` nodes, creates the cluster and waits until
     /// every node sees all 16384 slots served and every replica is in sync with its primary.
-    pub fn start(primaries: usize, replicas_per_primary: usize) -> Self {
+    pub async fn start(primaries: usize, replicas_per_primary: usize) -> Self {
         require("redis-server");
         require("redis-cli");
         assert!(
@@ -297,7 +212,8 @@ impl RedisCluster {
                 ]
                 .map(String::from)
                 .to_vec()
-            });
+            })
+            .await;
             cluster.nodes.push(node);
         }
         let addrs: Vec<String> = cluster
@@ -305,13 +221,14 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = tokio::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas_per_primary.to_string()])
             .arg("--cluster-yes")
             .stdin(Stdio::null())
             .output()
+            .await
             .expect("run redis-cli --cluster create");
         assert!(
             out.status.success(),
@@ -319,8 +236,8 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        cluster.wait_healthy(Duration::from_secs(20));
-        cluster.seeds = cluster.primaries();
+        cluster.wait_healthy(Duration::from_secs(20)).await;
+        cluster.seeds = cluster.primaries().await;
         assert_eq!(cluster.seeds.len(), primaries, "primaries after create");
         cluster
     }
@@ -332,25 +249,28 @@ impl RedisCluster {
         format!("redis-cluster://127.0.0.1:{first}?{}", nodes.join("&"))
     }
 
-    /// The ports of the nodes still running.
-    pub fn live_ports(&self) -> Vec<u16> {
-        self.nodes
-            .iter()
-            .filter(|n| n.alive())
-            .map(|n| n.port)
-            .collect()
+    fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.alive())
+    }
+
+    /// The first live node: the one the harness asks about the cluster.
+    fn first_live(&self) -> u16 {
+        self.live().next().expect("a live node").port
     }
 
     /// The cluster as the first live node sees it.
-    pub fn nodes(&self) -> Vec<ClusterNode> {
-        let port = self.live_ports()[0];
-        cluster_nodes(port).expect("CLUSTER NODES")
+    pub async fn nodes(&self) -> Vec<ClusterNode> {
+        let client = connect(self.first_live()).await.expect("connect");
+        let nodes = cluster_nodes(&client).await.expect("CLUSTER NODES");
+        let _ = client.quit().await;
+        nodes
     }
 
     /// The ports of the primaries that serve slots and are not failed, sorted.
-    pub fn primaries(&self) -> Vec<u16> {
+    pub async fn primaries(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self
             .nodes()
+            .await
             .into_iter()
             .filter(|n| n.primary && !n.failed && n.has_slots)
             .map(|n| n.port)
@@ -360,77 +280,67 @@ impl RedisCluster {
     }
 
     /// The port of the primary serving `key`'s slot, as the first live node sees it.
-    pub fn primary_of(&self, key: &str) -> u16 {
+    pub async fn primary_of(&self, key: &str) -> u16 {
         let slot = i64::from(fred::util::redis_keyslot(key.as_bytes()));
-        let port = self.live_ports()[0];
-        let slots = command(port, &["CLUSTER", "SLOTS"]).expect("CLUSTER SLOTS");
-        slots
-            .items()
-            .iter()
-            .find_map(|range| {
-                let r = range.items();
-                let (start, end) = (r.first()?.int()?, r.get(1)?.int()?);
-                (start..=end)
-                    .contains(&slot)
-                    .then(|| r.get(2)?.items().get(1)?.int())
-                    .flatten()
-            })
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or_else(|| panic!("no node serves slot {slot}: {slots:?}"))
+        let slots: Vec<Value> = ask(self.first_live(), "CLUSTER", &["SLOTS"])
+            .await
+            .expect("CLUSTER SLOTS");
+        slot_owner(&slots, slot).unwrap_or_else(|| panic!("no node serves slot {slot}: {slots:?}"))
     }
 
     /// `DBSIZE` of every primary, as (port, keys).
-    pub fn key_counts(&self) -> Vec<(u16, i64)> {
-        self.primaries()
-            .into_iter()
-            .map(|port| {
-                let n = command(port, &["DBSIZE"])
-                    .ok()
-                    .and_then(|r| r.int())
-                    .unwrap_or_else(|| panic!("DBSIZE on {port}"));
-                (port, n)
-            })
-            .collect()
+    pub async fn key_counts(&self) -> Vec<(u16, i64)> {
+        let mut counts = Vec::new();
+        for port in self.primaries().await {
+            let n = ask(port, "DBSIZE", &[])
+                .await
+                .unwrap_or_else(|e| panic!("DBSIZE on {port}: {e}"));
+            counts.push((port, n));
+        }
+        counts
     }
 
-    /// Any command on the primary that serves `key`, e.g. `["PTTL", key]`.
-    pub fn key_command(&self, key: &str, args: &[&str]) -> Reply {
-        let port = self.primary_of(key);
-        command(port, args).unwrap_or_else(|e| panic!("{args:?} on {port}: {e}"))
+    /// Any command on the primary that serves `key`, e.g. `("PTTL", &[key])`.
+    pub async fn key_command<R: FromValue>(
+        &self,
+        key: &str,
+        name: &'static str,
+        args: &[&str],
+    ) -> R {
+        let port = self.primary_of(key).await;
+        ask(port, name, args)
+            .await
+            .unwrap_or_else(|e| panic!("{name} {args:?} on {port}: {e}"))
     }
 
     /// Whether `key` exists (asked of the primary serving its slot).
-    pub fn exists(&self, key: &str) -> bool {
-        self.key_command(key, &["EXISTS", key]) == Reply::Int(1)
+    pub async fn exists(&self, key: &str) -> bool {
+        self.key_command::<i64>(key, "EXISTS", &[key]).await == 1
     }
 
     /// Whether `key` holds a session record (a hash with `meta`), not a replaced token's marker.
-    pub fn is_session(&self, key: &str) -> bool {
-        self.key_command(key, &["HEXISTS", key, "meta"]) == Reply::Int(1)
+    pub async fn is_session(&self, key: &str) -> bool {
+        self.key_command::<i64>(key, "HEXISTS", &[key, "meta"])
+            .await
+            == 1
     }
 
     /// The successor a replaced token's marker at `key` points to, if it is one.
-    pub fn moved_to(&self, key: &str) -> Option<String> {
-        match self.key_command(key, &["HGET", key, "moved"]) {
-            Reply::Bulk(moved) => moved,
-            other => panic!("HGET {key} moved: {other:?}"),
-        }
+    pub async fn moved_to(&self, key: &str) -> Option<String> {
+        self.key_command(key, "HGET", &[key, "moved"]).await
     }
 
     /// `PTTL` of `key` in milliseconds (asked of the primary serving its slot).
-    pub fn pttl(&self, key: &str) -> i64 {
-        let reply = self.key_command(key, &["PTTL", key]);
-        reply
-            .int()
-            .unwrap_or_else(|| panic!("PTTL {key}: {reply:?}"))
+    pub async fn pttl(&self, key: &str) -> i64 {
+        self.key_command(key, "PTTL", &[key]).await
     }
 
     /// Kills the primary listening on `port` (panics if it is not a serving primary).
-    pub fn kill_primary(&mut self, port: u16) {
+    pub async fn kill_primary(&mut self, port: u16) {
         assert!(
-            self.primaries().contains(&port),
+            self.primaries().await.contains(&port),
             "{port} is not a primary: {:?}",
-            self.nodes()
+            self.nodes().await
         );
         let node = self
             .nodes
@@ -444,36 +354,52 @@ impl RedisCluster {
     /// serving primary is live, and every live replica is in sync with its primary; returns the
     /// time it took. After a failover that means a replica has taken over the dead primary's
     /// slots.
-    pub fn wait_healthy(&self, limit: Duration) -> Duration {
+    pub async fn wait_healthy(&self, limit: Duration) -> Duration {
         let started = Instant::now();
-        let live = self.live_ports();
-        wait_for(limit, "a healthy cluster", || {
-            for &port in &live {
-                let info = text(port, &["CLUSTER", "INFO"]).map_err(|e| format!("{port}: {e}"))?;
-                let ok = info_field(&info, "cluster_state") == Some("ok")
-                    && info_field(&info, "cluster_slots_ok") == Some("16384");
-                if !ok {
-                    return Err(format!("{port}: {info}"));
-                }
-                let nodes = cluster_nodes(port).map_err(|e| e.to_string())?;
-                if nodes.len() != self.nodes.len() {
-                    return Err(format!("{port} knows {} nodes", nodes.len()));
-                }
-                for n in nodes.iter().filter(|n| n.primary && n.has_slots) {
-                    if n.failed || !live.contains(&n.port) {
-                        return Err(format!("{port} sees {} serving, failed or dead", n.port));
-                    }
-                }
-                let role = text(port, &["INFO", "replication"]).map_err(|e| e.to_string())?;
-                if info_field(&role, "role") == Some("slave")
-                    && info_field(&role, "master_link_status") != Some("up")
-                {
-                    return Err(format!("replica {port} not in sync: {role}"));
-                }
+        let live: Vec<u16> = self.live().map(|n| n.port).collect();
+        let live = &live;
+        wait_for(limit, "a healthy cluster", move || async move {
+            for &port in live {
+                let client = connect(port).await.map_err(|e| format!("{port}: {e}"))?;
+                let healthy = self.node_healthy(&client, port, live).await;
+                let _ = client.quit().await;
+                healthy?;
             }
             Ok(())
-        });
+        })
+        .await;
         started.elapsed()
+    }
+
+    /// Whether the node on `port` (through `client`) sees the cluster healthy, with `live` the
+    /// ports of the nodes still running; what it sees otherwise.
+    async fn node_healthy(&self, client: &Client, port: u16, live: &[u16]) -> Result<(), String> {
+        let info: String = command(client, "CLUSTER", &["INFO"])
+            .await
+            .map_err(|e| format!("{port}: {e}"))?;
+        let ok = info_field(&info, "cluster_state") == Some("ok")
+            && info_field(&info, "cluster_slots_ok") == Some("16384");
+        if !ok {
+            return Err(format!("{port}: {info}"));
+        }
+        let nodes = cluster_nodes(client).await.map_err(|e| e.to_string())?;
+        if nodes.len() != self.nodes.len() {
+            return Err(format!("{port} knows {} nodes", nodes.len()));
+        }
+        for n in nodes.iter().filter(|n| n.primary && n.has_slots) {
+            if n.failed || !live.contains(&n.port) {
+                return Err(format!("{port} sees {} serving, failed or dead", n.port));
+            }
+        }
+        let role: String = command(client, "INFO", &["replication"])
+            .await
+            .map_err(|e| e.to_string())?;
+        if info_field(&role, "role") == Some("slave")
+            && info_field(&role, "master_link_status") != Some("up")
+        {
+            return Err(format!("replica {port} not in sync: {role}"));
+        }
+        Ok(())
     }
 }
 
@@ -496,7 +422,7 @@ pub struct RedisSentinel {
 }
 
 impl RedisSentinel {
-    pub fn start() -> Self {
+    pub async fn start() -> Self {
         require("redis-server");
         let root = temp_root("sentinel");
         let data = |_: u16, dir: &Path| {
@@ -506,7 +432,7 @@ impl RedisSentinel {
                 .chain([dir.display().to_string()])
                 .collect::<Vec<_>>()
         };
-        let primary = Node::spawn(&root, "primary", data);
+        let primary = Node::spawn(&root, "primary", data).await;
         let primary_port = primary.port.to_string();
         let replica = Node::spawn(&root, "replica", |port, dir| {
             let mut args = data(port, dir);
@@ -516,7 +442,8 @@ impl RedisSentinel {
                 primary_port.clone(),
             ]);
             args
-        });
+        })
+        .await;
         let sentinel = Node::spawn(&root, "sentinel", |port, dir| {
             // Sentinel rewrites its config file, so each attempt gets its own.
             let conf = dir.join("sentinel.conf");
@@ -531,14 +458,15 @@ impl RedisSentinel {
             );
             std::fs::write(&conf, text).expect("write sentinel.conf");
             vec![conf.display().to_string(), "--sentinel".into()]
-        });
+        })
+        .await;
         let setup = RedisSentinel {
             primary,
             replica,
             sentinel,
             root,
         };
-        setup.wait_ready(Duration::from_secs(15));
+        setup.wait_ready(Duration::from_secs(15)).await;
         setup
     }
 
@@ -560,41 +488,44 @@ impl RedisSentinel {
     }
 
     /// The primary's address as the sentinel reports it.
-    pub fn reported_primary(&self) -> Option<u16> {
-        let reply = command(
-            self.sentinel.port,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE],
-        )
-        .ok()?;
-        reply.items().get(1)?.text()?.parse().ok()
+    pub async fn reported_primary(&self) -> Option<u16> {
+        let args = ["GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE];
+        let addr: Vec<String> = ask(self.sentinel.port, "SENTINEL", &args).await.ok()?;
+        addr.get(1)?.parse().ok()
     }
 
     /// Waits until the replica is in sync and the sentinel knows it (it can then promote it).
-    fn wait_ready(&self, limit: Duration) {
-        let (replica, sentinel) = (self.replica.port, self.sentinel.port);
-        wait_for(limit, "replica in sync and known to the sentinel", || {
-            let info = text(replica, &["INFO", "replication"]).map_err(|e| e.to_string())?;
-            if info_field(&info, "master_link_status") != Some("up") {
-                return Err(info);
-            }
-            let replicas = command(sentinel, &["SENTINEL", "REPLICAS", SENTINEL_SERVICE])
-                .map_err(|e| e.to_string())?;
-            let known = replicas.items().iter().any(|r| {
-                let fields: Vec<&str> = r.items().iter().filter_map(Reply::text).collect();
-                let value = |k: &str| {
-                    fields
-                        .chunks(2)
-                        .find(|kv| kv[0] == k)
-                        .and_then(|kv| kv.get(1).copied())
-                };
-                value("port") == Some(&replica.to_string()) && value("flags") == Some("slave")
-            });
-            if known {
-                Ok(())
-            } else {
-                Err(format!("sentinel replicas: {replicas:?}"))
-            }
-        });
+    async fn wait_ready(&self, limit: Duration) {
+        let replica = self.replica.port;
+        wait_for(
+            limit,
+            "replica in sync and known to the sentinel",
+            move || async move {
+                let info = replication(replica).await?;
+                if info_field(&info, "master_link_status") != Some("up") {
+                    return Err(info);
+                }
+                let args = ["REPLICAS", SENTINEL_SERVICE];
+                let replicas: Vec<Vec<String>> = ask(self.sentinel.port, "SENTINEL", &args)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let known = replicas.iter().any(|fields| {
+                    let value = |k: &str| {
+                        fields
+                            .chunks(2)
+                            .find(|kv| kv[0] == k)
+                            .and_then(|kv| kv.get(1).map(String::as_str))
+                    };
+                    value("port") == Some(&replica.to_string()) && value("flags") == Some("slave")
+                });
+                if known {
+                    Ok(())
+                } else {
+                    Err(format!("sentinel replicas: {replicas:?}"))
+                }
+            },
+        )
+        .await;
     }
 
     /// Kills the primary.
@@ -604,22 +535,33 @@ impl RedisSentinel {
 
     /// Waits until the sentinel reports the replica as the primary and the replica says it is
     /// one; returns the time it took.
-    pub fn wait_promoted(&self, limit: Duration) -> Duration {
+    pub async fn wait_promoted(&self, limit: Duration) -> Duration {
         let started = Instant::now();
         let replica = self.replica.port;
-        wait_for(limit, "the sentinel promoting the replica", || {
-            let role = text(replica, &["INFO", "replication"]).map_err(|e| e.to_string())?;
-            match (self.reported_primary(), info_field(&role, "role")) {
-                (Some(p), Some("master")) if p == replica => Ok(()),
-                state => Err(format!("{state:?}")),
-            }
-        });
+        wait_for(
+            limit,
+            "the sentinel promoting the replica",
+            move || async move {
+                let role = replication(replica).await?;
+                match (self.reported_primary().await, info_field(&role, "role")) {
+                    (Some(p), Some("master")) if p == replica => Ok(()),
+                    state => Err(format!("{state:?}")),
+                }
+            },
+        )
+        .await;
         started.elapsed()
     }
 
-    /// Any command on the node at `port` (primary or replica).
-    pub fn command(&self, port: u16, args: &[&str]) -> Reply {
-        command(port, args).unwrap_or_else(|e| panic!("{args:?} on {port}: {e}"))
+    /// Any command on the node at `port` (primary or replica), its reply converted to `R`.
+    pub async fn command<R: FromValue>(&self, port: u16, name: &'static str, args: &[&str]) -> R {
+        assert!(
+            [self.primary.port, self.replica.port].contains(&port),
+            "{port} is neither the primary nor the replica"
+        );
+        ask(port, name, args)
+            .await
+            .unwrap_or_else(|e| panic!("{name} {args:?} on {port}: {e}"))
     }
 }
 
@@ -655,51 +597,72 @@ pub struct UserLog {
 /// Users that each write `u<n>-<seq>` under the key `v` of their own session and read it back,
 /// in a loop, while the test kills a Redis node; each keeps a [`UserLog`].
 pub struct Traffic {
-    killed: Arc<OnceLock<Instant>>,
-    resumed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     users: JoinSet<(usize, UserLog)>,
     count: usize,
 }
 
+/// What the users and the test share.
+#[derive(Default)]
+struct Shared {
+    /// When the node was killed.
+    killed: OnceLock<Instant>,
+    /// How many users have completed a round.
+    flowing: AtomicUsize,
+    /// How many users have completed a round that started after the kill.
+    resumed: AtomicUsize,
+    stop: AtomicBool,
+}
+
 impl Traffic {
     /// Starts one loop per client; each client must already hold a session.
-    pub fn start(clients: Vec<Client>) -> Self {
-        let killed: Arc<OnceLock<Instant>> = Arc::default();
-        let resumed = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
+    pub fn start(clients: Vec<HttpClient>) -> Self {
+        let shared = Arc::<Shared>::default();
         let mut users = JoinSet::new();
         let count = clients.len();
         for (u, client) in clients.into_iter().enumerate() {
-            let user = run_user(u, client, killed.clone(), resumed.clone(), stop.clone());
+            let user = run_user(u, client, shared.clone());
             users.spawn(async move { (u, user.await) });
         }
         Traffic {
-            killed,
-            resumed,
-            stop,
+            shared,
             users,
             count,
         }
     }
 
+    /// Waits until every user has completed a round: the traffic flows, a kill now hits it.
+    pub async fn wait_flowing(&self, limit: Duration) {
+        let this = self;
+        wait_for(limit, "every user completing a round", move || async move {
+            match this.shared.flowing.load(Ordering::SeqCst) {
+                n if n == this.count => Ok(()),
+                n => Err(format!("{n} of {} users did", this.count)),
+            }
+        })
+        .await;
+    }
+
     /// Records that the node was killed now.
     pub fn killed_now(&self) {
-        self.killed.set(Instant::now()).expect("one kill per test");
+        self.shared
+            .killed
+            .set(Instant::now())
+            .expect("one kill per test");
     }
 
     /// Waits until every user has completed a round that started after the kill, for at most
-    /// `limit`.
+    /// `limit` (the users' logs say which did not).
     pub async fn wait_resumed(&self, limit: Duration) {
         let until = Instant::now() + limit;
-        while self.resumed.load(Ordering::SeqCst) < self.count && Instant::now() < until {
+        while self.shared.resumed.load(Ordering::SeqCst) < self.count && Instant::now() < until {
             sleep_ms(20).await;
         }
     }
 
     /// Stops the users and returns their logs, in the order of the clients.
     pub async fn stop(mut self) -> Vec<UserLog> {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         let mut logs: Vec<(usize, UserLog)> = Vec::new();
         while let Some(done) = self.users.join_next().await {
             logs.push(done.expect("user task"));
@@ -710,7 +673,7 @@ impl Traffic {
 }
 
 /// One request: a 200 or a 500, timed.
-async fn timed(client: &mut Client, uri: &str, log: &mut UserLog) -> Resp {
+async fn timed(client: &mut HttpClient, uri: &str, log: &mut UserLog) -> Resp {
     let started = Instant::now();
     let res = client.get(uri).await;
     log.slowest = log.slowest.max(started.elapsed());
@@ -722,18 +685,12 @@ async fn timed(client: &mut Client, uri: &str, log: &mut UserLog) -> Resp {
     res
 }
 
-async fn run_user(
-    u: usize,
-    mut client: Client,
-    killed: Arc<OnceLock<Instant>>,
-    resumed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-) -> UserLog {
+async fn run_user(u: usize, mut client: HttpClient, shared: Arc<Shared>) -> UserLog {
     let token = client.token.clone().expect("a session");
     let prefix = format!("u{u}-");
     let mut log = UserLog::default();
     let (mut seq, mut acked) = (0u64, 0u64);
-    while !stop.load(Ordering::SeqCst) {
+    while !shared.stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         seq += 1;
         let put = timed(
@@ -763,10 +720,13 @@ async fn run_user(
         }
         if put.status == StatusCode::OK && read == seq {
             log.rounds += 1;
-            match killed.get() {
+            if log.rounds == 1 {
+                shared.flowing.fetch_add(1, Ordering::SeqCst);
+            }
+            match shared.killed.get() {
                 Some(&at) if started > at && log.back_after.is_none() => {
                     log.back_after = Some(at.elapsed());
-                    resumed.fetch_add(1, Ordering::SeqCst);
+                    shared.resumed.fetch_add(1, Ordering::SeqCst);
                 }
                 _ => {}
             }

@@ -13,8 +13,6 @@
 //! `TOWER_SCS_FUZZ_CASES=<n>` runs `n` cases per target instead, and `TOWER_SCS_FUZZ_SEED=<u64>`
 //! another deterministic sequence of cases, for longer runs by hand.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -31,13 +29,7 @@ use base64::{
         general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
     },
 };
-use fred::{
-    clients::Client as FredClient,
-    cmd,
-    interfaces::ClientLike,
-    prelude::{Builder, Config as FredConfig},
-    types::Value,
-};
+use fred::{clients::Client as FredClient, cmd, interfaces::ClientLike, types::Value};
 use http::{HeaderValue, Request, StatusCode, header};
 use proptest::{
     collection::vec,
@@ -47,7 +39,7 @@ use proptest::{
 };
 use tokio::runtime::Runtime;
 
-use common::{Backend, Client, NONE, RedisServer, Resp, made_up_token, now_ms, send};
+use crate::harness::{Backend, Client, NONE, Resp, made_up_token, now_ms, send};
 
 /// A runner with `cases` cases (or `TOWER_SCS_FUZZ_CASES`), a fixed seed (or
 /// `TOWER_SCS_FUZZ_SEED`) so that CI runs the same cases every time, and no regression files.
@@ -506,7 +498,7 @@ const ROUTES: &[&str] = &[
     "/put?key=k&value=v",
     "/remove?key=k",
     "/clear",
-    "/read_sleep_put?key=n&value=v",
+    "/read_put?key=n&value=v",
     "/renew",
     "/remember?on=true",
     "/set_owner?value=o",
@@ -516,14 +508,6 @@ const ROUTES: &[&str] = &[
     // Sent without the cookie: another session merges the planted one.
     "/merge?token=",
 ];
-
-/// A binary-safe connection to plant and read foreign data.
-async fn raw_client(server: &RedisServer) -> FredClient {
-    let config = FredConfig::from_url(&server.url()).unwrap();
-    let client = Builder::from_config(config).build().unwrap();
-    client.init().await.unwrap();
-    client
-}
 
 async fn raw(client: &FredClient, name: &'static str, args: Vec<Value>) -> Value {
     client
@@ -661,9 +645,10 @@ async fn snapshot(client: &FredClient, key: &str) -> Snapshot {
 #[test]
 fn fuzz_foreign_data_under_a_session_key() {
     let rt = runtime();
-    let backend = Backend::redis();
-    let server = backend.redis_server().unwrap();
-    let (app, client) = rt.block_on(async { (backend.app(|l| l).await, raw_client(server).await) });
+    let backend = rt.block_on(Backend::redis());
+    // The harness's own connection: binary-safe, to plant and read foreign data.
+    let client = backend.redis_server().unwrap().client();
+    let app = rt.block_on(backend.app(|l| l));
     let case = AtomicU64::new(0);
     // Responses 200 and 500: the generator must produce both readable and unreadable data.
     let (ok, errors) = (AtomicUsize::new(0), AtomicUsize::new(0));
@@ -761,9 +746,9 @@ struct Foreign {
 
 impl Foreign {
     async fn new() -> Self {
-        let backend = Backend::redis();
+        let backend = Backend::redis().await;
         let app = backend.app(|l| l).await;
-        let client = raw_client(backend.redis_server().unwrap()).await;
+        let client = backend.redis_server().unwrap().client();
         let token = made_up_token("planted");
         let key = format!("scs:session:{token}");
         Foreign {
@@ -1076,7 +1061,7 @@ async fn the_session_is_found_beside_a_non_ascii_cookie() {
     let mut lost = Vec::new();
     for h in headers {
         let value = HeaderValue::from_bytes(&h).unwrap();
-        let res = common::get_with_cookie_header(&app, "/get?key=a", value).await;
+        let res = crate::harness::get_with_cookie_header(&app, "/get?key=a", value).await;
         assert_eq!(res.status, StatusCode::OK);
         if res.body != "real" {
             lost.push(String::from_utf8_lossy(&h).into_owned());

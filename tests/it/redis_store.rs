@@ -1,8 +1,6 @@
 //! What `RedisStore` leaves in Redis: keys, prefixes, hashes, TTLs, and its constructors. Each
 //! test runs its own redis-server.
 
-mod common;
-
 use std::time::Duration;
 
 use fred::{
@@ -12,7 +10,7 @@ use fred::{
 use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
-use common::{Client, NONE, RedisServer, app, assert_near, hashed, now_ms};
+use crate::harness::{Client, NONE, RedisServer, app, assert_near, free_port, hashed, now_ms};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -25,7 +23,7 @@ async fn default_app(server: &RedisServer, configure: Configure) -> axum::Router
 
 #[tokio::test]
 async fn key_is_prefix_and_token_and_hash_is_readable() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let app = default_app(&server, |l| l).await;
     let mut client = Client::new(&app);
     client.get("/put?key=name&value=alice").await;
@@ -33,7 +31,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     client.get("/remember?on=true").await;
     let token = client.token.clone().unwrap();
     let key = format!("scs:session:{token}");
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     assert_eq!(inspector.keys().await, std::slice::from_ref(&key));
 
     let hash = inspector.hgetall(&key).await;
@@ -41,7 +39,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     fields.sort();
     let expected = ["meta", "v:name", "v:number", "v:text", "v:user"];
     assert_eq!(fields, expected);
-    let meta = common::redis::meta(&hash);
+    let meta = crate::harness::redis::meta(&hash);
     let mut names: Vec<&str> = meta.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(names, ["deadline", "remember", "size"], "{hash:?}");
@@ -56,8 +54,8 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     );
     assert_eq!(hash["v:name"], r#""alice""#, "values are JSON text");
     assert_eq!(hash["v:number"], "-42");
-    let user: common::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
-    assert_eq!(user, common::app::typed_values().2);
+    let user: crate::harness::app::User = serde_json::from_str(&hash["v:user"]).unwrap();
+    assert_eq!(user, crate::harness::app::typed_values().2);
     assert_eq!(meta["remember"], "1");
     let deadline: i64 = meta["deadline"].parse().unwrap();
     assert_near(deadline, now_ms() + 86_400_000, 3_000, "deadline (Unix ms)");
@@ -67,15 +65,15 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     );
     // Remember-me off: the pair goes away rather than reading "0".
     client.get("/remember?on=false").await;
-    let meta = common::redis::meta(&inspector.hgetall(&key).await);
+    let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
     assert!(!meta.contains_key("remember"), "{meta:?}");
     assert_eq!(meta["deadline"], deadline.to_string());
 }
 
 #[tokio::test]
 async fn pttl_follows_lifetime_and_idle_timeout() {
-    let server = RedisServer::start();
-    let inspector = server.inspector().await;
+    let server = RedisServer::start().await;
+    let inspector = server.inspector();
     let cases: [(Configure, i64); 3] = [
         (|l| l, 86_400_000),
         // Idle timeout shorter than the lifetime: the key lives 1.1 × idle.
@@ -101,7 +99,7 @@ async fn pttl_follows_lifetime_and_idle_timeout() {
         client.get("/put?key=a&value=1").await;
         let key = format!("scs:session:{}", client.token.clone().unwrap());
         assert_near(inspector.pttl(&key).await, ttl, 1_000, "PTTL");
-        let meta = common::redis::meta(&inspector.hgetall(&key).await);
+        let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
         // Stored only when it differs from the deadline.
         let expiry: i64 = meta
             .get("expiry")
@@ -117,7 +115,7 @@ async fn pttl_follows_lifetime_and_idle_timeout() {
 
 #[tokio::test]
 async fn custom_prefix_over_a_fred_client() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
         .build()
         .unwrap();
@@ -128,7 +126,7 @@ async fn custom_prefix_over_a_fred_client() {
     let mut c = Client::new(&app);
     c.get("/put?key=a&value=1").await;
     let token = c.token.clone().unwrap();
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     assert_eq!(inspector.keys().await, [format!("x:{token}")]);
     assert_eq!(c.get("/get?key=a").await.body, "1");
 
@@ -148,9 +146,9 @@ async fn custom_prefix_over_a_fred_client() {
 
 #[tokio::test]
 async fn hashed_token_never_appears_in_a_key() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let app = default_app(&server, |l| l.hash_token_in_store(true)).await;
-    let inspector = server.inspector().await;
+    let inspector = server.inspector();
     let mut tokens = Vec::new();
     for i in 0..3 {
         let mut c = Client::new(&app);
@@ -173,7 +171,7 @@ async fn hashed_token_never_appears_in_a_key() {
 
 #[tokio::test]
 async fn from_url_works_and_fails_cleanly() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let store = RedisStore::from_url(&server.url()).await.expect("from_url");
     assert_eq!(store.prefix(), DEFAULT_PREFIX);
     let app = app(SessionLayer::new(store));
@@ -182,11 +180,7 @@ async fn from_url_works_and_fails_cleanly() {
     assert_eq!(c.get("/get?key=a").await.body, "1");
 
     assert!(RedisStore::from_url("not a url").await.is_err());
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let url = format!("redis://127.0.0.1:{closed_port}");
+    let url = format!("redis://127.0.0.1:{}", free_port());
     let res = tokio::time::timeout(Duration::from_secs(10), RedisStore::from_url(&url)).await;
     assert!(
         matches!(res, Ok(Err(_))),
@@ -196,10 +190,10 @@ async fn from_url_works_and_fails_cleanly() {
 
 #[tokio::test]
 async fn foreign_data_under_a_session_key_is_an_error_not_a_panic() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let app = default_app(&server, |l| l).await;
-    let inspector = server.inspector().await;
-    let token = common::made_up_token("foreign");
+    let inspector = server.inspector();
+    let token = crate::harness::made_up_token("foreign");
     let key = format!("scs:session:{token}");
 
     // A hash without a deadline.
@@ -220,19 +214,19 @@ async fn foreign_data_under_a_session_key_is_an_error_not_a_panic() {
 
 #[tokio::test]
 async fn survives_a_script_cache_flush_and_a_restart() {
-    let mut server = RedisServer::start();
+    let mut server = RedisServer::start().await;
     let app = default_app(&server, |l| l).await;
     let mut c = Client::new(&app);
     c.get("/put?key=a&value=1").await;
 
     // The commit script is gone from the cache (as after a restart): EVAL reloads it.
-    server.inspector().await.command("SCRIPT", &["FLUSH"]).await;
+    server.inspector().command("SCRIPT", &["FLUSH"]).await;
     let res = c.get("/put?key=b&value=2").await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(c.get("/keys").await.body, "a,b");
 
     // A restart empties this Redis (no persistence); the store reconnects on its own.
-    server.restart();
+    server.restart().await;
     let until = std::time::Instant::now() + Duration::from_secs(5);
     let res = loop {
         let res = c.get("/put?key=c&value=3").await;
@@ -257,13 +251,16 @@ async fn a_stalled_load_times_out_by_the_store_itself() {
     use tower_scs::Error;
     use tower_scs::store::SessionStore;
 
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let store = RedisStore::from_url(&server.url()).await.expect("from_url");
     assert_eq!(store.load_timeout(), Some(Duration::from_millis(900)));
     let id = "A".repeat(43);
     assert!(matches!(store.load(&id).await, Ok(None)));
 
-    assert_eq!(server.inline("CLIENT PAUSE 1500 ALL"), "+OK\r\n");
+    server
+        .inspector()
+        .ok("CLIENT", &["PAUSE", "1500", "ALL"])
+        .await;
     let start = std::time::Instant::now();
     let load = store.load(&id).await;
     let took = start.elapsed();
@@ -284,7 +281,7 @@ async fn a_stalled_load_times_out_by_the_store_itself() {
 /// metadata and owner included, and a foreign type still fails cleanly.
 #[tokio::test]
 async fn resp3_clients_read_the_same_sessions() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let mut config = Config::from_url(&server.url()).unwrap();
     config.version = fred::types::RespVersion::RESP3;
     let client = Builder::from_config(config).build().unwrap();
@@ -298,10 +295,9 @@ async fn resp3_clients_read_the_same_sessions() {
     assert_eq!(c.get("/keys").await.body, "a,b");
     assert_eq!(c.get("/get?key=b").await.body, "2");
     assert_eq!(c.get("/owner").await.body, "alice");
-    let meta = common::redis::meta(
+    let meta = crate::harness::redis::meta(
         &server
             .inspector()
-            .await
             .hgetall(&format!("{DEFAULT_PREFIX}{}", c.token.clone().unwrap()))
             .await,
     );
@@ -310,8 +306,8 @@ async fn resp3_clients_read_the_same_sessions() {
         "{meta:?}"
     );
 
-    let token = common::made_up_token("resp3 foreign");
-    let inspector = server.inspector().await;
+    let token = crate::harness::made_up_token("resp3 foreign");
+    let inspector = server.inspector();
     inspector
         .command("SET", &[&format!("{DEFAULT_PREFIX}{token}"), "x"])
         .await;

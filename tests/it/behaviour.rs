@@ -2,8 +2,6 @@
 //! `async fn(Backend)` run twice by `both_stores!`: `memory::<name>` and `redis::<name>` (each
 //! Redis test with its own redis-server).
 
-mod common;
-
 use std::{
     collections::HashSet,
     time::{Duration, Instant},
@@ -14,9 +12,10 @@ use cookie::{Cookie, SameSite};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tokio::task::JoinSet;
 
-use common::{
-    Backend, Client, NONE, Resp, app::User, assert_calls, assert_near, assert_valid_token,
-    get_with_cookie_header, hashed, made_up_token, monitor, now_ms, send, sleep_ms,
+use crate::harness::{
+    Backend, Client, Gate, NONE, Resp, app::User, assert_calls, assert_near, assert_valid_token,
+    get_with_cookie_header, hashed, made_up_token, monitor, now_ms, overlapping_writes, send,
+    sleep_ms,
 };
 
 crate::both_stores!(
@@ -131,7 +130,7 @@ async fn typed_values_round_trip(backend: Backend) {
     client.get("/put_typed").await;
     let body = client.get("/get_typed").await.body;
     let got: (Option<String>, Option<i64>, Option<User>) = serde_json::from_str(&body).unwrap();
-    let (text, number, user) = common::app::typed_values();
+    let (text, number, user) = crate::harness::app::typed_values();
     assert_eq!(got, (Some(text), Some(number), Some(user)));
     // Missing keys of every type are None.
     let body = Client::new(&app).get("/get_typed").await.body;
@@ -257,7 +256,7 @@ async fn untouched_session_makes_no_store_call(backend: Backend) {
     let app = backend.app(|l| l).await;
     let mut client = Client::new(&app);
     client.get("/put?key=a&value=1").await;
-    let inspector = backend.inspector().await;
+    let inspector = backend.inspector();
     let before_calls = backend.calls.get();
     // Redis: two INFOs in a row differ by 1 (the first INFO); any command of the store in
     // between would add to that.
@@ -296,7 +295,7 @@ async fn store_calls_per_request(backend: Backend) {
     assert_calls(&backend, &mut monitor, &mut before, (0, 1, 0), &["evalsha"]).await;
 
     // Read then write: one load and one commit.
-    client.get("/read_sleep_put?key=c&value=3").await;
+    client.get("/read_put?key=c&value=3").await;
     let expected = ["hgetall", "evalsha"];
     assert_calls(&backend, &mut monitor, &mut before, (1, 1, 0), &expected).await;
 
@@ -339,7 +338,7 @@ async fn unknown_token_is_never_adopted(backend: Backend) {
     // A read-then-write request: same.
     let unknown = made_up_token("another one");
     let mut client = Client::with_token(&app, &unknown);
-    let res = client.get("/read_sleep_put?key=b&value=2").await;
+    let res = client.get("/read_put?key=b&value=2").await;
     assert_ne!(res.new_token(), unknown);
     assert_eq!(client.get("/keys").await.body, "b");
     assert!(!backend.stored(&unknown).await);
@@ -640,10 +639,9 @@ async fn expired_record_is_deleted(backend: Backend) {
     let mut client = Client::new(&app);
     client.get("/put?key=a&value=1").await;
     let token = client.token.clone().unwrap();
-    if let Some(i) = backend.inspector().await {
-        let pttl = i.pttl(&format!("scs:session:{token}")).await;
-        assert!((1..=1_000).contains(&pttl), "expiring key, PTTL {pttl}");
-    }
+    // The store expires it (Redis: the key's PTTL; memory: the record's expiry).
+    let ttl = backend.ttl_ms(&token).await.expect("a live record");
+    assert!((1..=1_000).contains(&ttl), "expiring record, TTL {ttl} ms");
     sleep_ms(1_200).await;
     assert_eq!(client.get("/get?key=a").await.body, NONE);
     assert_eq!(
@@ -707,11 +705,9 @@ async fn set_deadline_and_deadline(backend: Backend) {
     let d: i64 = client.get("/deadline").await.body.parse().unwrap();
     assert_near(d, now_ms() + 3_600_000, 2_000, "set deadline");
     assert_eq!(client.get("/get?key=a").await.body, "1");
-    if let Some(i) = backend.inspector().await {
-        let token = client.token.clone().unwrap();
-        let pttl = i.pttl(&format!("scs:session:{token}")).await;
-        assert_near(pttl, 3_600_000, 2_000, "PTTL after set_deadline");
-    }
+    let token = client.token.clone().unwrap();
+    let ttl = backend.ttl_ms(&token).await.expect("a live record");
+    assert_near(ttl, 3_600_000, 2_000, "TTL in the store after set_deadline");
 }
 
 async fn merge_pulls_in_other_session(backend: Backend) {
@@ -768,7 +764,7 @@ async fn hash_token_in_store(backend: Backend) {
         "stored under the hash"
     );
     assert!(!backend.stored(&token).await, "not under the raw token");
-    if let Some(i) = backend.inspector().await {
+    if let Some(i) = backend.inspector() {
         let keys = i.keys().await;
         assert_eq!(keys, [format!("scs:session:{}", hashed(&token))]);
         assert!(keys.iter().all(|k| !k.contains(&token)));
@@ -817,7 +813,7 @@ async fn store_failure_gives_error_response(mut backend: Backend) {
         ("/get?key=a", true),
         ("/peek?key=a", true),
         ("/put?key=b&value=2", true),
-        ("/read_sleep_put?key=b&value=2", true),
+        ("/read_put?key=b&value=2", true),
         ("/renew", true),
         ("/put?key=b&value=2", false),
     ];
@@ -910,21 +906,11 @@ async fn concurrent_writes_of_one_session_are_all_kept(backend: Backend) {
     let mut client = Client::new(&app);
     client.get("/put?key=base&value=0").await;
     let token = client.token.clone().unwrap();
-    let mut set = JoinSet::new();
-    for i in 0..8 {
-        let mut c = Client::with_token(&app, &token);
-        let token = token.clone();
-        set.spawn(async move {
-            // Each request loads the session, then writes while the others are in flight.
-            let res = c
-                .get(&format!("/read_sleep_put?key=k{i}&value=v{i}&ms=200"))
-                .await;
-            assert_eq!(res.status, StatusCode::OK);
-            assert_eq!(c.token.as_deref(), Some(token.as_str()), "same session");
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        done.expect("request task");
+    // Each request loads the session, then writes once all eight have loaded it.
+    let writes: Vec<(String, String)> =
+        (0..8).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    for c in overlapping_writes(&app, &token, &writes).await {
+        assert_eq!(c.token.as_deref(), Some(token.as_str()), "same session");
     }
     assert_eq!(
         client.get("/keys").await.body,
@@ -944,11 +930,14 @@ async fn clear_applies_to_what_is_stored_when_it_commits(backend: Backend) {
     client.get("/put?key=a&value=1").await;
     let token = client.token.clone().unwrap();
     let mut slow = Client::with_token(&app, &token);
-    let clearing = tokio::spawn(async move { slow.get("/sleep_clear?ms=400").await });
-    sleep_ms(100).await;
+    let gate = Gate::new();
+    let uri = format!("/clear?gate={}", gate.name());
+    let clearing = tokio::spawn(async move { slow.get(&uri).await });
+    gate.arrived(1).await;
     // Committed before the clear commits: cleared with the rest.
     client.get("/put?key=b&value=2").await;
     assert_eq!(client.get("/keys").await.body, "a,b");
+    gate.open();
     let res = clearing.await.unwrap();
     assert_eq!(res.new_token(), token);
     assert_eq!(client.get("/keys").await.body, "");
@@ -964,12 +953,15 @@ async fn destroy_is_not_undone_by_a_concurrent_write(backend: Backend) {
     let token = client.token.clone().unwrap();
     let mut slow = Client::with_token(&app, &token);
     // Loads the session (with `a`), then writes `b` after the destroy below has committed.
+    let gate = Gate::new();
+    let uri = format!("/read_put?key=b&value=2&gate={}", gate.name());
     let writing = tokio::spawn(async move {
-        let res = slow.get("/read_sleep_put?key=b&value=2&ms=400").await;
+        let res = slow.get(&uri).await;
         (res, slow)
     });
-    sleep_ms(100).await;
+    gate.arrived(1).await;
     assert_expiring_cookie(&client.get("/destroy").await, "session");
+    gate.open();
     let (res, mut slow) = writing.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
     let new = res.new_token();

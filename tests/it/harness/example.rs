@@ -137,8 +137,9 @@ impl Drop for Example {
     }
 }
 
-/// `target/<profile>/examples/<name>`, next to the test executable's `deps` directory.
-fn binary(name: &str) -> PathBuf {
+/// `target/<profile>/examples/<name>`, next to the test executable's `deps` directory; panics
+/// with how to build it when it is missing.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let bin = exe
         .parent()

@@ -1,10 +1,12 @@
-//! A private `redis-server` per test, and tools to look inside it.
+//! A private `redis-server` per test, and tools to look inside it. The harness talks to Redis
+//! through fred only: a plain client per server or node, and `fred::monitor` for MONITOR.
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, ErrorKind, Read, Write},
-    net::{TcpListener, TcpStream},
+    io::ErrorKind,
+    net::TcpListener,
     path::PathBuf,
+    pin::Pin,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -14,12 +16,15 @@ use fred::{
     clients::Client,
     cmd,
     interfaces::{ClientLike, HashesInterface, KeysInterface},
-    prelude::{Builder, Config},
+    monitor::MonitorCommand,
+    prelude::{Builder, Config, Error, Options, ServerConfig},
+    types::{FromValue, Value},
 };
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt},
-    sync::mpsc,
-};
+use futures_util::{Stream, StreamExt};
+
+/// How long the harness waits for a connection to a test server, or for its answer to one
+/// command.
+const HARNESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A `redis-server` started by the test on a free loopback port, with persistence off. It is
 /// killed, and its directory removed, on drop.
@@ -29,18 +34,20 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Extra command-line arguments, after the harness's own (see `start_with`).
     args: Vec<String>,
+    /// The connection that found the server ready, kept for the inspector.
+    client: Option<Client>,
 }
 
 impl RedisServer {
-    pub fn start() -> Self {
-        Self::start_with(&[])
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
     }
 
     /// Like `start`, with `args` added to the command line after the harness's own defaults,
     /// which they override (a later option wins): `["--appendonly", "yes"]` turns AOF on in the
     /// server's own temp dir. `restart` keeps the same arguments, port and dir, so a server that
     /// persists comes back with its data.
-    pub fn start_with(args: &[&str]) -> Self {
+    pub async fn start_with(args: &[&str]) -> Self {
         require("redis-server");
         for attempt in 0..5 {
             let port = free_port();
@@ -54,8 +61,9 @@ impl RedisServer {
                 port,
                 dir,
                 args: args.iter().map(|a| a.to_string()).collect(),
+                client: None,
             };
-            if server.spawn() {
+            if server.spawn().await {
                 return server;
             }
             // Dropping `server` kills the child and removes its directory; try another port.
@@ -64,7 +72,7 @@ impl RedisServer {
     }
 
     /// Starts redis-server on `self.port`; false if it did not come up.
-    fn spawn(&mut self) -> bool {
+    async fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
@@ -75,25 +83,22 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        self.wait_ready()
+        self.client = wait_ready(&mut self.child, self.port).await;
+        self.client.is_some()
     }
 
     /// Kills the server and starts a new one on the same port, with the same arguments and dir:
     /// empty, unless `start_with` turned persistence on (then it comes back with its data).
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.stop();
         for _ in 0..5 {
-            if self.spawn() {
+            if self.spawn().await {
                 return;
             }
             self.stop();
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("redis-server did not restart on port {}", self.port);
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        wait_ready(&mut self.child, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -111,45 +116,45 @@ impl RedisServer {
 
     /// Kills the server (to make the store fail).
     pub fn stop(&mut self) {
+        self.client = None;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Sends one inline command (e.g. `CLIENT PAUSE 2500 ALL`, `INFO persistence`) on a new
-    /// connection and returns the reply; panics on an error reply.
-    pub fn inline(&self, command: &str) -> String {
-        raw_command(self.port, command).unwrap_or_else(|e| panic!("{command}: {e}"))
+    /// The harness's own fred connection to the server, for looking at (and planting) what
+    /// the store wrote; binary-safe through `custom` with `Value` arguments.
+    pub fn client(&self) -> Client {
+        self.client
+            .clone()
+            .unwrap_or_else(|| panic!("redis-server on port {} is stopped", self.port))
     }
 
-    /// Sends one inline command that blocks the server (e.g. `DEBUG SLEEP 2`) from a thread,
-    /// and returns once it is sent; the thread waits for the reply and ends with it.
-    pub fn inline_in_background(&self, command: &str) -> std::thread::JoinHandle<String> {
-        let (port, command) = (self.port, command.to_owned());
-        let (sent, is_sent) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream
-                .write_all(format!("{command}\r\n").as_bytes())
-                .expect("send");
-            let _ = sent.send(());
-            let mut reply = String::new();
-            BufReader::new(stream)
-                .read_line(&mut reply)
-                .unwrap_or_else(|e| panic!("{command}: {e}"));
-            reply
-        });
-        is_sent.recv().expect("the command could not be sent");
-        thread
+    /// Reads and queries the server through [`client`](Self::client).
+    pub fn inspector(&self) -> Inspector {
+        Inspector(self.client())
     }
 
-    /// A separate fred connection for looking at what the store wrote.
-    pub async fn inspector(&self) -> Inspector {
-        let config = Config::from_url(&self.url()).expect("redis url");
-        let client = Builder::from_config(config).build().expect("fred client");
-        client.init().await.expect("connect the inspector");
-        Inspector(client)
+    /// Sends `DEBUG SLEEP <secs>` on a connection of its own: the server answers nobody until it
+    /// has slept. Returns when the reply comes, that is when the sleep is over; the sleep
+    /// started at least `secs` before that.
+    pub async fn debug_sleep(&self, secs: u64) -> Instant {
+        let client = connect(self.port).await.expect("connect for DEBUG SLEEP");
+        // The reply comes after the sleep: wait for it longer than the harness usually does.
+        let patient = Options {
+            timeout: Some(HARNESS_TIMEOUT + Duration::from_secs(secs)),
+            ..Options::default()
+        };
+        let reply: String = client
+            .with_options(&patient)
+            .custom(cmd!("DEBUG"), vec!["SLEEP".to_owned(), secs.to_string()])
+            .await
+            .expect("DEBUG SLEEP");
+        let ended = Instant::now();
+        assert_eq!(reply, "OK", "DEBUG SLEEP");
+        let _ = client.quit().await;
+        ended
     }
 }
 
@@ -160,49 +165,80 @@ impl Drop for RedisServer {
     }
 }
 
+/// A loopback port nobody listens on now (the OS's choice of a free one; another process may
+/// take it before the caller binds it, which the callers retry on).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
 
-/// Waits until the redis-server on `port` answers (`PING`, which also waits out loading an AOF),
-/// and checks that the one answering is `child` (another test may have raced us for the port).
-pub fn wait_ready(child: &mut Option<Child>, port: u16) -> bool {
-    let pid = child.as_ref().map(Child::id).unwrap_or_default();
+/// A fred client connected to `127.0.0.1:port`: one connection, never re-established, the
+/// connection and every command bounded by `HARNESS_TIMEOUT`.
+pub async fn connect(port: u16) -> Result<Client, Error> {
+    let config = Config {
+        server: ServerConfig::new_centralized("127.0.0.1", port),
+        ..Config::default()
+    };
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = HARNESS_TIMEOUT;
+            c.internal_command_timeout = HARNESS_TIMEOUT;
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| p.default_command_timeout = HARNESS_TIMEOUT)
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}
+
+/// One command on `client`, its reply converted to `R` (an error reply is an `Err`).
+pub async fn command<R: FromValue>(
+    client: &Client,
+    name: &'static str,
+    args: &[&str],
+) -> Result<R, Error> {
+    client.custom(cmd!(name), args.to_vec()).await
+}
+
+/// `field:value` from an `INFO`-style or `CLUSTER INFO` text.
+pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Waits until the redis-server on `port` answers `PING` (which also waits out loading an AOF),
+/// and checks that the one answering is `child` (another test may have raced us for the port):
+/// the connection that checked, or `None` if the child exited, another process answers, or
+/// nothing answered within 10 s.
+pub async fn wait_ready(child: &mut Option<Child>, port: u16) -> Option<Client> {
+    let pid = child
+        .as_ref()
+        .map(Child::id)
+        .unwrap_or_default()
+        .to_string();
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
         if let Some(child) = child {
             if child.try_wait().ok().flatten().is_some() {
-                return false;
+                return None;
             }
         }
-        if raw_command(port, "PING").is_ok_and(|r| r == "+PONG\r\n") {
-            return raw_command(port, "INFO server")
-                .is_ok_and(|info| info.contains(&format!("process_id:{pid}\r\n")));
+        if let Ok(client) = connect(port).await {
+            let pong: Result<String, _> = client.ping(None).await;
+            if pong.is_ok_and(|p| p == "PONG") {
+                let info: Result<String, _> = client.custom(cmd!("INFO"), vec!["server"]).await;
+                if info.is_ok_and(|i| info_field(&i, "process_id") == Some(pid.as_str())) {
+                    return Some(client);
+                }
+                let _ = client.quit().await;
+                return None;
+            }
+            let _ = client.quit().await;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    false
-}
-
-/// Sends one inline command and returns its reply (status, error, integer or bulk string).
-fn raw_command(port: u16, command: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(format!("{command}\r\n").as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    match line.strip_prefix('$') {
-        Some(len) => {
-            let len: usize = len.trim().parse().map_err(std::io::Error::other)?;
-            let mut body = vec![0; len + 2];
-            reader.read_exact(&mut body)?;
-            Ok(String::from_utf8_lossy(&body[..len]).into_owned())
-        }
-        None if line.starts_with('-') => Err(std::io::Error::other(line)),
-        None => Ok(line),
-    }
+    None
 }
 
 /// The `name=value` pairs of a session hash's `meta` field (empty when it has none).
@@ -258,26 +294,33 @@ impl Inspector {
         self.0.hgetall(key).await.expect("HGETALL")
     }
 
+    /// `INFO <section>`, as text.
+    pub async fn info(&self, section: &str) -> String {
+        command(&self.0, "INFO", &[section])
+            .await
+            .unwrap_or_else(|e| panic!("INFO {section}: {e}"))
+    }
+
     /// `total_commands_processed` from `INFO stats`. The INFO command itself is counted only
     /// after it ran, so two INFOs in a row differ by exactly 1.
     pub async fn total_commands_processed(&self) -> u64 {
-        let info: String = self
-            .0
-            .custom(cmd!("INFO"), vec!["stats"])
-            .await
-            .expect("INFO stats");
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
-            .and_then(|n| n.trim().parse().ok())
+        let info = self.info("stats").await;
+        info_field(&info, "total_commands_processed")
+            .and_then(|n| n.parse().ok())
             .expect("total_commands_processed in INFO stats")
     }
 
-    /// Any command, e.g. to plant foreign data under a session key.
-    pub async fn command(&self, name: &'static str, args: &[&str]) -> fred::types::Value {
-        self.0
-            .custom(cmd!(name), args.to_vec())
+    /// Any command, e.g. to plant foreign data under a session key; panics on an error reply.
+    pub async fn command(&self, name: &'static str, args: &[&str]) -> Value {
+        command(&self.0, name, args)
             .await
             .unwrap_or_else(|e| panic!("{name} {args:?}: {e}"))
+    }
+
+    /// Any command whose reply is `OK`, e.g. `CLIENT PAUSE 800 ALL`; panics on another reply.
+    pub async fn ok(&self, name: &'static str, args: &[&str]) {
+        let reply = self.command(name, args).await;
+        assert_eq!(reply.as_str().as_deref(), Some("OK"), "{name} {args:?}");
     }
 
     async fn echo(&self, text: &str) {
@@ -287,15 +330,17 @@ impl Inspector {
 
 /// A `MONITOR` connection: sees every command the server runs, in order.
 pub struct Monitor {
-    lines: mpsc::UnboundedReceiver<String>,
+    commands: Pin<Box<dyn Stream<Item = MonitorCommand> + Send>>,
 }
 
 static MARKERS: AtomicU64 = AtomicU64::new(0);
 
 impl Monitor {
     pub async fn start(server: &RedisServer) -> Self {
+        let config = Config::from_url(&server.url()).expect("redis url");
+        let commands = fred::monitor::run(config).await.expect("MONITOR");
         Monitor {
-            lines: monitor_lines(server).await,
+            commands: Box::pin(commands),
         }
     }
 
@@ -303,27 +348,28 @@ impl Monitor {
     /// Commands a Lua script ran (`[0 lua]` in MONITOR's output) are left out: they are part of
     /// the one EVAL/EVALSHA the client sent. The end is found with an `ECHO` marker sent through
     /// `inspector` after the commands to be counted.
+    ///
+    /// Names only: `fred::monitor` parses a command's name and origin from every line, but
+    /// drops the arguments from the first one MONITOR escapes on (a backslash, a non-ASCII or
+    /// control byte).
     pub async fn client_commands(&mut self, inspector: &Inspector) -> Vec<String> {
         let marker = format!("marker-{}", MARKERS.fetch_add(1, Ordering::Relaxed));
         inspector.echo(&marker).await;
         let mut commands = Vec::new();
         loop {
-            let line = tokio::time::timeout(Duration::from_secs(5), self.lines.recv())
+            let command = tokio::time::timeout(Duration::from_secs(5), self.commands.next())
                 .await
                 .expect("MONITOR output")
                 .expect("MONITOR connection open");
-            if line.contains(&marker) {
+            let name = command.command.to_ascii_lowercase();
+            if name == "echo"
+                && command.args.first().and_then(Value::as_str).as_deref() == Some(marker.as_str())
+            {
                 return commands;
             }
-            // +1700000000.123456 [0 127.0.0.1:40000] "hgetall" "scs:session:..."
-            let Some((origin, rest)) = line.split_once("] ") else {
-                continue;
-            };
-            if origin.ends_with(" lua") {
-                continue;
+            if command.client != "lua" {
+                commands.push(name);
             }
-            let name = rest.trim_start_matches('"').split('"').next().unwrap_or("");
-            commands.push(name.to_ascii_lowercase());
         }
     }
 }
@@ -342,26 +388,4 @@ pub fn require(bin: &str) {
         Err(e) => panic!("cannot run {bin}: {e}"),
         Ok(_) => {}
     }
-}
-
-/// Opens a `MONITOR` connection to `server`: every line the server prints, in order.
-pub async fn monitor_lines(server: &RedisServer) -> mpsc::UnboundedReceiver<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
-        .await
-        .expect("connect MONITOR");
-    stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
-    let mut reader = tokio::io::BufReader::new(stream);
-    let mut ok = String::new();
-    reader.read_line(&mut ok).await.expect("MONITOR reply");
-    assert_eq!(ok, "+OK\r\n");
-    let (tx, lines) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut line = String::new();
-        while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-            if tx.send(std::mem::take(&mut line)).is_err() {
-                break;
-            }
-        }
-    });
-    lines
 }
