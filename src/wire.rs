@@ -40,6 +40,7 @@ pub(crate) enum TokenOut {
 
 /// The first well-formed session token the request carries. Malformed values are ignored
 /// without any store call.
+#[inline]
 pub(crate) fn read<B>(config: &Config, req: &Request<B>) -> Option<String> {
     token_in_cookies(config, req.headers())
 }
@@ -47,6 +48,7 @@ pub(crate) fn read<B>(config: &Config, req: &Request<B>) -> Option<String> {
 /// Marks the response as varying on the token's carrier, unless it already does (said by the
 /// handler or by another session layer) or varies on everything (`*`). The settings choose the
 /// carrier; for the cookie, the only one today, that is `Vary: Cookie` whatever they say.
+#[inline]
 pub(crate) fn vary(_config: &Config, headers: &mut HeaderMap) {
     let varies = headers.get_all(header::VARY).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
@@ -85,6 +87,7 @@ pub(crate) fn write(
 }
 
 /// The first cookie named as the session cookie whose value is a well-formed token.
+#[inline]
 fn token_in_cookies(config: &Config, headers: &HeaderMap) -> Option<String> {
     // Bytes that are not UTF-8 (e.g. another cookie set by a script in Latin-1) spoil only
     // the cookie they are in, not the whole header.

@@ -108,12 +108,12 @@ where
         loop {
             match self.as_mut().project().state.project() {
                 StateProj::Handler { future, session } => {
-                    let response = ready!(future.poll(cx))?;
+                    let mut response = ready!(future.poll(cx))?;
                     let session = session.take().expect("polled after completion");
-                    let future = match after_handler(session, response) {
-                        Next::Done(response) => return Poll::Ready(Ok(response)),
-                        Next::Commit(future) => future,
+                    let Some((plan, now)) = plan_after(&session, &mut response) else {
+                        return Poll::Ready(Ok(response));
                     };
+                    let future = Box::pin(finish(session, plan, now, response));
                     self.as_mut()
                         .project()
                         .state
@@ -125,26 +125,18 @@ where
     }
 }
 
-/// What follows the handler's response.
-enum Next<B> {
-    /// The session has nothing to store: the response goes as it is.
-    Done(Response<B>),
-    /// The commit that finishes the response.
-    Commit(Committing<B>),
-}
-
-fn after_handler<B: Default + Send + 'static>(
-    session: Session,
-    mut response: Response<B>,
-) -> Next<B> {
+/// Marks the handler's response as varying on the token, then draws the session's plan: `None`
+/// when it has nothing to store, so that the response goes as it is. (The response is borrowed,
+/// not moved in and out, so that it is not copied on every request.)
+fn plan_after<B>(session: &Session, response: &mut Response<B>) -> Option<(Plan, SystemTime)> {
     wire::vary(&session.shared().config, response.headers_mut());
     if !session.needs_commit() {
-        return Next::Done(response);
+        return None;
     }
     let now = SystemTime::now();
     match session.plan(now) {
-        Plan::Nothing => Next::Done(response),
-        plan => Next::Commit(Box::pin(finish(session, plan, now, response))),
+        Plan::Nothing => None,
+        plan => Some((plan, now)),
     }
 }
 
