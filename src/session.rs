@@ -86,8 +86,9 @@ impl Session {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stored record, loading it on first use; `None` for a new, destroyed or renewed
-    /// session. A load error is also kept, so that the layer answers with the error response.
+    /// The stored record, loading it on first use; `None` for a new session, or one destroyed
+    /// or renewed before the load. A load error is also kept, so that the layer answers with the
+    /// error response.
     async fn base(&self) -> Result<Option<&Record>, Error> {
         let Some(token) = &self.0.cookie_token else {
             return Ok(None);
@@ -98,7 +99,9 @@ impl Session {
         let shared = &self.0.shared;
         let loaded = self.0.loaded.get_or_try_init(|| shared.load(token)).await;
         match loaded {
-            Ok(record) => Ok(record.as_ref().filter(|_| !self.state().fresh)),
+            // Callers check `fresh` again under the lock they read the state with: a renew or
+            // destroy during the load supersedes what it returns.
+            Ok(record) => Ok(record.as_ref()),
             Err(e) => {
                 self.state().failure.get_or_insert_with(|| e.clone());
                 Err(e)
