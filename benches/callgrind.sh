@@ -40,14 +40,14 @@ total() {
   rm -rf "$dir"
 }
 
-for variant in "${@:-scs ts floor}"; do
-  for variant in $variant; do
-    counts=()
-    for _ in 1 2 3; do
-      a=$(total "$variant" 2000); b=$(total "$variant" 8000)
-      counts+=($(((b - a) / 6000)))
-    done
-    median=$(printf '%s\n' "${counts[@]}" | sort -n | sed -n 2p)
-    echo "$variant: ${counts[*]} instructions per request; median $median"
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=(scs ts floor)
+for variant in "${variants[@]}"; do
+  counts=()
+  for _ in 1 2 3; do
+    a=$(total "$variant" 2000); b=$(total "$variant" 8000)
+    counts+=($(((b - a) / 6000)))
   done
+  median=$(printf '%s\n' "${counts[@]}" | sort -n | sed -n 2p)
+  echo "$variant: ${counts[*]} instructions per request; median $median"
 done

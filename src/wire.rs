@@ -24,8 +24,8 @@ const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 /// SCS's `Cache-Control` directive for a response that sets the cookie.
 const NO_CACHE_SET_COOKIE: &str = r#"no-cache="Set-Cookie""#;
 
-/// What a response tells the client about its token, once the session is committed.
-#[derive(Debug)]
+/// What a response tells the client about its token, once the session is committed. (No
+/// `Debug`: it holds the token.)
 pub(crate) enum TokenOut {
     /// The session lives on under `token`, until `committed.expiry`.
     Set {

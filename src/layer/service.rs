@@ -126,8 +126,7 @@ where
 }
 
 /// Marks the handler's response as varying on the token, then draws the session's plan: `None`
-/// when it has nothing to store, so that the response goes as it is. (The response is borrowed,
-/// not moved in and out, so that it is not copied on every request.)
+/// when it has nothing to store, so that the response goes as it is.
 fn plan_after<B>(session: &Session, response: &mut Response<B>) -> Option<(Plan, SystemTime)> {
     wire::vary(&session.shared().config, response.headers_mut());
     if !session.needs_commit() {
