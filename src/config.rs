@@ -6,7 +6,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use cookie::SameSite;
 use http::Response;
 
-use crate::Error;
+use crate::{
+    Error,
+    wire::{Carrier, SigningKeys},
+};
 
 /// Builds the response sent instead of the handler's when the session store fails.
 pub(crate) type ErrorHandler = Arc<dyn Fn(&Error) -> Response<()> + Send + Sync>;
@@ -29,6 +32,9 @@ pub(crate) struct Config {
     pub(crate) max_session_bytes: Option<u64>,
     pub(crate) max_key_bytes: Option<u64>,
     pub(crate) error_handler: ErrorHandler,
+    /// Where the token travels, tried in this order; never empty.
+    pub(crate) carriers: Arc<[Carrier]>,
+    pub(crate) signing: Option<SigningKeys>,
 }
 
 impl Default for Config {
@@ -49,6 +55,8 @@ impl Default for Config {
             max_session_bytes: Some(1 << 20),
             max_key_bytes: Some(1024),
             error_handler: Arc::new(|_| crate::error::default_response()),
+            carriers: Arc::new([Carrier::cookie()]),
+            signing: None,
         }
     }
 }

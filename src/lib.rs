@@ -89,7 +89,8 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{FredClient, RedisStore};
-pub use session::{Session, Sessions, Status};
+pub use session::{Session, SessionLoader, Sessions, Status};
+pub use wire::{Carrier, MIN_KEY_BYTES, SigningKeys};
 
 /// The fred crate this crate is built on, for configuring clients and pools.
 #[cfg(feature = "redis")]

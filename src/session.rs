@@ -6,23 +6,30 @@
 //!
 //! This file holds the type and how it loads; beside it, its public methods by topic:
 //! `values.rs` (get, insert, remove, …), `lifecycle.rs` (destroy, owner, deadline, token, …) and
-//! `hand_over.rs` (renew, merge, pop); then `state.rs` (what a request did, and the commit plan
-//! drawn from it) and `sessions.rs` (several layers, and the axum extractors).
+//! `hand_over.rs` (renew, merge, pop) and `commit.rs` (storing it, at the end of the request or
+//! by hand); then `state.rs` (what a request did, and the commit plan drawn from it),
+//! `loader.rs` (sessions outside a request) and `sessions.rs` (several layers, and the axum
+//! extractors).
 
+mod commit;
 mod hand_over;
 mod lifecycle;
+mod loader;
 mod sessions;
 mod state;
 mod values;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
-pub use self::sessions::Sessions;
 use self::state::{Carried, State, View};
-pub(crate) use self::state::{Plan, Write};
-use crate::{Error, shared::Shared, store::Record};
+pub(crate) use self::{
+    commit::Begun,
+    state::{Plan, Write},
+};
+pub use self::{loader::SessionLoader, sessions::Sessions};
+use crate::{Error, shared::Shared, store::Record, wire::WireToken};
 
 /// Whether, and how, a request changed its session (SCS `Status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -52,32 +59,58 @@ pub enum Status {
 /// session.renew_token().await?; // after login, against session fixation
 /// # Ok(()) }
 /// ```
+///
+/// **After the response.** The layer commits what the request changed once the handler has
+/// returned. A clone kept beyond that (in a WebSocket task, a stream, a spawned job) still
+/// works, but what it changes from then on is stored by [`Session::commit`] and only by it;
+/// see there for what such a session can and cannot do.
 #[derive(Clone)]
 pub struct Session(Arc<Inner>);
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The well-formed token the request's cookie carried, if any (not yet known to exist).
-    cookie_token: Option<String>,
     /// The session of the next layer out, when several session layers wrap the service.
     outer: Option<Session>,
-    /// The stored record, once loaded (`None` inside: no such session).
-    loaded: OnceCell<Option<Record>>,
+    /// Wakes reads and commits that waited for a commit in flight.
+    settled: Notify,
     state: Mutex<State>,
+}
+
+/// The token a session stands for, and its stored record once loaded. A commit that stores
+/// the session puts a new generation in its place.
+#[derive(Default)]
+pub(super) struct Generation {
+    /// The acceptable token the request (or the loader) carried, or the one the last commit
+    /// stored; `None` for a new session, not yet known to exist until loaded.
+    token: Option<WireToken>,
+    /// The stored record, once loaded (`None` inside: no such session).
+    record: OnceCell<Option<Record>>,
+}
+
+impl Generation {
+    fn new(token: Option<WireToken>) -> Arc<Self> {
+        Arc::new(Generation {
+            token,
+            record: OnceCell::new(),
+        })
+    }
 }
 
 impl Session {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        cookie_token: Option<String>,
+        token: Option<WireToken>,
         outer: Option<Session>,
     ) -> Self {
+        let state = State {
+            generation: Generation::new(token),
+            ..State::default()
+        };
         Session(Arc::new(Inner {
             shared,
-            cookie_token,
             outer,
-            loaded: OnceCell::new(),
-            state: Mutex::new(State::default()),
+            settled: Notify::new(),
+            state: Mutex::new(state),
         }))
     }
 
@@ -86,55 +119,94 @@ impl Session {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stored record, loading it on first use; `None` for a new session, or one destroyed
-    /// or renewed before the load. A load error is also kept, so that the layer answers with the
-    /// error response.
-    async fn base(&self) -> Result<Option<&Record>, Error> {
-        let Some(token) = &self.0.cookie_token else {
+    /// Keeps `e` as the request's failure, so that the layer answers with the error response;
+    /// once the response has left, only the caller learns of it.
+    fn fail(&self, state: &mut State, e: &Error) {
+        if !state.answered {
+            state.failure.get_or_insert_with(|| e.clone());
+        }
+    }
+
+    /// Runs `f` over the state and the stored record (loading it on first use; `None` for a new
+    /// session, or one destroyed or renewed). Waits for a commit in flight on another clone, so
+    /// that `f` never sees a half-committed session. A load error is also kept for the layer.
+    async fn with_base<R>(
+        &self,
+        f: impl FnOnce(&mut State, Option<&Record>) -> R,
+    ) -> Result<R, Error> {
+        loop {
+            let snapshot = {
+                let state = self.state();
+                (!state.committing).then(|| (state.generation.clone(), state.fresh))
+            };
+            let Some((generation, fresh)) = snapshot else {
+                self.settled().await;
+                continue;
+            };
+            let record = match fresh {
+                true => None,
+                false => self.load(&generation).await?,
+            };
+            let mut state = self.state();
+            if state.committing || !Arc::ptr_eq(&state.generation, &generation) {
+                continue;
+            }
+            let base = record.filter(|_| !state.fresh);
+            return Ok(f(&mut state, base));
+        }
+    }
+
+    /// The record of `generation`, loading it on first use.
+    async fn load<'g>(&self, generation: &'g Generation) -> Result<Option<&'g Record>, Error> {
+        let Some(token) = &generation.token else {
             return Ok(None);
         };
-        if self.state().fresh {
-            return Ok(None);
-        }
         let shared = &self.0.shared;
-        let loaded = self.0.loaded.get_or_try_init(|| shared.load(token)).await;
+        let loaded = generation
+            .record
+            .get_or_try_init(|| shared.load(token.token()))
+            .await;
         match loaded {
-            // Callers check `fresh` again under the lock they read the state with: a renew or
-            // destroy during the load supersedes what it returns.
             Ok(record) => Ok(record.as_ref()),
             Err(e) => {
-                self.state().failure.get_or_insert_with(|| e.clone());
+                self.fail(&mut self.state(), &e);
                 Err(e)
             }
+        }
+    }
+
+    /// Returns once no commit is in flight.
+    async fn settled(&self) {
+        let notified = self.0.settled.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.state().committing {
+            notified.await;
         }
     }
 
     /// Runs `f` over the session as this request sees it: the stored record (if any, and not
     /// superseded) under the pending changes.
     async fn view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> Result<R, Error> {
-        let base = self.base().await?;
-        let state = self.state();
-        let base = if state.fresh { None } else { base };
-        Ok(f(View {
-            state: &state,
-            base,
-        }))
+        self.with_base(|state, base| f(View { state, base })).await
     }
 
     /// The store id of the record this session stands for, if it may exist in the store.
     fn committed_id(&self, state: &State) -> Option<String> {
-        if state.fresh || matches!(self.0.loaded.get(), Some(None)) {
+        let generation = &state.generation;
+        if state.fresh || matches!(generation.record.get(), Some(None)) {
             return None;
         }
-        self.0
-            .cookie_token
-            .as_deref()
-            .map(|t| self.0.shared.store_id(t).into_owned())
+        let token = generation.token.as_ref()?;
+        Some(self.0.shared.store_id(token.token()).into_owned())
     }
 
     /// Whether `key` is certainly absent, beneath the request's own writes, without asking the
     /// store.
     fn known_absent(&self, state: &State, key: &str) -> bool {
+        if state.committing {
+            return false;
+        }
         if let Some(carried) = &state.carried {
             return !carried.values.contains_key(key);
         }
@@ -142,7 +214,8 @@ impl Session {
         {
             return true;
         }
-        match (self.0.cookie_token.is_some(), self.0.loaded.get()) {
+        let generation = &state.generation;
+        match (generation.token.is_some(), generation.record.get()) {
             (false, _) | (_, Some(None)) => true,
             (true, Some(Some(r))) => !r.values.contains_key(key),
             (true, None) => false,
@@ -152,21 +225,18 @@ impl Session {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.0.shared
     }
-
-    /// Whether the layer has anything to do after the handler: false for a request that never
-    /// touched its session (no store call, no cookie).
-    pub(crate) fn needs_commit(&self) -> bool {
-        let state = self.state();
-        state.status != Status::Unmodified || state.failure.is_some() || self.0.loaded.initialized()
-    }
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
+        let (status, has_token) = {
+            let state = self.state();
+            (state.status, state.generation.token.is_some())
+        };
         f.debug_struct("Session")
-            .field("status", &self.status())
-            .field("has_cookie", &self.0.cookie_token.is_some())
+            .field("status", &status)
+            .field("has_token", &has_token)
             .finish_non_exhaustive()
     }
 }

@@ -10,8 +10,10 @@ use super::SessionService;
 use crate::{
     Error,
     config::{Config, MAX_IDLE_TIMEOUT, is_domain, is_path, is_token, refuse_unless},
+    session::SessionLoader,
     shared::Shared,
     store::{DynStore, SessionStore},
+    wire::{Carrier, SigningKeys},
 };
 
 /// Tower layer that gives every request a [`Session`](crate::Session) and commits it after the inner service
@@ -257,6 +259,85 @@ impl SessionLayer {
     ) -> Self {
         self.with(|c| c.error_handler = Arc::new(handler))
     }
+    /// Where the session token travels, tried in this order on each request: the first
+    /// carrier holding an acceptable token gives the session, and the response answers on that
+    /// carrier. A request without one gets a fresh session, answered on the first carrier it
+    /// used at all (a cookie or header of a carrier's name, even one with a malformed value),
+    /// else on the first carrier of the list. Responses vary on every carrier's request header.
+    /// Default: the cookie alone.
+    ///
+    /// What counts as a token: exactly [`Carrier`]'s form (43 base64url characters, plus the tag
+    /// when signing is on). Anything else (malformed, longer, or sent twice in one carrier's
+    /// header) is no token, and costs no store call.
+    ///
+    /// ```
+    /// use tower_scs::{Carrier, MemoryStore, SessionLayer};
+    ///
+    /// // An API: `X-Session-Token` in, `X-Session-Token` out.
+    /// let api = SessionLayer::new(MemoryStore::new()).carriers([Carrier::header("x-session-token")]);
+    /// // Bearer tokens from mobile clients, cookies from browsers (a fresh session gets a cookie).
+    /// let both = SessionLayer::new(MemoryStore::new())
+    ///     .carriers([Carrier::cookie(), Carrier::bearer("x-session-token")]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `carriers` is empty or names one carrier twice.
+    #[must_use]
+    #[track_caller]
+    pub fn carriers(self, carriers: impl IntoIterator<Item = Carrier>) -> Self {
+        let carriers: Vec<Carrier> = carriers.into_iter().collect();
+        let distinct = (1..carriers.len()).all(|i| !carriers[..i].contains(&carriers[i]));
+        let what = "a list of distinct carriers, at least one";
+        refuse_unless(
+            !carriers.is_empty() && distinct,
+            "carriers",
+            &carriers,
+            what,
+        );
+        self.with(|c| c.carriers = carriers.into())
+    }
+
+    /// Signs tokens on the wire with HMAC-SHA256: tokens are signed with the first key and
+    /// verified against them all, so a new key goes in front and an old one is dropped once
+    /// its tokens have been re-signed. A forged or tampered token, or one signed with a key no
+    /// longer in the list, is no session and costs no store call.
+    ///
+    /// - A request whose token was signed with an older key gets the token re-signed with the
+    ///   first key, on its carrier, when its session is live: rotating keys logs nobody out.
+    ///   (The layer loads the session for that once, if the handler did not.)
+    /// - What is stored does not change: the tag is never stored, so turning signing on or off
+    ///   loses no stored session. Turning it **on** makes unsigned tokens no session (their
+    ///   clients start afresh), unless [`SigningKeys::accept_unsigned`] is on, which accepts
+    ///   them and re-signs them. Turning it **off** accepts a signed token without checking its
+    ///   tag, and answers with the bare token.
+    ///
+    /// ```
+    /// use tower_scs::{MemoryStore, SessionLayer, SigningKeys};
+    ///
+    /// let keys = SigningKeys::from_base64([
+    ///     "bmV3LWtleS1hdC1sZWFzdC0zMi1ieXRlcy1sb25nISE", // signs and verifies
+    ///     "b2xkLWtleS1hdC1sZWFzdC0zMi1ieXRlcy1sb25nISE", // verifies only
+    /// ])?;
+    /// let layer = SessionLayer::new(MemoryStore::new()).signing_keys(keys);
+    /// # Ok::<_, tower_scs::Error>(())
+    /// ```
+    #[must_use]
+    pub fn signing_keys(self, keys: SigningKeys) -> Self {
+        self.with(|c| c.signing = Some(keys))
+    }
+
+    /// A [`SessionLoader`] on this layer's store and settings: it loads sessions by token
+    /// outside any request (a background job, a WebSocket task, an admin tool), with the same
+    /// API, limits and store timeout. Take it once the layer is configured.
+    #[must_use]
+    pub fn loader(&self) -> SessionLoader {
+        SessionLoader::new(self.shared())
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared::new(self.config.clone(), self.store.clone()))
+    }
 }
 
 impl fmt::Debug for SessionLayer {
@@ -267,6 +348,8 @@ impl fmt::Debug for SessionLayer {
             .field("idle_timeout", &c.idle_timeout)
             .field("cookie_name", &c.cookie_name)
             .field("secure", &c.secure)
+            .field("carriers", &c.carriers)
+            .field("signing", &c.signing)
             .finish_non_exhaustive()
     }
 }
@@ -275,10 +358,7 @@ impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::new(
-            inner,
-            Arc::new(Shared::new(self.config.clone(), self.store.clone())),
-        )
+        SessionService::new(inner, self.shared())
     }
 }
 

@@ -3,12 +3,11 @@
 //! - [`SessionLayer`] (`builder.rs`): the settings, and the Tower `Layer`;
 //! - [`SessionService`] and [`ResponseFuture`] (`service.rs`): the request path, SCS's
 //!   `LoadAndSave` — token in → session handle → handler → commit → token out;
-//! - `commit.rs`: running a session's plan against the store after the handler.
 //!
-//! The token on the wire (reading the cookie, rendering `Set-Cookie`) is in `crate::wire`.
+//! The token on the wire (the carriers, signing) is in `crate::wire`; the commit itself, which
+//! a handler can also run by hand, in `crate::session`.
 
 mod builder;
-mod commit;
 mod service;
 
 pub use self::{

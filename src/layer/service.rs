@@ -14,8 +14,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::commit::commit_plan;
-use crate::{Error, Session, session::Plan, shared::Shared, wire};
+use crate::{Error, Session, session::Begun, shared::Shared, wire};
 
 /// The service made by [`SessionLayer`](super::SessionLayer).
 #[derive(Clone)]
@@ -65,15 +64,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let token = wire::read(&self.shared.config, &req);
+        let incoming = wire::read(&self.shared.config, &req);
         // An outer session layer's session stays reachable through `Sessions`.
         let outer = req.extensions().get::<Session>().cloned();
-        let session = Session::new(self.shared.clone(), token, outer);
+        let session = Session::new(self.shared.clone(), incoming.token, outer);
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Handler {
                 future: self.inner.call(req),
                 session: Some(session),
+                carrier: incoming.carrier,
             },
         }
     }
@@ -92,7 +92,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B> {
-        Handler { #[pin] future: F, session: Option<Session> },
+        Handler { #[pin] future: F, session: Option<Session>, carrier: usize },
         Committing { future: Committing<B> },
     }
 }
@@ -107,13 +107,17 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project().state.project() {
-                StateProj::Handler { future, session } => {
+                StateProj::Handler {
+                    future,
+                    session,
+                    carrier,
+                } => {
                     let mut response = ready!(future.poll(cx))?;
                     let session = session.take().expect("polled after completion");
-                    let Some((plan, now)) = plan_after(&session, &mut response) else {
+                    let Some((begun, now)) = begin_after(&session, &mut response) else {
                         return Poll::Ready(Ok(response));
                     };
-                    let future = Box::pin(finish(session, plan, now, response));
+                    let future = Box::pin(finish(session, begun, *carrier, now, response));
                     self.as_mut()
                         .project()
                         .state
@@ -125,31 +129,32 @@ where
     }
 }
 
-/// Marks the handler's response as varying on the token, then draws the session's plan: `None`
-/// when it has nothing to store, so that the response goes as it is.
-fn plan_after<B>(session: &Session, response: &mut Response<B>) -> Option<(Plan, SystemTime)> {
+/// Marks the handler's response as varying on the token, then takes the session's plan: `None`
+/// when it has nothing to store or send, so that the response goes as it is.
+fn begin_after<B>(session: &Session, response: &mut Response<B>) -> Option<(Begun, SystemTime)> {
     wire::vary(&session.shared().config, response.headers_mut());
     if !session.needs_commit() {
         return None;
     }
     let now = SystemTime::now();
-    match session.plan(now) {
-        Plan::Nothing => None,
-        plan => Some((plan, now)),
+    match session.begin(now, true) {
+        Begun::Nothing(None) => None,
+        begun => Some((begun, now)),
     }
 }
 
-/// Commits the session and puts its token on the response, or replaces the response with the
-/// error response when the session or the store failed.
+/// Commits the session and puts its token on the response, on the carrier the request used,
+/// or replaces the response with the error response when the session or the store failed.
 async fn finish<B: Default>(
     session: Session,
-    plan: Plan,
+    begun: Begun,
+    carrier: usize,
     now: SystemTime,
     mut response: Response<B>,
 ) -> Response<B> {
     let shared = session.shared();
-    let sent = match commit_plan(shared, plan).await {
-        Ok(Some(out)) => wire::write(&shared.config, response.headers_mut(), out, now),
+    let sent = match session.settle(begun, now).await {
+        Ok(Some(out)) => wire::write(&shared.config, response.headers_mut(), carrier, out, now),
         other => other.map(drop),
     };
     match sent {

@@ -3,8 +3,18 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{Carried, Session, Status, View};
-use crate::{Error, token};
+use super::{Carried, Session, State, Status, View};
+use crate::{Error, store::Record, token, wire};
+
+/// Where a popped value comes from.
+enum Pop {
+    /// The request's own pending value, or certainly none.
+    Done(Option<String>),
+    /// The store record of this id.
+    Take(String),
+    /// A commit is in flight: ask again once it is done.
+    Wait,
+}
 
 impl Session {
     /// Removes `key` and returns its value, deserialized as `T`: for one-time values (flash
@@ -37,23 +47,28 @@ impl Session {
     /// # }
     /// ```
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        // Read first, so that a value of the wrong type is reported and left in place.
-        if self.get::<T>(key).await?.is_none() {
-            return Ok(None);
-        }
-        let json = match self.pop_pending(key) {
-            Ok(found) => found,
-            Err(id) => self.take(id, key).await?,
+        let json = loop {
+            // Read first, so that a value of the wrong type is reported and left in place.
+            if self.get::<T>(key).await?.is_none() {
+                return Ok(None);
+            }
+            match self.pop_pending(key) {
+                Pop::Done(found) => break found,
+                Pop::Take(id) => break self.take(id, key).await?,
+                Pop::Wait => self.settled().await,
+            }
         };
         json.map(|j| serde_json::from_str(&j))
             .transpose()
             .map_err(|e| Error::value(key, e))
     }
 
-    /// Pops `key` from what this request holds itself; `Err(id)` when it must be taken from
-    /// the store record `id`.
-    fn pop_pending(&self, key: &str) -> Result<Option<String>, String> {
+    /// Pops `key` from what this request holds itself, or says where it must be taken from.
+    fn pop_pending(&self, key: &str) -> Pop {
         let mut state = self.state();
+        if state.committing {
+            return Pop::Wait;
+        }
         let fresh = state.fresh;
         let pending = state.set.remove(key).or_else(|| state.merged.remove(key));
         if let Some(json) = pending {
@@ -64,23 +79,23 @@ impl Session {
                 None => {}
             }
             state.status = Status::Modified;
-            return Ok(Some(json));
+            return Pop::Done(Some(json));
         }
         if self.known_absent(&state, key) {
-            return Ok(None);
+            return Pop::Done(None);
         }
         let id = match state.carried.as_mut() {
             // Carried by a renew: the renewed session still holds it until the commit.
             Some(carried) => match (carried.values.remove(key), &carried.from) {
                 (Some(_), Some(from)) => from.clone(),
-                _ => return Ok(None),
+                _ => return Pop::Done(None),
             },
             None => match self.committed_id(&state) {
                 Some(id) => id,
-                None => return Ok(None),
+                None => return Pop::Done(None),
             },
         };
-        Err(id)
+        Pop::Take(id)
     }
 
     /// Takes `key` from the store record `id`.
@@ -96,7 +111,7 @@ impl Session {
                 Ok(json)
             }
             Err(e) => {
-                state.failure.get_or_insert_with(|| e.clone());
+                self.fail(&mut state, &e);
                 Err(e)
             }
         }
@@ -139,12 +154,11 @@ impl Session {
     /// # }
     /// ```
     pub async fn renew_token(&self) -> Result<(), Error> {
-        let base = self.base().await?;
-        let mut state = self.state();
-        let view = View {
-            state: &state,
-            base,
-        };
+        self.with_base(|state, base| self.renew(state, base)).await
+    }
+
+    fn renew(&self, state: &mut State, base: Option<&Record>) {
+        let view = View { state, base };
         let values = view.underneath();
         let (remember, owner) = match &state.carried {
             Some(c) => (c.remember, c.owner.clone()),
@@ -154,7 +168,7 @@ impl Session {
         };
         let from = match &state.carried {
             Some(c) => c.from.clone(),
-            None => self.committed_id(&state),
+            None => self.committed_id(state),
         };
         let bytes = match (&state.carried, base) {
             (Some(c), _) => c.bytes,
@@ -178,7 +192,6 @@ impl Session {
         state.deadline = None;
         state.new_token = Some(token::generate());
         state.status = Status::Modified;
-        Ok(())
     }
 
     /// Merges the session of `token` into this one (SCS `MergeSession`): its values win over
@@ -209,14 +222,19 @@ impl Session {
     /// # }
     /// ```
     pub async fn merge(&self, token: &str) -> Result<(), Error> {
-        if !token::is_well_formed(token) || self.0.cookie_token.as_deref() == Some(token) {
+        let Some(other) = wire::accept(&self.0.shared.config, token) else {
+            return Ok(());
+        };
+        let token = other.token();
+        let own = self.state().generation.token.clone();
+        if own.is_some_and(|own| own.token() == token) {
             return Ok(());
         }
         let other = match self.0.shared.load(token).await {
             Ok(Some(other)) => other,
             Ok(None) => return Ok(()),
             Err(e) => {
-                self.state().failure.get_or_insert_with(|| e.clone());
+                self.fail(&mut self.state(), &e);
                 return Err(e);
             }
         };

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use super::{Session, State, Status};
-use crate::{Error, store::later};
+use crate::{Error, store::later, wire::WireToken};
 
 impl Session {
     /// Destroys the session: it is deleted from the store when the response is sent, the client
@@ -278,14 +278,16 @@ impl Session {
     /// # }
     /// ```
     pub async fn token(&self) -> Result<Option<String>, Error> {
-        let base = self.base().await?;
-        let state = self.state();
-        if let Some(t) = &state.new_token {
-            return Ok(Some(t.clone()));
-        }
-        Ok(match (state.fresh, base) {
-            (false, Some(_)) => self.0.cookie_token.clone(),
-            _ => None,
+        let config = &self.0.shared.config;
+        self.with_base(|state, base| {
+            if let Some(t) = &state.new_token {
+                return Some(WireToken::new(config, t.clone()).value(config));
+            }
+            match (base, &state.generation.token) {
+                (Some(_), Some(t)) => Some(t.value(config)),
+                _ => None,
+            }
         })
+        .await
     }
 }

@@ -3,19 +3,31 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use super::{Session, Status};
+use super::{Generation, Session, Status};
 use crate::{
     Error,
     store::{Change, Mode, Record, later},
     token,
+    wire::TokenOut,
 };
 
 /// What the request did to its session so far.
 #[derive(Default)]
 pub(super) struct State {
+    /// The token and record the pending changes apply to.
+    pub(super) generation: Arc<Generation>,
+    /// A commit is storing what was pending: reads wait for it, writes are pending for the
+    /// next commit.
+    pub(super) committing: bool,
+    /// The layer has committed at the end of the request: the response has left (or the
+    /// session never had one, from a [`SessionLoader`](crate::SessionLoader)).
+    pub(super) answered: bool,
+    /// What an explicit commit changed about the token that no response has said yet.
+    pub(super) unsent: Option<TokenOut>,
     pub(super) status: Status,
     /// The stored record must not be used: destroyed, or renewed (its data is in `carried`).
     pub(super) fresh: bool,
@@ -119,6 +131,9 @@ pub(crate) enum Plan {
     Failed(Error),
     /// Delete these store ids and send an expiring cookie.
     Destroy { delete: Vec<String> },
+    /// Nothing to store, but the token came in a form the settings no longer make (an older
+    /// signing key): send it again in the current form, if the session is live.
+    Resend,
     /// Write the session of `token`.
     Write(Box<Write>),
 }
@@ -250,7 +265,13 @@ impl State {
 
 impl Session {
     /// Decides what the layer must store for this request. `now` is the commit time.
+    #[cfg(test)]
     pub(crate) fn plan(&self, now: SystemTime) -> Plan {
+        self.plan_in(&mut self.state(), now)
+    }
+
+    /// Decides what must be stored of `state`, taking the pending changes out of it.
+    pub(super) fn plan_in(&self, state: &mut State, now: SystemTime) -> Plan {
         let config = &self.0.shared.config;
         let settings = Settings {
             now,
@@ -258,7 +279,6 @@ impl Session {
             idle_ttl: config.idle_timeout.map(|idle| idle + idle / 10),
             max_bytes: config.max_session_bytes,
         };
-        let mut state = self.state();
         if let Some(e) = state.failure.take() {
             return Plan::Failed(e);
         }
@@ -266,9 +286,18 @@ impl Session {
             Status::Destroyed => Plan::Destroy {
                 delete: std::mem::take(&mut state.delete),
             },
-            Status::Unmodified => self.touch(&mut state, &settings),
-            Status::Modified => self.modified(&mut state, &settings),
+            Status::Unmodified => match self.touch(state, &settings) {
+                Plan::Nothing if self.resend_due(state) => Plan::Resend,
+                plan => plan,
+            },
+            Status::Modified => self.modified(state, &settings),
         }
+    }
+
+    /// Whether the token came in a form the settings no longer make, and may be live.
+    fn resend_due(&self, state: &State) -> bool {
+        let token = state.generation.token.as_ref();
+        !state.fresh && token.is_some_and(|t| !t.is_current())
     }
 
     /// The idle-timeout touch of a session this request only read: due once its remaining time
@@ -276,8 +305,9 @@ impl Session {
     /// is touched at most once per tenth of the idle timeout.
     fn touch(&self, state: &mut State, settings: &Settings) -> Plan {
         let idle = self.0.shared.config.idle_timeout;
+        let generation = state.generation.clone();
         let (Some(idle), Some(token), Some(Some(record))) =
-            (idle, &self.0.cookie_token, self.0.loaded.get())
+            (idle, &generation.token, generation.record.get())
         else {
             return Plan::Nothing;
         };
@@ -286,7 +316,7 @@ impl Session {
         if state.fresh || record.expiry >= later(now, idle) || record.expiry >= record.deadline {
             return Plan::Nothing;
         }
-        let mut write = state.write(token.clone(), false, settings);
+        let mut write = state.write(token.token().to_owned(), false, settings);
         write.change = Change::update(now).with_idle_ttl(settings.idle_ttl);
         Plan::Write(Box::new(write))
     }
@@ -294,11 +324,11 @@ impl Session {
     /// The write of a modified session: an update of the stored record, or a create under a
     /// new token when there is none (new, destroyed, renewed, or gone from the store).
     fn modified(&self, state: &mut State, settings: &Settings) -> Plan {
-        let cookie_token = &self.0.cookie_token;
-        let gone = matches!(self.0.loaded.get(), Some(None));
-        let create = state.fresh || cookie_token.is_none() || gone;
-        let token = match (cookie_token, create) {
-            (Some(t), false) => t.clone(),
+        let generation = state.generation.clone();
+        let gone = matches!(generation.record.get(), Some(None));
+        let create = state.fresh || generation.token.is_none() || gone;
+        let token = match (&generation.token, create) {
+            (Some(t), false) => t.token().to_owned(),
             _ => state.new_token.take().unwrap_or_else(token::generate),
         };
         Plan::Write(Box::new(state.write(token, create, settings)))

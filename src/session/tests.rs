@@ -10,7 +10,7 @@ use crate::{
     MemoryStore,
     config::Config,
     store::{Change, Mode, SessionStore},
-    token,
+    token, wire,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -35,7 +35,8 @@ async fn stored(
 }
 
 fn session(shared: &Arc<Shared>, token: Option<&str>) -> Session {
-    Session::new(shared.clone(), token.map(str::to_owned), None)
+    let token = token.map(|t| wire::accept(&shared.config, t).expect("a well-formed token"));
+    Session::new(shared.clone(), token, None)
 }
 
 fn write_of(plan: Plan) -> Write {
@@ -44,6 +45,7 @@ fn write_of(plan: Plan) -> Write {
         Plan::Nothing => panic!("a write expected, got nothing"),
         Plan::Failed(e) => panic!("a write expected, got failure {e}"),
         Plan::Destroy { .. } => panic!("a write expected, got a destroy"),
+        Plan::Resend => panic!("a write expected, got a resend"),
     }
 }
 

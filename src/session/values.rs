@@ -184,11 +184,13 @@ impl Session {
             state.status = Status::Modified;
             return;
         }
-        let nothing_stored = state.fresh
-            || state.cleared
-            || self.0.cookie_token.is_none()
-            || matches!(self.0.loaded.get(), Some(None))
-            || matches!(self.0.loaded.get(), Some(Some(r)) if r.values.is_empty());
+        let record = state.generation.record.get();
+        let nothing_stored = !state.committing
+            && (state.fresh
+                || state.cleared
+                || state.generation.token.is_none()
+                || matches!(record, Some(None))
+                || matches!(record, Some(Some(r)) if r.values.is_empty()));
         if nothing_stored && !had_pending {
             return;
         }

@@ -17,6 +17,11 @@ fn request(cookies: &[&[u8]]) -> Request<()> {
     req
 }
 
+/// The token `read` takes from `req`, as it came.
+fn token_of(config: &Config, req: &Request<()>) -> Option<String> {
+    read(config, req).token.map(|t| t.value)
+}
+
 fn committed(now: SystemTime, secs: u64, remember: bool) -> Committed {
     Committed {
         expiry: now + Duration::from_secs(secs),
@@ -26,7 +31,7 @@ fn committed(now: SystemTime, secs: u64, remember: bool) -> Committed {
 
 fn written(config: &Config, out: TokenOut, now: SystemTime) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    write(config, &mut headers, out, now).unwrap();
+    write(config, &mut headers, 0, out, now).unwrap();
     headers
 }
 
@@ -39,17 +44,20 @@ fn reads_the_first_well_formed_token_of_the_named_cookie() {
     let config = Config::default();
     let (a, b) = (token::generate(), token::generate());
     let line = format!("other={a}; session=short; session={a}; session={b}");
-    assert_eq!(read(&config, &request(&[line.as_bytes()])), Some(a.clone()));
+    assert_eq!(
+        token_of(&config, &request(&[line.as_bytes()])),
+        Some(a.clone())
+    );
     // Across several Cookie headers, in order.
     let second = format!("session={b}");
     let req = request(&[b"x=1; session=bad", second.as_bytes()]);
-    assert_eq!(read(&config, &req), Some(b));
+    assert_eq!(token_of(&config, &req), Some(b));
     // A cookie of another name holding a token is not the session.
     assert_eq!(
-        read(&config, &request(&[format!("sid={a}").as_bytes()])),
+        token_of(&config, &request(&[format!("sid={a}").as_bytes()])),
         None
     );
-    assert_eq!(read(&config, &request(&[])), None);
+    assert_eq!(token_of(&config, &request(&[])), None);
 }
 
 #[test]
@@ -66,7 +74,7 @@ fn malformed_or_foreign_values_are_no_token() {
     ] {
         let line = format!("session={value}");
         assert_eq!(
-            read(&config, &request(&[line.as_bytes()])),
+            token_of(&config, &request(&[line.as_bytes()])),
             None,
             "{value:?}"
         );
@@ -79,7 +87,7 @@ fn bytes_that_are_not_utf8_spoil_only_their_own_cookie() {
     let good = token::generate();
     let mut line = b"latin=caf\xe9; ".to_vec();
     line.extend_from_slice(format!("session={good}").as_bytes());
-    assert_eq!(read(&config, &request(&[&line])), Some(good));
+    assert_eq!(token_of(&config, &request(&[&line])), Some(good));
 }
 
 #[test]
@@ -162,7 +170,7 @@ fn attributes_follow_the_settings_and_the_name_prefixes() {
         cookie_path: "/app".into(),
         http_only: false,
         secure: true,
-        same_site: cookie::SameSite::Strict,
+        same_site: ::cookie::SameSite::Strict,
         partitioned: true,
         ..Config::default()
     });
@@ -225,13 +233,13 @@ fn cache_control_is_merged_into_one_value_once() {
         header::CACHE_CONTROL,
         HeaderValue::from_static(" max-age=5 "),
     );
-    write(&config, &mut headers, TokenOut::Clear, now).unwrap();
-    write(&config, &mut headers, TokenOut::Clear, now).unwrap();
+    write(&config, &mut headers, 0, TokenOut::Clear, now).unwrap();
+    write(&config, &mut headers, 0, TokenOut::Clear, now).unwrap();
     let values: Vec<_> = headers.get_all(header::CACHE_CONTROL).iter().collect();
     assert_eq!(values, [r#"private, max-age=5, no-cache="Set-Cookie""#]);
     // A quoted comma does not split a directive, and the match ignores case.
     let quoted = HeaderValue::from_static(r#"no-cache="Set-Cookie, X""#);
-    assert!(!holds_no_cache_set_cookie(&quoted));
+    assert!(!holds(&quoted, cookie::NO_CACHE_SET_COOKIE));
     let upper = HeaderValue::from_static(r#"private, NO-CACHE="SET-COOKIE""#);
-    assert!(holds_no_cache_set_cookie(&upper));
+    assert!(holds(&upper, cookie::NO_CACHE_SET_COOKIE));
 }
