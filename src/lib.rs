@@ -1,13 +1,17 @@
 //! # tower-scs
 //!
-//! Cookie sessions for Tower services — axum, tonic, hyper — stored in Redis (through
-//! [fred](https://docs.rs/fred)) or in memory: Go's [SCS](https://github.com/alexedwards/scs) `LoadAndSave`, ported.
+//! Sessions for Tower services — axum, tonic, hyper — stored in Redis (through
+//! [fred](https://docs.rs/fred)) or in memory: Go's [SCS](https://github.com/alexedwards/scs)
+//! `LoadAndSave`, `Load` and `Commit`, ported.
 //!
-//! - [`SessionLayer`] reads the session cookie, puts a [`Session`] in the request, runs the
-//!   inner service, then commits what the handler changed and sends the cookie.
+//! - [`SessionLayer`] reads the session token (from the cookie, or a header: [`Carrier`];
+//!   optionally signed: [`SigningKeys`]), puts a [`Session`] in the request, runs the inner
+//!   service, then commits what the handler changed and sends the token back.
 //! - [`Session`] is the handle handlers use: typed `get`/`insert`/`remove`/`pop`, `destroy`,
-//!   `renew_token`, `remember_me`, deadlines, merge. With the default `axum` feature it is an
-//!   extractor.
+//!   `renew_token`, `remember_me`, deadlines, merge, and [`Session::commit`] to store now (the
+//!   only way to store what changes after the response, from a WebSocket say). With the
+//!   default `axum` feature it is an extractor.
+//! - [`SessionLoader`] loads sessions by token outside any request.
 //! - [`store::SessionStore`] is the storage seam (the [`store`] module is for store authors); [`MemoryStore`] and `RedisStore` (feature `redis`)
 //!   implement it.
 //!

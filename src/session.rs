@@ -69,6 +69,9 @@ pub struct Session(Arc<Inner>);
 
 struct Inner {
     shared: Arc<Shared>,
+    /// The generation the session was made with (here, not behind an `Arc` of its own: no
+    /// allocation for it on the request path).
+    first: Generation,
     /// The session of the next layer out, when several session layers wrap the service.
     outer: Option<Session>,
     /// Wakes reads and commits that waited for a commit in flight.
@@ -88,11 +91,29 @@ pub(super) struct Generation {
 }
 
 impl Generation {
-    fn new(token: Option<WireToken>) -> Arc<Self> {
-        Arc::new(Generation {
+    fn new(token: Option<WireToken>) -> Self {
+        Generation {
             token,
             record: OnceCell::new(),
-        })
+        }
+    }
+}
+
+/// Which generation the session is at: the first (`None`) or one a commit made.
+#[derive(Clone, Default)]
+pub(super) struct Current(Option<Arc<Generation>>);
+
+impl Current {
+    pub(super) fn later(generation: Generation) -> Self {
+        Current(Some(Arc::new(generation)))
+    }
+
+    fn is(&self, other: &Current) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -102,16 +123,18 @@ impl Session {
         token: Option<WireToken>,
         outer: Option<Session>,
     ) -> Self {
-        let state = State {
-            generation: Generation::new(token),
-            ..State::default()
-        };
         Session(Arc::new(Inner {
             shared,
+            first: Generation::new(token),
             outer,
             settled: Notify::new(),
-            state: Mutex::new(state),
+            state: Mutex::new(State::default()),
         }))
+    }
+
+    /// The generation `current` names.
+    fn generation<'a>(&'a self, current: &'a Current) -> &'a Generation {
+        current.0.as_deref().unwrap_or(&self.0.first)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -139,16 +162,16 @@ impl Session {
                 let state = self.state();
                 (!state.committing).then(|| (state.generation.clone(), state.fresh))
             };
-            let Some((generation, fresh)) = snapshot else {
+            let Some((current, fresh)) = snapshot else {
                 self.settled().await;
                 continue;
             };
             let record = match fresh {
                 true => None,
-                false => self.load(&generation).await?,
+                false => self.load(self.generation(&current)).await?,
             };
             let mut state = self.state();
-            if state.committing || !Arc::ptr_eq(&state.generation, &generation) {
+            if state.committing || !state.generation.is(&current) {
                 continue;
             }
             let base = record.filter(|_| !state.fresh);
@@ -180,9 +203,14 @@ impl Session {
         let notified = self.0.settled.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if self.state().committing {
-            notified.await;
+        {
+            let mut state = self.state();
+            if !state.committing {
+                return;
+            }
+            state.waiting = true;
         }
+        notified.await;
     }
 
     /// Runs `f` over the session as this request sees it: the stored record (if any, and not
@@ -193,7 +221,7 @@ impl Session {
 
     /// The store id of the record this session stands for, if it may exist in the store.
     fn committed_id(&self, state: &State) -> Option<String> {
-        let generation = &state.generation;
+        let generation = self.generation(&state.generation);
         if state.fresh || matches!(generation.record.get(), Some(None)) {
             return None;
         }
@@ -214,7 +242,7 @@ impl Session {
         {
             return true;
         }
-        let generation = &state.generation;
+        let generation = self.generation(&state.generation);
         match (generation.token.is_some(), generation.record.get()) {
             (false, _) | (_, Some(None)) => true,
             (true, Some(Some(r))) => !r.values.contains_key(key),
@@ -232,7 +260,7 @@ impl std::fmt::Debug for Session {
         // Never print the token.
         let (status, has_token) = {
             let state = self.state();
-            (state.status, state.generation.token.is_some())
+            (state.status, self.generation(&state.generation).token.is_some())
         };
         f.debug_struct("Session")
             .field("status", &status)

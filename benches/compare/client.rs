@@ -1,5 +1,5 @@
 //! The closed-loop client: users, each with one keep-alive HTTP/1.1 connection and one cookie
-//! jar, writing `/put?v=X` or reading `/get` and checking every read against their last write;
+//! jar (which also keeps a token sent in the `x-session-token` header), writing `/put?v=X` or reading `/get` and checking every read against their last write;
 //! and the race, which counts the updates a variant loses to concurrent requests.
 
 use std::{
@@ -22,11 +22,14 @@ use hyper_util::{
 };
 use tokio::task::JoinHandle;
 
-use crate::{BoxError, Result, Settings, servers::race_key};
+use crate::{
+    BoxError, Result, Settings,
+    servers::{TOKEN_HEADER, race_key},
+};
 
-/// A user's cookies, by name.
+/// A user's cookies, by name, and the token the header carrier answered with, if any.
 #[derive(Default)]
-struct Jar(BTreeMap<String, String>);
+struct Jar(BTreeMap<String, String>, Option<String>);
 
 impl Jar {
     fn header(&self) -> String {
@@ -41,6 +44,9 @@ impl Jar {
     }
 
     fn update(&mut self, headers: &hyper::HeaderMap) {
+        if let Some(token) = headers.get(TOKEN_HEADER).and_then(|t| t.to_str().ok()) {
+            self.1 = Some(token.to_owned()).filter(|t| !t.is_empty());
+        }
         for h in headers.get_all(header::SET_COOKIE) {
             let Ok(h) = h.to_str() else { continue };
             let mut parts = h.split(';');
@@ -61,6 +67,9 @@ fn request(path: &str, jar: &Jar) -> Result<Request<Empty<Bytes>>> {
     let mut req = Request::get(path).header(header::HOST, "127.0.0.1");
     if !jar.0.is_empty() {
         req = req.header(header::COOKIE, jar.header());
+    }
+    if let Some(token) = &jar.1 {
+        req = req.header(TOKEN_HEADER, token);
     }
     Ok(req.body(Empty::new())?)
 }
@@ -289,7 +298,7 @@ async fn race_session(client: &Pooled, base: &str, requests: usize) -> Result<us
         .request(request(&format!("{base}/put?v=init"), &jar)?)
         .await?;
     jar.update(res.headers());
-    if res.status() != StatusCode::OK || jar.0.is_empty() {
+    if res.status() != StatusCode::OK || (jar.0.is_empty() && jar.1.is_none()) {
         return Err(format!("race: creating a session answered {}", res.status()).into());
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(requests));

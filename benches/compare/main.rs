@@ -28,7 +28,10 @@
 //! in which other processes used more cores than this during a run is left out of the medians,
 //! as long as 3 quiet rounds remain), `BENCH_MIN_QUIET` (0: with N > 0, rounds continue past
 //! `BENCH_ROUNDS` until N rounds were quiet, up to 3 × `BENCH_ROUNDS`), `REDIS_SERVER` (the
-//! redis-server binary, `redis-server`).
+//! redis-server binary, `redis-server`), `BENCH_VARIANTS` (the servers, in order, default
+//! `scs,ts,floor`; `scs-signed` is A with signed tokens and `scs-header` is A with the token in
+//! an `x-session-token` header instead of the cookie, so that
+//! `BENCH_VARIANTS=scs,scs-signed,scs-header` compares tower-scs's options with each other).
 //!
 //! For instruction counts (DEVELOPERS.md, "Profiling the request path"), `--serve` runs one
 //! server alone and `--drive <port> --requests <n>` sends it exactly `n` requests of the same
@@ -51,7 +54,7 @@ use std::{env, error::Error as StdError};
 
 use measure::{Ctx, Run};
 use procs::Proc;
-use servers::{VARIANTS, Variant};
+use servers::Variant;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -112,6 +115,8 @@ struct Settings {
     max_other: f64,
     min_quiet: usize,
     redis_server: String,
+    /// `BENCH_VARIANTS`: which servers run, in this order.
+    variants: Vec<Variant>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -138,6 +143,9 @@ impl Settings {
             max_other: env_num("BENCH_MAX_OTHER", 0.2)?,
             min_quiet: env_num("BENCH_MIN_QUIET", 0)?,
             redis_server: env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+            variants: servers::parse(
+                &env::var("BENCH_VARIANTS").unwrap_or_else(|_| servers::DEFAULT_VARIANTS.into()),
+            )?,
         };
         if s.secs <= 0.0 || s.warmup_secs < 0.0 || s.rounds == 0 || s.users == 0 {
             return Err("BENCH_SECS, BENCH_ROUNDS and BENCH_USERS must be positive".into());
@@ -182,7 +190,7 @@ fn bench() -> Result<()> {
     );
 
     let mut servers = Vec::new();
-    for v in VARIANTS {
+    for &v in &s.variants {
         let (proc, port) = servers::spawn(v, &redis.url(), s.race_delay_ms)?;
         eprintln!("{} on 127.0.0.1:{port} (pid {})", v.label(), proc.pid());
         servers.push((v, proc, port));

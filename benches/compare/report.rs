@@ -4,7 +4,12 @@
 
 use std::fmt::Write as _;
 
-use crate::{Settings, measure::Run, measure::median, redis::in_script, servers::VARIANTS};
+use crate::{
+    Settings,
+    measure::{Run, median},
+    redis::in_script,
+    servers::Variant,
+};
 
 /// The rounds the medians are taken over. A round is quiet when, in each of its three runs,
 /// other processes used at most `BENCH_MAX_OTHER` cores; medians use the quiet rounds when
@@ -75,9 +80,9 @@ pub fn report(
     let mut out = String::new();
     header(&mut out, s, &rounds, redis_version, load_before);
     table(&mut out, s, &rounds, races);
-    every_round(&mut out, &rounds);
-    command_mix(&mut out, &rounds);
-    for (i, v) in VARIANTS.iter().enumerate() {
+    every_round(&mut out, s, &rounds);
+    command_mix(&mut out, s, &rounds);
+    for (i, v) in s.variants.iter().enumerate() {
         if let Some(f) = runs[i].iter().find_map(|r| r.first_failure.as_ref()) {
             let _ = writeln!(out, "\nFirst check failure of {}: {f}", v.label());
         }
@@ -102,8 +107,8 @@ fn header(out: &mut String, s: &Settings, rounds: &Rounds, redis_version: &str, 
     );
     let _ = writeln!(
         out,
-        "Load: {} users, {}% writes; one unmeasured pass over A, B, C, then {count} rounds of A/B/C \
-         (order rotating: A, B, C; B, C, A; C, A, B; …), each run {} s warm-up + {} s measured. Race: {} sessions × {} \
+        "Load: {} users, {}% writes; one unmeasured pass over every server, then {count} rounds of \
+         them all (order rotating: A, B, C; B, C, A; C, A, B; …), each run {} s warm-up + {} s measured. Race: {} sessions × {} \
          concurrent requests, {} ms handler delay between read and write.",
         s.users,
         s.write_pct,
@@ -139,7 +144,7 @@ fn table(out: &mut String, s: &Settings, rounds: &Rounds, races: &[Option<usize>
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let race_total = s.race_sessions * s.race_requests;
     let med = |i, f| rounds.median(i, f);
-    for (i, v) in VARIANTS.iter().enumerate() {
+    for (i, v) in s.variants.iter().enumerate() {
         // Failures are counted over every round, quiet or not.
         let failures: u64 = rounds.runs[i].iter().map(|r| r.failures).sum();
         let lost = match races[i] {
@@ -159,24 +164,47 @@ fn table(out: &mut String, s: &Settings, rounds: &Rounds, races: &[Option<usize>
             med(i, |r| r.redis_cpu_us),
         );
     }
-    let _ = writeln!(
-        out,
-        "\nMedian of per-round ratios: tower-scs / tower-sessions req/s {:.2}×, server CPU per \
-         request {:.2}×; tower-scs / floor server CPU per request {:.2}×.",
-        rounds.paired(0, 1, |r| r.rps),
-        rounds.paired(0, 1, |r| r.server_cpu_us),
-        rounds.paired(0, 2, |r| r.server_cpu_us),
-    );
+    ratios(out, s, rounds);
+}
+
+/// The median per-round ratios between the variants that ran: tower-scs against each other
+/// server, and each tower-scs option against plain tower-scs.
+fn ratios(out: &mut String, s: &Settings, rounds: &Rounds) {
+    let at = |v: Variant| s.variants.iter().position(|&x| x == v);
+    let Some(a) = at(Variant::Scs) else { return };
+    let _ = writeln!(out, "\nMedian of per-round ratios:");
+    for other in [Variant::Ts, Variant::Floor] {
+        if let Some(b) = at(other) {
+            let _ = writeln!(
+                out,
+                "- tower-scs / {}: req/s {:.2}×, server CPU per request {:.2}×",
+                other.label(),
+                rounds.paired(a, b, |r| r.rps),
+                rounds.paired(a, b, |r| r.server_cpu_us),
+            );
+        }
+    }
+    for option in [Variant::ScsSigned, Variant::ScsHeader] {
+        if let Some(b) = at(option) {
+            let _ = writeln!(
+                out,
+                "- {} / tower-scs: req/s {:.2}×, server CPU per request {:.2}×",
+                option.label(),
+                rounds.paired(b, a, |r| r.rps),
+                rounds.paired(b, a, |r| r.server_cpu_us),
+            );
+        }
+    }
 }
 
 /// Every run's headline figures, quiet or not.
-fn every_round(out: &mut String, rounds: &Rounds) {
+fn every_round(out: &mut String, s: &Settings, rounds: &Rounds) {
     let _ = writeln!(
         out,
         "\nEvery round: req/s · server CPU µs/req · client CPU µs/req · CPU used by other \
          processes (cores); * = not quiet:\n"
     );
-    for (i, v) in VARIANTS.iter().enumerate() {
+    for (i, v) in s.variants.iter().enumerate() {
         let line: Vec<String> = rounds.runs[i]
             .iter()
             .enumerate()
@@ -193,7 +221,7 @@ fn every_round(out: &mut String, rounds: &Rounds) {
 }
 
 /// Each variant's Redis commands per request, in the quietest round.
-fn command_mix(out: &mut String, rounds: &Rounds) {
+fn command_mix(out: &mut String, s: &Settings, rounds: &Rounds) {
     let calmest = rounds.calmest();
     let _ = writeln!(
         out,
@@ -202,7 +230,7 @@ fn command_mix(out: &mut String, rounds: &Rounds) {
          commit script, not sent by the server:\n",
         calmest + 1
     );
-    for (i, v) in VARIANTS.iter().enumerate() {
+    for (i, v) in s.variants.iter().enumerate() {
         let mix: Vec<String> = rounds.runs[i][calmest]
             .commands
             .mix

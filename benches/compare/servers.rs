@@ -24,21 +24,39 @@ use tower_scs::fred::{clients::Pool, interfaces::KeysInterface, types::Expiratio
 
 use crate::{Result, flag, procs::Proc};
 
-/// The three ways the bench serves the routes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The ways the bench serves the routes: the three it compares, and tower-scs's own options.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Variant {
     Scs,
+    /// tower-scs with signed tokens (one HMAC-SHA256 key).
+    ScsSigned,
+    /// tower-scs with the token in the `x-session-token` header instead of the cookie.
+    ScsHeader,
     Ts,
     Floor,
 }
 
-pub const VARIANTS: [Variant; 3] = [Variant::Scs, Variant::Ts, Variant::Floor];
+pub const VARIANTS: [Variant; 5] = [
+    Variant::Scs,
+    Variant::ScsSigned,
+    Variant::ScsHeader,
+    Variant::Ts,
+    Variant::Floor,
+];
+
+/// The variants a bench runs unless `BENCH_VARIANTS` names others.
+pub const DEFAULT_VARIANTS: &str = "scs,ts,floor";
+
+/// The header of `Variant::ScsHeader`, which the client's jar also keeps.
+pub const TOKEN_HEADER: &str = "x-session-token";
 
 impl Variant {
     /// The variant's name after `--serve`.
     pub fn arg(self) -> &'static str {
         match self {
             Variant::Scs => "scs",
+            Variant::ScsSigned => "scs-signed",
+            Variant::ScsHeader => "scs-header",
             Variant::Ts => "ts",
             Variant::Floor => "floor",
         }
@@ -46,6 +64,8 @@ impl Variant {
     pub fn label(self) -> &'static str {
         match self {
             Variant::Scs => "A: tower-scs",
+            Variant::ScsSigned => "A/signed: tower-scs, signed tokens",
+            Variant::ScsHeader => "A/header: tower-scs, header carrier",
             Variant::Ts => "B: tower-sessions 0.14 + redis-store 0.16",
             Variant::Floor => "C: floor (1 raw fred command, no sessions)",
         }
@@ -93,10 +113,12 @@ pub fn serve(variant: &str, args: &[String]) -> Result<()> {
         .build()?;
     rt.block_on(async {
         let app = match VARIANTS.into_iter().find(|v| v.arg() == variant) {
-            Some(Variant::Scs) => scs_app(&url).await?,
+            Some(v @ (Variant::Scs | Variant::ScsSigned | Variant::ScsHeader)) => {
+                scs_app(&url, v).await?
+            }
             Some(Variant::Ts) => ts_app(&url).await?,
             Some(Variant::Floor) => floor_app(&url).await?,
-            None => return Err(format!("unknown variant {variant:?} (scs, ts or floor)").into()),
+            None => return Err(format!("unknown variant {variant:?} ({})", names()).into()),
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
@@ -108,6 +130,27 @@ pub fn serve(variant: &str, args: &[String]) -> Result<()> {
         axum::serve(listener, app).await?;
         Ok(())
     })
+}
+
+/// The variants' names, for messages.
+pub fn names() -> String {
+    VARIANTS.map(Variant::arg).join(", ")
+}
+
+/// The variants of a comma-separated list of names (`BENCH_VARIANTS`).
+pub fn parse(list: &str) -> Result<Vec<Variant>> {
+    let mut variants = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let v = VARIANTS.into_iter().find(|v| v.arg() == name);
+        let v = v.ok_or_else(|| format!("BENCH_VARIANTS: unknown {name:?} ({})", names()))?;
+        if !variants.contains(&v) {
+            variants.push(v);
+        }
+    }
+    if variants.is_empty() {
+        return Err("BENCH_VARIANTS names no variant".into());
+    }
+    Ok(variants)
 }
 
 /// The handler work between the read and the write of `/race`, the same on every variant.
@@ -149,8 +192,8 @@ async fn pool(url: &str) -> Result<Pool> {
 
 // A: tower-scs.
 
-async fn scs_app(url: &str) -> Result<Router> {
-    use tower_scs::{Error, RedisStore, Session, SessionLayer};
+async fn scs_app(url: &str, variant: Variant) -> Result<Router> {
+    use tower_scs::{Carrier, Error, RedisStore, Session, SessionLayer, SigningKeys};
 
     async fn put(session: Session, Query(q): Query<Put>) {
         session.insert("v", q.v);
@@ -173,12 +216,17 @@ async fn scs_app(url: &str) -> Result<Router> {
     }
 
     let store = RedisStore::from_url(url).await?;
+    let layer = match variant {
+        Variant::ScsSigned => SessionLayer::new(store).signing_keys(SigningKeys::new([[7; 32]])?),
+        Variant::ScsHeader => SessionLayer::new(store).carriers([Carrier::header(TOKEN_HEADER)]),
+        _ => SessionLayer::new(store),
+    };
     Ok(Router::new()
         .route("/put", get(put))
         .route("/get", get(read))
         .route("/race", get(race))
         .route("/count", get(count))
-        .layer(SessionLayer::new(store).secure(false)))
+        .layer(layer.secure(false)))
 }
 
 // B: tower-sessions.

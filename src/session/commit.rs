@@ -8,7 +8,7 @@ use std::{
     time::SystemTime,
 };
 
-use super::{Generation, Inner, Plan, Session, State, Status, Write};
+use super::{Current, Generation, Inner, Plan, Session, State, Status, Write};
 use crate::{
     Error,
     shared::Shared,
@@ -22,7 +22,7 @@ pub(crate) enum Begun {
     /// Nothing to store; for the layer, what an explicit commit left to tell the client.
     Nothing(Option<TokenOut>),
     /// This plan, taken from the session, which is committing until it is run.
-    Plan(Plan, Arc<Generation>),
+    Plan(Plan, Current),
     /// Another clone of the session is committing: wait for it, then begin again.
     Busy,
 }
@@ -95,7 +95,7 @@ impl Session {
     /// touched its session (no store call, no token sent), which then counts as answered.
     pub(crate) fn needs_commit(&self) -> bool {
         let mut state = self.state();
-        let generation = &state.generation;
+        let generation = self.generation(&state.generation);
         let needed = state.status != Status::Unmodified
             || state.failure.is_some()
             || state.unsent.is_some()
@@ -118,15 +118,15 @@ impl Session {
         if matches!(plan, Plan::Nothing) {
             return Begun::Nothing(state.unsent.take().filter(|_| by_layer));
         }
-        let generation = state.generation.clone();
+        let current = state.generation.clone();
         // What is written from here on is pending over what this commit stores.
         *state = State {
-            generation: generation.clone(),
+            generation: current.clone(),
             committing: true,
             answered: state.answered,
             ..State::default()
         };
-        Begun::Plan(plan, generation)
+        Begun::Plan(plan, current)
     }
 
     /// The layer's commit: runs what [`Session::begin`] found, waiting for a commit in flight.
@@ -152,22 +152,28 @@ impl Session {
     async fn run(
         &self,
         plan: Plan,
-        generation: Arc<Generation>,
+        current: Current,
         by_layer: bool,
     ) -> Result<Option<TokenOut>, Error> {
         let shared = &self.0.shared;
+        let generation = self.generation(&current);
         let result = match plan {
-            Plan::Resend => self.resend(&generation).await,
+            Plan::Resend => self.resend(generation).await,
             plan => store(shared, plan).await,
         };
         let mut state = self.state();
         state.committing = false;
-        let result = self.install(&mut state, result, &generation);
+        // Nobody can use a generation after the layer's commit if no one else holds the session.
+        let keep = !by_layer || Arc::strong_count(&self.0) > 1;
+        let result = self.install(&mut state, result, generation, keep);
         if !by_layer && !state.answered {
             state.unsent = result.as_ref().ok().cloned().flatten();
         }
+        let wake = std::mem::take(&mut state.waiting);
         drop(state);
-        self.0.settled.notify_waiters();
+        if wake {
+            self.0.settled.notify_waiters();
+        }
         result
     }
 
@@ -190,6 +196,7 @@ impl Session {
         state: &mut State,
         result: Result<Option<TokenOut>, Error>,
         generation: &Generation,
+        keep: bool,
     ) -> Result<Option<TokenOut>, Error> {
         let config = &self.0.shared.config;
         let (next, result) = match result {
@@ -198,13 +205,15 @@ impl Session {
                     Some(t) if t.is_current() && t.token() == token => t.clone(),
                     _ => WireToken::new(config, token),
                 };
-                let out = TokenOut::Set {
-                    token: wire.value(config),
-                    committed,
-                };
-                (Generation::new(Some(wire)), Ok(Some(out)))
+                if !keep {
+                    let token = wire.into_value(config);
+                    return Ok(Some(TokenOut::Set { token, committed }));
+                }
+                let token = wire.value(config);
+                let out = Some(TokenOut::Set { token, committed });
+                (Generation::new(Some(wire)), Ok(out))
             }
-            Ok(other) => (Arc::default(), Ok(other)),
+            Ok(other) => (Generation::default(), Ok(other)),
             Err(e) => {
                 self.fail(state, &e);
                 (Generation::new(generation.token.clone()), Err(e))
@@ -215,7 +224,7 @@ impl Session {
             let id = self.0.shared.store_id(token.token()).into_owned();
             state.delete.push(id);
         }
-        state.generation = next;
+        state.generation = Current::later(next);
         result
     }
 }

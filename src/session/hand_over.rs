@@ -226,7 +226,8 @@ impl Session {
             return Ok(());
         };
         let token = other.token();
-        let own = self.state().generation.token.clone();
+        let own = self.state().generation.clone();
+        let own = self.generation(&own).token.as_ref();
         if own.is_some_and(|own| own.token() == token) {
             return Ok(());
         }

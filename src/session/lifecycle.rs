@@ -283,7 +283,7 @@ impl Session {
             if let Some(t) = &state.new_token {
                 return Some(WireToken::new(config, t.clone()).value(config));
             }
-            match (base, &state.generation.token) {
+            match (base, &self.generation(&state.generation).token) {
                 (Some(_), Some(t)) => Some(t.value(config)),
                 _ => None,
             }

@@ -3,11 +3,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use super::{Generation, Session, Status};
+use super::{Current, Session, Status};
 use crate::{
     Error,
     store::{Change, Mode, Record, later},
@@ -19,10 +18,12 @@ use crate::{
 #[derive(Default)]
 pub(super) struct State {
     /// The token and record the pending changes apply to.
-    pub(super) generation: Arc<Generation>,
+    pub(super) generation: Current,
     /// A commit is storing what was pending: reads wait for it, writes are pending for the
     /// next commit.
     pub(super) committing: bool,
+    /// Someone waits for the commit in flight to end.
+    pub(super) waiting: bool,
     /// The layer has committed at the end of the request: the response has left (or the
     /// session never had one, from a [`SessionLoader`](crate::SessionLoader)).
     pub(super) answered: bool,
@@ -296,7 +297,7 @@ impl Session {
 
     /// Whether the token came in a form the settings no longer make, and may be live.
     fn resend_due(&self, state: &State) -> bool {
-        let token = state.generation.token.as_ref();
+        let token = self.generation(&state.generation).token.as_ref();
         !state.fresh && token.is_some_and(|t| !t.is_current())
     }
 
@@ -305,7 +306,8 @@ impl Session {
     /// is touched at most once per tenth of the idle timeout.
     fn touch(&self, state: &mut State, settings: &Settings) -> Plan {
         let idle = self.0.shared.config.idle_timeout;
-        let generation = state.generation.clone();
+        let current = state.generation.clone();
+        let generation = self.generation(&current);
         let (Some(idle), Some(token), Some(Some(record))) =
             (idle, &generation.token, generation.record.get())
         else {
@@ -324,7 +326,8 @@ impl Session {
     /// The write of a modified session: an update of the stored record, or a create under a
     /// new token when there is none (new, destroyed, renewed, or gone from the store).
     fn modified(&self, state: &mut State, settings: &Settings) -> Plan {
-        let generation = state.generation.clone();
+        let current = state.generation.clone();
+        let generation = self.generation(&current);
         let gone = matches!(generation.record.get(), Some(None));
         let create = state.fresh || generation.token.is_none() || gone;
         let token = match (&generation.token, create) {

@@ -184,11 +184,12 @@ impl Session {
             state.status = Status::Modified;
             return;
         }
-        let record = state.generation.record.get();
+        let generation = self.generation(&state.generation);
+        let record = generation.record.get();
         let nothing_stored = !state.committing
             && (state.fresh
                 || state.cleared
-                || state.generation.token.is_none()
+                || generation.token.is_none()
                 || matches!(record, Some(None))
                 || matches!(record, Some(Some(r)) if r.values.is_empty()));
         if nothing_stored && !had_pending {

@@ -112,9 +112,10 @@ fn header_name(carrier: &str, name: &str) -> HeaderName {
     let ok = parsed
         .as_ref()
         .is_some_and(|n| !RESERVED.contains(&n.as_str()));
-    let what = "a header name a token can travel in";
-    crate::config::refuse_unless(ok, &format!("Carrier::{carrier}"), &name, what);
-    parsed.unwrap_or(HeaderName::from_static("x-session-token"))
+    match parsed {
+        Some(name) if ok => name,
+        _ => panic!("Carrier::{carrier}: {name:?} is not a header name a token can travel in"),
+    }
 }
 
 impl fmt::Debug for Carrier {
@@ -165,6 +166,14 @@ impl WireToken {
     pub(crate) fn value(&self, config: &Config) -> String {
         if self.current {
             return self.value.clone();
+        }
+        Self::new(config, self.token().to_owned()).value
+    }
+
+    /// [`WireToken::value`], consuming the token.
+    pub(crate) fn into_value(self, config: &Config) -> String {
+        if self.current {
+            return self.value;
         }
         Self::new(config, self.token().to_owned()).value
     }
