@@ -5,11 +5,25 @@
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --example put_get  # RedisStore
 //! ```
 //!
-//! Environment: `ADDR` (default `127.0.0.1:4000`), `REDIS_URL` (any URL fred accepts,
-//! `redis-cluster://` included; without it the in-memory store is used), `LIFETIME_SECS`
-//! (default 24 h), `IDLE_TIMEOUT_SECS` (default, or `0`: none). Both take seconds from 0.001
-//! (the layer's 1 ms minimum) to 1e19, fractions allowed; any other value exits with a usage
-//! message and code 2. The cookie's `Secure` flag is off because this serves plain http.
+//! Environment:
+//! - `ADDR` (default `127.0.0.1:4000`);
+//! - `REDIS_URL` (any URL fred accepts, `redis-cluster://` included; without it the in-memory
+//!   store is used);
+//! - `LIFETIME_SECS` (default 24 h) and `IDLE_TIMEOUT_SECS` (default, or `0`: none), in seconds
+//!   from 0.001 (the layer's 1 ms minimum) to 1e19, fractions allowed;
+//! - `SESSION_HEADER=<name>` (unset by default): the token travels in this request header
+//!   instead of the cookie, and comes back in the response header of the same name (empty after
+//!   `/destroy`), on the same routes. The name must be a header name a token can travel in: not
+//!   one such as `Cookie`, `Authorization` or `Host`, which mean something else to HTTP;
+//! - `SESSION_SIGNING_KEYS=<key>[,<key>…]` (unset by default: unsigned tokens): the token on the
+//!   wire is signed, `<token>.<tag>` (HMAC-SHA256), with the first key, and verified with all
+//!   of them: `new,old` rotates keys without logging anyone out, a token signed with `old`
+//!   coming back signed with `new`. Each key is base64, standard or URL-safe alphabet, padding
+//!   optional, of at least 32 bytes once decoded (`head -c 32 /dev/urandom | base64`).
+//!
+//! Any other value exits with a message saying which variable is wrong, the usage, and code 2
+//! (a bad signing key is named by its position, never shown). The cookie's `Secure` flag is off
+//! because this serves plain http.
 //!
 //! Routes (all `GET`):
 //! - `/put?message=X[&key=K]` stores X under K (default key `message`, default X
@@ -20,11 +34,13 @@
 //! - `/remember?on=true|false` sets remember-me;
 //! - `/ping` returns `pong` without touching the session.
 
-use std::{env, time::Duration};
+use std::{env, panic, time::Duration};
 
 use axum::{Router, extract::Query, routing::get};
 use serde::Deserialize;
-use tower_scs::{Error, MemoryStore, RedisStore, Session, SessionLayer};
+use tower_scs::{
+    Carrier, Error, MIN_KEY_BYTES, MemoryStore, RedisStore, Session, SessionLayer, SigningKeys,
+};
 
 #[derive(Deserialize)]
 struct Put {
@@ -120,15 +136,83 @@ fn secs_from_env(name: &str, zero_is_off: bool) -> Option<Duration> {
     }
 }
 
-/// Says why `name=value` is refused and how to run the example, then exits with code 2.
+/// Says why `name=value` is refused as a duration, and how to run the example; exits with 2.
 fn usage(name: &str, value: &str, zero_is_off: bool) -> ! {
     let off = if zero_is_off { ", or 0 for none" } else { "" };
-    eprintln!("{name}={value:?} is not valid: expected seconds from 0.001 to {MAX_SECS:e}{off}");
+    refuse(&format!(
+        "{name}={value:?} is not valid: expected seconds from 0.001 to {MAX_SECS:e}{off}"
+    ));
+}
+
+/// The token's carrier that `SESSION_HEADER` names, if it is set. `Carrier::header` panics on
+/// a name it refuses, as the layer's setters do on a bad value (a mistake in code should stop
+/// the program); a name from the environment is a user's mistake, so it is asked quietly here
+/// and a refusal is the usage message.
+fn header_from_env() -> Option<(String, Carrier)> {
+    let name = match env::var("SESSION_HEADER") {
+        Ok(name) => name,
+        Err(env::VarError::NotPresent) => return None,
+        Err(env::VarError::NotUnicode(name)) => name.to_string_lossy().into_owned(),
+    };
+    panic::set_hook(Box::new(|_| {}));
+    let carrier = panic::catch_unwind(|| Carrier::header(&name));
+    drop(panic::take_hook()); // the default hook again
+    let carrier = carrier.ok().or_else(|| {
+        refuse(&format!(
+            "SESSION_HEADER={name:?} is not valid: expected a header name a token can travel \
+             in, not one such as Cookie, Authorization or Host"
+        ))
+    });
+    carrier.map(|carrier| (name, carrier))
+}
+
+/// The keys `SESSION_SIGNING_KEYS` lists, if it is set. A refusal names the key by its
+/// position, never its value.
+fn signing_keys_from_env() -> Option<SigningKeys> {
+    const NAME: &str = "SESSION_SIGNING_KEYS";
+    let keys = match env::var(NAME) {
+        Ok(keys) => keys,
+        Err(env::VarError::NotPresent) => return None,
+        Err(env::VarError::NotUnicode(_)) => refuse(&format!("{NAME} is not valid: not UTF-8")),
+    };
+    match SigningKeys::from_base64(keys.split(',')) {
+        Ok(keys) => Some(keys),
+        Err(Error::Config(why)) => refuse(&format!(
+            "{NAME} is not valid: {why} (each key: base64, standard or URL-safe alphabet, \
+             padding optional, at least {MIN_KEY_BYTES} bytes decoded)"
+        )),
+        Err(e) => refuse(&format!("{NAME} is not valid: {e}")),
+    }
+}
+
+/// Says why the example cannot run with its environment, and how to run it; exits with code 2.
+fn refuse(why: &str) -> ! {
+    eprintln!("{why}");
     eprintln!(
         "usage: [ADDR=host:port] [REDIS_URL=url] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
-         put_get"
+         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] put_get"
     );
     std::process::exit(2);
+}
+
+/// A layer on Redis when `REDIS_URL` is set, else in memory; exits with code 1 when Redis
+/// cannot be used.
+async fn store_layer() -> SessionLayer {
+    let Ok(url) = env::var("REDIS_URL") else {
+        println!("store: MemoryStore (set REDIS_URL to use Redis)");
+        return SessionLayer::new(MemoryStore::new());
+    };
+    match RedisStore::from_url(&url).await {
+        Ok(store) => {
+            let prefix = store.prefix();
+            println!("store: RedisStore (REDIS_URL), key prefix {prefix}");
+            SessionLayer::new(store)
+        }
+        Err(e) => {
+            eprintln!("cannot use REDIS_URL: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 #[tokio::main]
@@ -137,33 +221,32 @@ async fn main() {
     // Checked before connecting to anything, so that a bad value fails at once.
     let lifetime = secs_from_env("LIFETIME_SECS", false);
     let idle_timeout = secs_from_env("IDLE_TIMEOUT_SECS", true);
-    let layer = match env::var("REDIS_URL") {
-        Ok(url) => match RedisStore::from_url(&url).await {
-            Ok(store) => {
-                println!(
-                    "store: RedisStore (REDIS_URL), key prefix {}",
-                    store.prefix()
-                );
-                SessionLayer::new(store)
-            }
-            Err(e) => {
-                eprintln!("cannot use REDIS_URL: {e}");
-                std::process::exit(1);
-            }
-        },
-        Err(_) => {
-            println!("store: MemoryStore (set REDIS_URL to use Redis)");
-            SessionLayer::new(MemoryStore::new())
-        }
-    };
-    let mut layer = layer.secure(false);
+    let header = header_from_env();
+    let signing_keys = signing_keys_from_env();
+    let mut layer = store_layer().await.secure(false);
     if let Some(lifetime) = lifetime {
         layer = layer.lifetime(lifetime);
     }
     if let Some(idle) = idle_timeout {
         layer = layer.idle_timeout(idle);
     }
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    if let Some((name, carrier)) = header {
+        println!("token: in the header {name} (SESSION_HEADER), not the cookie");
+        layer = layer.carriers([carrier]);
+    }
+    if let Some(keys) = signing_keys {
+        println!(
+            "token: signed, {} key(s) (SESSION_SIGNING_KEYS)",
+            keys.len()
+        );
+        layer = layer.signing_keys(keys);
+    }
+    serve(&addr, app(layer)).await;
+}
+
+/// Serves `app` on `addr` until Ctrl-C; exits with code 1 when it cannot.
+async fn serve(addr: &str, app: Router) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cannot listen on {addr}: {e}");
@@ -174,7 +257,7 @@ async fn main() {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    if let Err(e) = axum::serve(listener, app(layer))
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
     {
