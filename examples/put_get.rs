@@ -32,11 +32,43 @@
 //! - `/pop?key=K` returns the value and removes it;
 //! - `/renew` renews the token, keeping the data; `/destroy` destroys the session;
 //! - `/remember?on=true|false` sets remember-me;
-//! - `/ping` returns `pong` without touching the session.
+//! - `/ping` returns `pong` without touching the session;
+//! - `/ws` upgrades to a WebSocket on the session the upgrade request carried (its cookie, or
+//!   its `SESSION_HEADER` header). Each text message gets one text message back:
+//!   - `put K V` stores V (the rest of the message, spaces included) under K and answers `ok`
+//!     once it is stored: the socket commits at once with `Session::commit`, since once the
+//!     upgrade's response has left nothing else stores it. While the socket stays open, an
+//!     HTTP `/get?key=K` with the same token sees V;
+//!   - `get K` answers the value, or an empty message when there is none. It reads the session
+//!     as the socket last loaded it: on its first read, and afresh after each `put`.
+//!
+//!   The other answers all start with `error: `, and none holds a token:
+//!   - `error: usage: put K V | get K` for any other message, a binary one included;
+//!   - `error: no session, …` for a `put` on a socket whose upgrade carried no live session
+//!     (start one with `/put` first): a session the socket created would have a token that no
+//!     client knows;
+//!   - `error: the session has ended, …` for a `put` once the session was destroyed, renewed or
+//!     expired while the socket was open: nothing is stored, and the socket has no session
+//!     from then on;
+//!   - `error: session too large: …` for a key or a session over the layer's limits: nothing
+//!     is stored;
+//!   - `error: session store unavailable` when the store fails, the write then stored or not
+//!     (`error: session error` for a stored record the layer cannot read). The socket stays
+//!     open, and its next message loads the session afresh.
+//!
+//!   A message never closes the socket; the client does.
 
 use std::{env, panic, time::Duration};
 
-use axum::{Router, extract::Query, routing::get};
+use axum::{
+    Router,
+    extract::{
+        Query,
+        ws::{Message, WebSocket, WebSocketUpgrade},
+    },
+    response::Response,
+    routing::get,
+};
 use serde::Deserialize;
 use tower_scs::{
     Carrier, Error, MIN_KEY_BYTES, MemoryStore, RedisStore, Session, SessionLayer, SigningKeys,
@@ -100,6 +132,100 @@ async fn ping() -> &'static str {
     "pong"
 }
 
+/// `/ws`: the session is loaded here, in the request, so that a failing store is the layer's
+/// error response rather than a socket that cannot work; then the socket takes it over.
+async fn ws(upgrade: WebSocketUpgrade, session: Session) -> Result<Response, Error> {
+    let token = session.token().await?;
+    Ok(upgrade.on_upgrade(move |socket| talk(socket, session, token)))
+}
+
+/// Answers each message of `socket` on `session`, whose token, while it has a live one, is
+/// `token` (kept to tell when the session has ended; never sent).
+async fn talk(mut socket: WebSocket, session: Session, mut token: Option<String>) {
+    while let Some(Ok(message)) = socket.recv().await {
+        let answer = match message {
+            Message::Text(line) => answer(&session, &mut token, line.as_str()).await,
+            Message::Binary(_) => USAGE.into(),
+            Message::Close(_) => break,
+            // Pings are answered by axum.
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket.send(Message::text(answer)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The answer to a message that is not `put K V` or `get K`.
+const USAGE: &str = "error: usage: put K V | get K";
+
+async fn answer(session: &Session, token: &mut Option<String>, line: &str) -> String {
+    match Command::parse(line) {
+        Some(Command::Put { key, value }) => put_now(session, token, key, value).await,
+        Some(Command::Get { key }) => session.get(key).await.map_or_else(failed, text),
+        None => USAGE.into(),
+    }
+}
+
+/// A text message of the `/ws` protocol.
+enum Command<'a> {
+    /// `put K V`: V is the rest of the message, spaces included.
+    Put { key: &'a str, value: &'a str },
+    /// `get K`.
+    Get { key: &'a str },
+}
+
+impl<'a> Command<'a> {
+    fn parse(message: &'a str) -> Option<Self> {
+        let (verb, args) = message.split_once(' ')?;
+        match verb {
+            "put" => {
+                let (key, value) = args.split_once(' ')?;
+                (!key.is_empty()).then_some(Command::Put { key, value })
+            }
+            "get" if !args.is_empty() && !args.contains(' ') => Some(Command::Get { key: args }),
+            _ => None,
+        }
+    }
+}
+
+/// Stores `value` under `key` at once: after the upgrade's response, only `Session::commit`
+/// stores anything.
+async fn put_now(session: &Session, token: &mut Option<String>, key: &str, value: &str) -> String {
+    let Some(current) = token.as_deref() else {
+        return "error: no session, the upgrade request carried none: start one with /put".into();
+    };
+    if let Err(e) = session.try_insert(key, value) {
+        return failed(e);
+    }
+    match session.commit().await {
+        // Stored under the token the client has.
+        Ok(Some(stored)) if stored == current => "ok".into(),
+        // The session ended while the socket was open, and the write went into a new session
+        // whose token no client knows: end that one too.
+        Ok(_) => {
+            *token = None;
+            session.destroy();
+            if let Err(e) = session.commit().await {
+                eprintln!("/ws: a session nobody knows of is left to expire: {e}");
+            }
+            "error: the session has ended, reconnect with a live session".into()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// The answer for a session error (errors never hold a token, but the store's own words are
+/// for the log, not the client).
+fn failed(e: Error) -> String {
+    eprintln!("/ws: {e}");
+    match e {
+        Error::Store(_) | Error::Timeout(_) => "error: session store unavailable".into(),
+        Error::TooLarge(_) => format!("error: {e}"),
+        _ => "error: session error".into(),
+    }
+}
+
 /// The example's routes behind `layer`.
 pub fn app(layer: SessionLayer) -> Router {
     Router::new()
@@ -110,6 +236,7 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/destroy", get(destroy))
         .route("/remember", get(remember))
         .route("/ping", get(ping))
+        .route("/ws", get(ws))
         .layer(layer)
 }
 

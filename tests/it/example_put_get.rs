@@ -1,11 +1,15 @@
 //! Drives the `put_get` example binary over TCP: its routes on Redis, and two server processes
 //! sharing one Redis without losing concurrent writes; the token in `SESSION_HEADER`'s header,
-//! signed with `SESSION_SIGNING_KEYS` and rotated; and checks how it takes its settings.
+//! signed with `SESSION_SIGNING_KEYS` and rotated; its `/ws` WebSocket, committing by hand, on
+//! both stores and both carriers; and checks how it takes its settings.
 //!
 //! `cargo test` (and `cargo nextest run`) build the examples before running tests; the binary is
 //! found next to this test's own executable (see `crate::harness::example`).
 
-use std::process::{Command, Stdio};
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use base64::{
     Engine,
@@ -13,12 +17,15 @@ use base64::{
 };
 use http::{StatusCode, header};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{
     RedisServer, assert_valid_token,
     example::{
-        self, Carry, EXAMPLE_VARS, Example, HttpClient, Reply, get, get_via, http_client, token_of,
+        self, Carry, EXAMPLE_VARS, Example, HttpClient, Reply, Socket, get, get_via, http_client,
+        token_of,
     },
+    made_up_token,
 };
 
 #[tokio::test]
@@ -470,4 +477,200 @@ fn bad_session_header_names_exit_with_code_2() {
         assert_eq!(code, Some(1), "{name:?}: {stderr}");
         assert!(stderr.starts_with("cannot listen on "), "{stderr}");
     }
+}
+
+/// What the example's `/ws` answers to a message that is not `put K V` or `get K`.
+const USAGE: &str = "error: usage: put K V | get K";
+const NO_SESSION: &str = "error: no session, the upgrade request carried none: start one with /put";
+const ENDED: &str = "error: the session has ended, reconnect with a live session";
+const UNAVAILABLE: &str = "error: session store unavailable";
+
+/// A session started over HTTP on `carry`, then a WebSocket on it: each `put` is answered
+/// `ok` once stored, and an HTTP `/get` with the same token sees it while the socket is open;
+/// the socket's `get` reads the session (afresh after a `put`).
+async fn websocket_puts_are_seen_over_http(example: &Example, carry: Carry, signed: bool) {
+    let (http, a) = (http_client(), example.addr.as_str());
+    let put = get_via(&http, a, "/put?key=base&message=from%20http", carry, None).await;
+    let token = put.token(carry).expect("a token");
+    assert_eq!(token.len(), if signed { 87 } else { 43 }, "{token}");
+    let t = Some(token.as_str());
+    let mut socket = Socket::open(a, carry, t).await;
+    assert_eq!(
+        carry.token_in(&socket.upgrade_headers),
+        None,
+        "the token stays"
+    );
+    assert_eq!(socket.say("get base").await, "from http");
+    for i in 0..5 {
+        assert_eq!(socket.say(&format!("put k{i} value {i}")).await, "ok");
+        let got = get_via(&http, a, &format!("/get?key=k{i}"), carry, t).await;
+        assert_eq!(got.body, format!("value {i}"));
+        assert_eq!(got.token(carry), None);
+    }
+    assert_eq!(socket.say("put k0 again").await, "ok");
+    assert_eq!(
+        get_via(&http, a, "/get?key=k0", carry, t).await.body,
+        "again"
+    );
+    assert_eq!(socket.say("get k1").await, "value 1");
+    assert_eq!(socket.say("get missing").await, "");
+    // What HTTP stores meanwhile, the socket reads after its next put.
+    get_via(&http, a, "/put?key=h&message=later", carry, t).await;
+    assert_eq!(socket.say("put x y").await, "ok");
+    assert_eq!(socket.say("get h").await, "later");
+    socket.close().await;
+    // Stored, not only held by the socket.
+    assert_eq!(get_via(&http, a, "/get?key=x", carry, t).await.body, "y");
+}
+
+#[tokio::test]
+async fn websocket_on_memory_with_the_cookie() {
+    let example = Example::start("put_get", &[]);
+    websocket_puts_are_seen_over_http(&example, Carry::Cookie, false).await;
+}
+
+#[tokio::test]
+async fn websocket_on_memory_with_the_header_and_signed_tokens() {
+    let key = URL_SAFE_NO_PAD.encode(K1);
+    let env = [("SESSION_HEADER", "x-session-token"), (KEYS, key.as_str())];
+    let example = Example::start("put_get", &env);
+    websocket_puts_are_seen_over_http(&example, HEADER, true).await;
+}
+
+#[tokio::test]
+async fn websocket_on_redis_with_the_cookie_and_signed_tokens() {
+    let redis = RedisServer::start().await;
+    let example = Example::on_redis_with("put_get", &redis, &[(KEYS, &STANDARD.encode(K2))]);
+    websocket_puts_are_seen_over_http(&example, Carry::Cookie, true).await;
+}
+
+#[tokio::test]
+async fn websocket_on_redis_with_the_header() {
+    let redis = RedisServer::start().await;
+    let env = [("SESSION_HEADER", "x-session-token")];
+    let example = Example::on_redis_with("put_get", &redis, &env);
+    websocket_puts_are_seen_over_http(&example, HEADER, false).await;
+}
+
+#[tokio::test]
+async fn websocket_answers_a_malformed_message_with_an_error_and_stays_open() {
+    let example = Example::start("put_get", &[]);
+    let (http, a) = (http_client(), example.addr.as_str());
+    let token = get(&http, a, "/put", None)
+        .await
+        .token(Carry::Cookie)
+        .unwrap();
+    let mut socket = Socket::open(a, Carry::Cookie, Some(&token)).await;
+    let malformed = [
+        "", "put", "put k", "put  v", "get", "get ", "get a b", "PUT k v", "hello", "put\tk v",
+        "get\tk",
+    ];
+    for message in malformed {
+        assert_eq!(socket.say(message).await, USAGE, "{message:?}");
+    }
+    let binary = Message::binary(b"put k v".to_vec());
+    assert_eq!(socket.send(binary).await, USAGE);
+    let too_long = format!("put {} v", "k".repeat(2000));
+    let refused = socket.say(&too_long).await;
+    assert!(
+        refused.starts_with("error: session too large: "),
+        "{refused}"
+    );
+    assert!(!refused.contains(&token), "{refused}");
+    // The socket still works, and nothing of the refused messages was stored.
+    assert_eq!(socket.say("put k v w").await, "ok");
+    assert_eq!(socket.say("get k").await, "v w");
+    assert_eq!(get(&http, a, "/get?key=k", Some(&token)).await.body, "v w");
+    assert_eq!(get(&http, a, "/get?key=a", Some(&token)).await.body, "");
+}
+
+/// A socket whose upgrade carried no live session (none, a made-up token, a destroyed
+/// session's) stores nothing: its session would have a token no client knows.
+#[tokio::test]
+async fn websocket_without_a_live_session_stores_nothing() {
+    let redis = RedisServer::start().await;
+    let example = Example::on_redis("put_get", &redis);
+    let (http, a) = (http_client(), example.addr.as_str());
+    let destroyed = get(&http, a, "/put", None)
+        .await
+        .token(Carry::Cookie)
+        .unwrap();
+    get(&http, a, "/destroy", Some(&destroyed)).await;
+    let made_up = made_up_token("nobody");
+    for token in [None, Some(made_up.as_str()), Some(destroyed.as_str())] {
+        let mut socket = Socket::open(a, Carry::Cookie, token).await;
+        assert_eq!(socket.say("put k v").await, NO_SESSION, "{token:?}");
+        assert_eq!(socket.say("get k").await, "", "{token:?}");
+        socket.close().await;
+    }
+    assert_eq!(redis.inspector().keys().await, Vec::<String>::new());
+}
+
+/// The session destroyed, or renewed, over HTTP while the socket is open: the socket's next put
+/// is refused and stores nothing, not even in a session of its own.
+#[tokio::test]
+async fn websocket_put_after_the_session_ended_stores_nothing() {
+    let redis = RedisServer::start().await;
+    let example = Example::on_redis("put_get", &redis);
+    let (http, a) = (http_client(), example.addr.as_str());
+    let token = get(&http, a, "/put", None)
+        .await
+        .token(Carry::Cookie)
+        .unwrap();
+    let t = Some(token.as_str());
+    let mut socket = Socket::open(a, Carry::Cookie, t).await;
+    assert_eq!(socket.say("put a 1").await, "ok");
+    let destroyed = get(&http, a, "/destroy", t).await;
+    assert_eq!(destroyed.token(Carry::Cookie).as_deref(), Some(""));
+    assert_eq!(socket.say("put b 2").await, ENDED);
+    assert_eq!(socket.say("put c 3").await, NO_SESSION);
+    assert_eq!(socket.say("get a").await, "");
+    assert_eq!(get(&http, a, "/get?key=b", t).await.body, "");
+    assert_eq!(redis.inspector().keys().await, Vec::<String>::new());
+
+    let token = get(&http, a, "/put", None)
+        .await
+        .token(Carry::Cookie)
+        .unwrap();
+    let mut socket = Socket::open(a, Carry::Cookie, Some(&token)).await;
+    let renewed = get(&http, a, "/renew", Some(&token)).await;
+    let new = renewed.token(Carry::Cookie).expect("the renewed token");
+    assert_eq!(socket.say("put b 2").await, ENDED);
+    let n = Some(new.as_str());
+    assert_eq!(get(&http, a, "/get?key=b", n).await.body, "");
+    assert_eq!(get(&http, a, "/get", n).await.body, "Hello from a session!");
+    let sessions = redis.inspector().sessions().await;
+    assert_eq!(sessions, [format!("scs:session:{new}")]);
+}
+
+/// Redis killed under an open socket: its messages are answered with an error, the process and
+/// the socket live on; on an empty Redis again, the socket finds its session gone.
+#[tokio::test]
+async fn websocket_store_failure_is_an_error_answer_and_the_socket_stays_open() {
+    let mut redis = RedisServer::start().await;
+    let mut example = Example::on_redis("put_get", &redis);
+    let (http, a) = (http_client(), example.addr.clone());
+    let token = get(&http, &a, "/put", None)
+        .await
+        .token(Carry::Cookie)
+        .unwrap();
+    let mut socket = Socket::open(&a, Carry::Cookie, Some(&token)).await;
+    assert_eq!(socket.say("put a 1").await, "ok");
+
+    redis.stop();
+    assert_eq!(socket.say("put b 2").await, UNAVAILABLE);
+    assert_eq!(socket.say("get a").await, UNAVAILABLE);
+    assert_eq!(socket.say("nonsense").await, USAGE);
+    assert!(example.is_running(), "{}", example.stderr());
+
+    redis.restart().await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = socket.say("put c 3").await;
+        if answer != UNAVAILABLE || Instant::now() > until {
+            break answer;
+        }
+    };
+    assert_eq!(answer, ENDED, "the store did not come back to the socket");
+    assert_eq!(redis.inspector().keys().await, Vec::<String>::new());
 }

@@ -12,12 +12,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest},
 };
 
 use super::redis::free_port;
@@ -324,4 +330,62 @@ pub async fn get_via(
 pub fn token_of(set_cookie: &str) -> String {
     let pair = set_cookie.split(';').next().unwrap();
     pair.strip_prefix("session=").unwrap().to_owned()
+}
+
+/// A WebSocket client on an example's `/ws`.
+pub struct Socket {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The headers of the upgrade's `101 Switching Protocols`.
+    pub upgrade_headers: HeaderMap,
+}
+
+/// How long a test waits for an answer on a socket before it fails.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+impl Socket {
+    /// Opens `/ws` on `addr`, with the token on `carry` when given; panics unless the upgrade
+    /// succeeds.
+    pub async fn open(addr: &str, carry: Carry, token: Option<&str>) -> Self {
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(token) = token {
+            carry.put_on(req.headers_mut(), token);
+        }
+        let (stream, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("the WebSocket upgrade on {addr}: {e}"));
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        Socket {
+            stream,
+            upgrade_headers: res.headers().clone(),
+        }
+    }
+
+    /// Sends the text message `text` and returns the answer.
+    pub async fn say(&mut self, text: &str) -> String {
+        self.send(Message::text(text)).await
+    }
+
+    /// Sends `message` and returns the answer, the next text message (pings and pongs skipped);
+    /// panics when the socket closes first, or after [`ANSWER_WITHIN`].
+    pub async fn send(&mut self, message: Message) -> String {
+        self.stream.send(message).await.expect("send on the socket");
+        let answer = async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    other => panic!("no answer on the socket: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_WITHIN, answer)
+            .await
+            .expect("an answer on the socket in time")
+    }
+
+    /// Closes the socket, and waits until the example has closed its end too.
+    pub async fn close(mut self) {
+        self.stream.close(None).await.expect("close the socket");
+        while let Some(Ok(_)) = self.stream.next().await {}
+    }
 }
