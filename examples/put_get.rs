@@ -5,11 +5,25 @@
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --example put_get  # RedisStore
 //! ```
 //!
-//! Environment: `ADDR` (default `127.0.0.1:4000`), `REDIS_URL` (any URL fred accepts,
-//! `redis-cluster://` included; without it the in-memory store is used), `LIFETIME_SECS`
-//! (default 24 h), `IDLE_TIMEOUT_SECS` (default, or `0`: none). Both take seconds from 0.001
-//! (the layer's 1 ms minimum) to 1e19, fractions allowed; any other value exits with a usage
-//! message and code 2. The cookie's `Secure` flag is off because this serves plain http.
+//! Environment:
+//! - `ADDR` (default `127.0.0.1:4000`);
+//! - `REDIS_URL` (any URL fred accepts, `redis-cluster://` included; without it the in-memory
+//!   store is used);
+//! - `LIFETIME_SECS` (default 24 h) and `IDLE_TIMEOUT_SECS` (default, or `0`: none), in seconds
+//!   from 0.001 (the layer's 1 ms minimum) to 1e19, fractions allowed;
+//! - `SESSION_HEADER=<name>` (unset by default): the token travels in this request header
+//!   instead of the cookie, and comes back in the response header of the same name (empty after
+//!   `/destroy`), on the same routes. The name must be a header name a token can travel in: not
+//!   one such as `Cookie`, `Authorization` or `Host`, which mean something else to HTTP;
+//! - `SESSION_SIGNING_KEYS=<key>[,<key>…]` (unset by default: unsigned tokens): the token on the
+//!   wire is signed, `<token>.<tag>` (HMAC-SHA256), with the first key, and verified with all
+//!   of them: `new,old` rotates keys without logging anyone out, a token signed with `old`
+//!   coming back signed with `new`. Each key is base64, standard or URL-safe alphabet, padding
+//!   optional, of at least 32 bytes once decoded (`head -c 32 /dev/urandom | base64`).
+//!
+//! Any other value exits with a message saying which variable is wrong, the usage, and code 2
+//! (a bad signing key is named by its position, never shown). The cookie's `Secure` flag is off
+//! because this serves plain http.
 //!
 //! Routes (all `GET`):
 //! - `/put?message=X[&key=K]` stores X under K (default key `message`, default X
@@ -18,13 +32,47 @@
 //! - `/pop?key=K` returns the value and removes it;
 //! - `/renew` renews the token, keeping the data; `/destroy` destroys the session;
 //! - `/remember?on=true|false` sets remember-me;
-//! - `/ping` returns `pong` without touching the session.
+//! - `/ping` returns `pong` without touching the session;
+//! - `/ws` upgrades to a WebSocket on the session the upgrade request carried (its cookie, or
+//!   its `SESSION_HEADER` header). Each text message gets one text message back:
+//!   - `put K V` stores V (the rest of the message, spaces included) under K and answers `ok`
+//!     once it is stored: the socket commits at once with `Session::commit`, since once the
+//!     upgrade's response has left nothing else stores it. While the socket stays open, an
+//!     HTTP `/get?key=K` with the same token sees V;
+//!   - `get K` answers the value, or an empty message when there is none. It reads the session
+//!     as the socket last loaded it: on its first read, and afresh after each `put`.
+//!
+//!   The other answers all start with `error: `, and none holds a token:
+//!   - `error: usage: put K V | get K` for any other message, a binary one included;
+//!   - `error: no session, …` for a `put` on a socket whose upgrade carried no live session
+//!     (start one with `/put` first): a session the socket created would have a token that no
+//!     client knows;
+//!   - `error: the session has ended, …` for a `put` once the session was destroyed, renewed or
+//!     expired while the socket was open: nothing is stored, and the socket has no session
+//!     from then on;
+//!   - `error: session too large: …` for a key or a session over the layer's limits: nothing
+//!     is stored;
+//!   - `error: session store unavailable` when the store fails, the write then stored or not
+//!     (`error: session error` for a stored record the layer cannot read). The socket stays
+//!     open, and its next message loads the session afresh.
+//!
+//!   A message never closes the socket; the client does.
 
-use std::{env, time::Duration};
+use std::{env, panic, time::Duration};
 
-use axum::{Router, extract::Query, routing::get};
+use axum::{
+    Router,
+    extract::{
+        Query,
+        ws::{Message, WebSocket, WebSocketUpgrade},
+    },
+    response::Response,
+    routing::get,
+};
 use serde::Deserialize;
-use tower_scs::{Error, MemoryStore, RedisStore, Session, SessionLayer};
+use tower_scs::{
+    Carrier, Error, MIN_KEY_BYTES, MemoryStore, RedisStore, Session, SessionLayer, SigningKeys,
+};
 
 #[derive(Deserialize)]
 struct Put {
@@ -84,6 +132,100 @@ async fn ping() -> &'static str {
     "pong"
 }
 
+/// `/ws`: the session is loaded here, in the request, so that a failing store is the layer's
+/// error response rather than a socket that cannot work; then the socket takes it over.
+async fn ws(upgrade: WebSocketUpgrade, session: Session) -> Result<Response, Error> {
+    let token = session.token().await?;
+    Ok(upgrade.on_upgrade(move |socket| talk(socket, session, token)))
+}
+
+/// Answers each message of `socket` on `session`, whose token, while it has a live one, is
+/// `token` (kept to tell when the session has ended; never sent).
+async fn talk(mut socket: WebSocket, session: Session, mut token: Option<String>) {
+    while let Some(Ok(message)) = socket.recv().await {
+        let answer = match message {
+            Message::Text(line) => answer(&session, &mut token, line.as_str()).await,
+            Message::Binary(_) => USAGE.into(),
+            Message::Close(_) => break,
+            // Pings are answered by axum.
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket.send(Message::text(answer)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The answer to a message that is not `put K V` or `get K`.
+const USAGE: &str = "error: usage: put K V | get K";
+
+async fn answer(session: &Session, token: &mut Option<String>, line: &str) -> String {
+    match Command::parse(line) {
+        Some(Command::Put { key, value }) => put_now(session, token, key, value).await,
+        Some(Command::Get { key }) => session.get(key).await.map_or_else(failed, text),
+        None => USAGE.into(),
+    }
+}
+
+/// A text message of the `/ws` protocol.
+enum Command<'a> {
+    /// `put K V`: V is the rest of the message, spaces included.
+    Put { key: &'a str, value: &'a str },
+    /// `get K`.
+    Get { key: &'a str },
+}
+
+impl<'a> Command<'a> {
+    fn parse(message: &'a str) -> Option<Self> {
+        let (verb, args) = message.split_once(' ')?;
+        match verb {
+            "put" => {
+                let (key, value) = args.split_once(' ')?;
+                (!key.is_empty()).then_some(Command::Put { key, value })
+            }
+            "get" if !args.is_empty() && !args.contains(' ') => Some(Command::Get { key: args }),
+            _ => None,
+        }
+    }
+}
+
+/// Stores `value` under `key` at once: after the upgrade's response, only `Session::commit`
+/// stores anything.
+async fn put_now(session: &Session, token: &mut Option<String>, key: &str, value: &str) -> String {
+    let Some(current) = token.as_deref() else {
+        return "error: no session, the upgrade request carried none: start one with /put".into();
+    };
+    if let Err(e) = session.try_insert(key, value) {
+        return failed(e);
+    }
+    match session.commit().await {
+        // Stored under the token the client has.
+        Ok(Some(stored)) if stored == current => "ok".into(),
+        // The session ended while the socket was open, and the write went into a new session
+        // whose token no client knows: end that one too.
+        Ok(_) => {
+            *token = None;
+            session.destroy();
+            if let Err(e) = session.commit().await {
+                eprintln!("/ws: a session nobody knows of is left to expire: {e}");
+            }
+            "error: the session has ended, reconnect with a live session".into()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// The answer for a session error (errors never hold a token, but the store's own words are
+/// for the log, not the client).
+fn failed(e: Error) -> String {
+    eprintln!("/ws: {e}");
+    match e {
+        Error::Store(_) | Error::Timeout(_) => "error: session store unavailable".into(),
+        Error::TooLarge(_) => format!("error: {e}"),
+        _ => "error: session error".into(),
+    }
+}
+
 /// The example's routes behind `layer`.
 pub fn app(layer: SessionLayer) -> Router {
     Router::new()
@@ -94,6 +236,7 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/destroy", get(destroy))
         .route("/remember", get(remember))
         .route("/ping", get(ping))
+        .route("/ws", get(ws))
         .layer(layer)
 }
 
@@ -120,15 +263,83 @@ fn secs_from_env(name: &str, zero_is_off: bool) -> Option<Duration> {
     }
 }
 
-/// Says why `name=value` is refused and how to run the example, then exits with code 2.
+/// Says why `name=value` is refused as a duration, and how to run the example; exits with 2.
 fn usage(name: &str, value: &str, zero_is_off: bool) -> ! {
     let off = if zero_is_off { ", or 0 for none" } else { "" };
-    eprintln!("{name}={value:?} is not valid: expected seconds from 0.001 to {MAX_SECS:e}{off}");
+    refuse(&format!(
+        "{name}={value:?} is not valid: expected seconds from 0.001 to {MAX_SECS:e}{off}"
+    ));
+}
+
+/// The token's carrier that `SESSION_HEADER` names, if it is set. `Carrier::header` panics on
+/// a name it refuses, as the layer's setters do on a bad value (a mistake in code should stop
+/// the program); a name from the environment is a user's mistake, so it is asked quietly here
+/// and a refusal is the usage message.
+fn header_from_env() -> Option<(String, Carrier)> {
+    let name = match env::var("SESSION_HEADER") {
+        Ok(name) => name,
+        Err(env::VarError::NotPresent) => return None,
+        Err(env::VarError::NotUnicode(name)) => name.to_string_lossy().into_owned(),
+    };
+    panic::set_hook(Box::new(|_| {}));
+    let carrier = panic::catch_unwind(|| Carrier::header(&name));
+    drop(panic::take_hook()); // the default hook again
+    let carrier = carrier.ok().or_else(|| {
+        refuse(&format!(
+            "SESSION_HEADER={name:?} is not valid: expected a header name a token can travel \
+             in, not one such as Cookie, Authorization or Host"
+        ))
+    });
+    carrier.map(|carrier| (name, carrier))
+}
+
+/// The keys `SESSION_SIGNING_KEYS` lists, if it is set. A refusal names the key by its
+/// position, never its value.
+fn signing_keys_from_env() -> Option<SigningKeys> {
+    const NAME: &str = "SESSION_SIGNING_KEYS";
+    let keys = match env::var(NAME) {
+        Ok(keys) => keys,
+        Err(env::VarError::NotPresent) => return None,
+        Err(env::VarError::NotUnicode(_)) => refuse(&format!("{NAME} is not valid: not UTF-8")),
+    };
+    match SigningKeys::from_base64(keys.split(',')) {
+        Ok(keys) => Some(keys),
+        Err(Error::Config(why)) => refuse(&format!(
+            "{NAME} is not valid: {why} (each key: base64, standard or URL-safe alphabet, \
+             padding optional, at least {MIN_KEY_BYTES} bytes decoded)"
+        )),
+        Err(e) => refuse(&format!("{NAME} is not valid: {e}")),
+    }
+}
+
+/// Says why the example cannot run with its environment, and how to run it; exits with code 2.
+fn refuse(why: &str) -> ! {
+    eprintln!("{why}");
     eprintln!(
         "usage: [ADDR=host:port] [REDIS_URL=url] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
-         put_get"
+         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] put_get"
     );
     std::process::exit(2);
+}
+
+/// A layer on Redis when `REDIS_URL` is set, else in memory; exits with code 1 when Redis
+/// cannot be used.
+async fn store_layer() -> SessionLayer {
+    let Ok(url) = env::var("REDIS_URL") else {
+        println!("store: MemoryStore (set REDIS_URL to use Redis)");
+        return SessionLayer::new(MemoryStore::new());
+    };
+    match RedisStore::from_url(&url).await {
+        Ok(store) => {
+            let prefix = store.prefix();
+            println!("store: RedisStore (REDIS_URL), key prefix {prefix}");
+            SessionLayer::new(store)
+        }
+        Err(e) => {
+            eprintln!("cannot use REDIS_URL: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 #[tokio::main]
@@ -137,33 +348,32 @@ async fn main() {
     // Checked before connecting to anything, so that a bad value fails at once.
     let lifetime = secs_from_env("LIFETIME_SECS", false);
     let idle_timeout = secs_from_env("IDLE_TIMEOUT_SECS", true);
-    let layer = match env::var("REDIS_URL") {
-        Ok(url) => match RedisStore::from_url(&url).await {
-            Ok(store) => {
-                println!(
-                    "store: RedisStore (REDIS_URL), key prefix {}",
-                    store.prefix()
-                );
-                SessionLayer::new(store)
-            }
-            Err(e) => {
-                eprintln!("cannot use REDIS_URL: {e}");
-                std::process::exit(1);
-            }
-        },
-        Err(_) => {
-            println!("store: MemoryStore (set REDIS_URL to use Redis)");
-            SessionLayer::new(MemoryStore::new())
-        }
-    };
-    let mut layer = layer.secure(false);
+    let header = header_from_env();
+    let signing_keys = signing_keys_from_env();
+    let mut layer = store_layer().await.secure(false);
     if let Some(lifetime) = lifetime {
         layer = layer.lifetime(lifetime);
     }
     if let Some(idle) = idle_timeout {
         layer = layer.idle_timeout(idle);
     }
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    if let Some((name, carrier)) = header {
+        println!("token: in the header {name} (SESSION_HEADER), not the cookie");
+        layer = layer.carriers([carrier]);
+    }
+    if let Some(keys) = signing_keys {
+        println!(
+            "token: signed, {} key(s) (SESSION_SIGNING_KEYS)",
+            keys.len()
+        );
+        layer = layer.signing_keys(keys);
+    }
+    serve(&addr, app(layer)).await;
+}
+
+/// Serves `app` on `addr` until Ctrl-C; exits with code 1 when it cannot.
+async fn serve(addr: &str, app: Router) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cannot listen on {addr}: {e}");
@@ -174,7 +384,7 @@ async fn main() {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    if let Err(e) = axum::serve(listener, app(layer))
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
     {

@@ -8,11 +8,12 @@
 //! Environment: `ADDR` (default `127.0.0.1:50051`), `REDIS_URL` (any URL fred accepts; without
 //! it the in-memory store is used). The server speaks plaintext HTTP/2 (h2c).
 //!
-//! The session cookie travels in gRPC metadata, which is HTTP/2 headers: a client sends
-//! `cookie: session=<token>` as request metadata, and finds `set-cookie: session=<token>; …` in
-//! the response metadata (the initial headers) of the call that created or changed its session.
-//! The cookie attributes (`Path`, `HttpOnly`, `Max-Age`, …) mean nothing to a gRPC client; it
-//! only needs to keep the token and send it back.
+//! The session token travels in gRPC metadata, which is HTTP/2 headers, through the layer's
+//! header carrier (`Carrier::header("x-session-token")`), not a cookie: a client sends
+//! `x-session-token: <token>` as request metadata, and finds `x-session-token: <token>` in the
+//! response metadata (the initial headers) of the call that created or changed its session
+//! (an empty value would mean the session is gone). A call whose session did not change sends
+//! nothing back; the client keeps the token it has.
 //!
 //! The service, `counter.Counter`, has no `.proto` file in this crate (the crate builds without
 //! `protoc`): its messages are `prost` derives and the service is written by hand as
@@ -36,8 +37,8 @@
 //!
 //! ```sh
 //! grpcurl -plaintext -proto counter.proto -v -d '{"key":"a","value":"b"}' \
-//!     127.0.0.1:50051 counter.Counter/Put            # prints set-cookie: session=<token>; …
-//! grpcurl -plaintext -proto counter.proto -H 'cookie: session=<token>' -d '{"key":"a"}' \
+//!     127.0.0.1:50051 counter.Counter/Put            # prints x-session-token: <token>
+//! grpcurl -plaintext -proto counter.proto -H 'x-session-token: <token>' -d '{"key":"a"}' \
 //!     127.0.0.1:50051 counter.Counter/Get
 //! ```
 //!
@@ -62,7 +63,7 @@ use tonic::{
 };
 use tonic_prost::ProstCodec;
 use tower::Service;
-use tower_scs::{Error, MemoryStore, RedisStore, Session, SessionLayer};
+use tower_scs::{Carrier, Error, MemoryStore, RedisStore, Session, SessionLayer};
 
 /// The messages of `counter.proto`, as `prost-build` would generate them.
 mod proto {
@@ -98,6 +99,9 @@ mod proto {
 }
 
 use proto::{GetReply, GetRequest, IncrReply, PutRequest};
+
+/// The metadata entry (HTTP/2 header) the session token travels in, both ways.
+const TOKEN_HEADER: &str = "x-session-token";
 
 /// The session key `Incr` counts under.
 const COUNT_KEY: &str = "count";
@@ -221,7 +225,9 @@ async fn main() {
     };
     // The layer's default error response is an HTTP 500, which gRPC clients report as UNKNOWN;
     // answer with a proper gRPC status instead (HTTP 200, `grpc-status` in the headers).
-    let layer = layer.secure(false).error_handler(|e| {
+    // The token in its own metadata entry, in and out: gRPC clients keep no cookie jar.
+    let layer = layer.carriers([Carrier::header(TOKEN_HEADER)]);
+    let layer = layer.error_handler(|e| {
         eprintln!("session error: {e}");
         match e {
             Error::Store(_) | Error::Timeout(_) => {

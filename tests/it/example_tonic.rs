@@ -1,6 +1,6 @@
-//! Drives the `tonic_grpc` example binary over TCP with a tonic client: the session cookie
-//! travels in gRPC metadata (`cookie` in the request, `set-cookie` in the response), sessions
-//! live in a private Redis, and a store failure is a gRPC status, not a crash.
+//! Drives the `tonic_grpc` example binary over TCP with a tonic client: the session token
+//! travels in gRPC metadata (`x-session-token`, both ways; no cookie anywhere), sessions live in
+//! a private Redis, and a store failure is a gRPC status, not a crash.
 
 use std::time::{Duration, Instant};
 
@@ -42,17 +42,22 @@ mod proto {
 
 use proto::{GetReply, GetRequest, IncrReply, PutRequest};
 
-/// A `counter.Counter` client with a one-cookie jar: it sends `cookie: session=<token>` as request
-/// metadata and follows the `set-cookie` of the response metadata.
+/// The metadata entry the example carries the token in, both ways.
+const TOKEN: &str = "x-session-token";
+
+/// A `counter.Counter` client that keeps its session token: it sends `x-session-token: <token>`
+/// as request metadata, and takes the `x-session-token` of the response metadata.
 struct Client {
     grpc: Grpc<Channel>,
     token: Option<String>,
-    /// The `set-cookie` of the last successful call, if it had one.
-    set_cookie: Option<String>,
+    /// The `x-session-token` of the last successful call, if it had one.
+    answered: Option<String>,
+    /// Send the token as `cookie: session=<token>` instead, to show that a cookie is ignored.
+    as_cookie: bool,
 }
 
 impl Client {
-    /// A client on its own HTTP/2 connection, with an empty jar.
+    /// A client on its own HTTP/2 connection, without a token.
     async fn connect(example: &Example) -> Self {
         let channel = Channel::from_shared(format!("http://{}", example.addr))
             .expect("endpoint URI")
@@ -62,7 +67,8 @@ impl Client {
         Client {
             grpc: Grpc::new(channel),
             token: None,
-            set_cookie: None,
+            answered: None,
+            as_cookie: false,
         }
     }
 
@@ -75,11 +81,16 @@ impl Client {
         Req: prost::Message + Send + Sync + 'static,
         Reply: prost::Message + Default + Send + Sync + 'static,
     {
-        self.set_cookie = None;
+        self.answered = None;
         let mut request = tonic::Request::new(message);
         if let Some(token) = &self.token {
-            let cookie = format!("session={token}").parse().expect("ASCII metadata");
-            request.metadata_mut().insert("cookie", cookie);
+            let (name, value) = if self.as_cookie {
+                ("cookie", format!("session={token}"))
+            } else {
+                (TOKEN, token.clone())
+            };
+            let value = value.parse().expect("ASCII metadata");
+            request.metadata_mut().insert(name, value);
         }
         self.grpc.ready().await.expect("channel ready");
         let path = PathAndQuery::from_static(method);
@@ -87,14 +98,11 @@ impl Client {
             .grpc
             .unary(request, path, ProstCodec::<Req, Reply>::default())
             .await?;
-        self.set_cookie = response
-            .metadata()
-            .get("set-cookie")
-            .map(|v| v.to_str().expect("ASCII set-cookie").to_owned());
-        if let Some(set_cookie) = &self.set_cookie {
-            let pair = set_cookie.split(';').next().unwrap();
-            let token = pair.strip_prefix("session=").expect("the session cookie");
-            self.token = Some(token.to_owned()).filter(|t| !t.is_empty());
+        let metadata = response.metadata();
+        assert!(metadata.get("set-cookie").is_none(), "{metadata:?}");
+        self.answered = (metadata.get(TOKEN)).map(|v| v.to_str().expect("ASCII token").to_owned());
+        if let Some(token) = &self.answered {
+            self.token = Some(token.clone()).filter(|t| !t.is_empty());
         }
         Ok(response.into_inner())
     }
@@ -120,19 +128,15 @@ impl Client {
 }
 
 #[tokio::test]
-async fn the_cookie_in_metadata_carries_the_session_across_calls() {
+async fn the_token_in_metadata_carries_the_session_across_calls() {
     let redis = RedisServer::start().await;
     let example = Example::on_redis("tonic_grpc", &redis);
     let mut alice = Client::connect(&example).await;
 
     alice.put("greeting", "hello").await.unwrap();
-    let set_cookie = alice
-        .set_cookie
-        .clone()
-        .expect("Put sends set-cookie metadata");
-    assert!(set_cookie.contains("Max-Age="), "{set_cookie}");
-    let token = alice.token.clone().unwrap();
+    let token = (alice.answered.clone()).expect("Put sends x-session-token metadata");
     assert_valid_token(&token);
+    assert_eq!(alice.token.as_deref(), Some(token.as_str()));
     let stored = redis
         .inspector()
         .hgetall(&format!("scs:session:{token}"))
@@ -143,10 +147,16 @@ async fn the_cookie_in_metadata_carries_the_session_across_calls() {
         alice.get("greeting").await.unwrap().as_deref(),
         Some("hello")
     );
-    assert_eq!(alice.set_cookie, None, "a read-only call sends no cookie");
+    assert_eq!(alice.answered, None, "a read-only call sends no token");
     assert_eq!(alice.get("missing").await.unwrap(), None);
 
-    // Another client, without the cookie, sees nothing of alice's session.
+    // The token as a cookie is no session: the cookie is not a carrier here.
+    let mut cookie = Client::connect(&example).await;
+    (cookie.token, cookie.as_cookie) = (Some(token.clone()), true);
+    assert_eq!(cookie.get("greeting").await.unwrap(), None);
+    assert_eq!(cookie.answered, None);
+
+    // Another client, without the token, sees nothing of alice's session.
     let mut bob = Client::connect(&example).await;
     assert_eq!(bob.get("greeting").await.unwrap(), None);
     assert_eq!(bob.token, None, "a read of no session creates none");

@@ -12,19 +12,32 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::{Request, StatusCode, header};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest},
+};
 
 use super::redis::free_port;
 
 /// The environment variables the examples read; a test sets the ones it wants, the others are
 /// removed so that the developer's own environment does not leak in.
-const EXAMPLE_VARS: [&str; 4] = ["ADDR", "REDIS_URL", "LIFETIME_SECS", "IDLE_TIMEOUT_SECS"];
+pub const EXAMPLE_VARS: [&str; 6] = [
+    "ADDR",
+    "REDIS_URL",
+    "LIFETIME_SECS",
+    "IDLE_TIMEOUT_SECS",
+    "SESSION_HEADER",
+    "SESSION_SIGNING_KEYS",
+];
 
 /// What the examples print once their listener is bound.
 const LISTENING: &str = "listening on ";
@@ -41,7 +54,21 @@ impl Example {
     /// Starts the example `name` with `REDIS_URL` pointing at `redis`, and checks that it says
     /// it uses the Redis store.
     pub fn on_redis(name: &str, redis: &super::redis::RedisServer) -> Self {
-        let example = Self::start(name, &[("REDIS_URL", &redis.url())]);
+        Self::on_redis_with(name, redis, &[])
+    }
+
+    /// [`Example::on_redis`], with more of the environment.
+    pub fn on_redis_with(
+        name: &str,
+        redis: &super::redis::RedisServer,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let url = redis.url();
+        let env: Vec<(&str, &str)> = [("REDIS_URL", url.as_str())]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
+        let example = Self::start(name, &env);
         assert!(
             example.stdout().contains("store: RedisStore"),
             "{}",
@@ -211,11 +238,55 @@ fn drain(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHa
 /// An HTTP client for driving example processes.
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// Where a test puts the token on its requests to an example, and finds it in the answers:
+/// the `session` cookie, or the header the example's `SESSION_HEADER` names.
+#[derive(Clone, Copy, Debug)]
+pub enum Carry {
+    Cookie,
+    Header(&'static str),
+}
+
+impl Carry {
+    /// Puts `token` on a request's headers.
+    fn put_on(self, headers: &mut HeaderMap, token: &str) {
+        let (name, value) = match self {
+            Carry::Cookie => (header::COOKIE.as_str(), format!("session={token}")),
+            Carry::Header(name) => (name, token.to_owned()),
+        };
+        let value = HeaderValue::try_from(value).expect("a token is a header value");
+        headers.insert(http::HeaderName::from_static(name), value);
+    }
+
+    /// What a response says about the token on this carrier: `None` when it says nothing,
+    /// `Some("")` when the client is to forget it (an expiring cookie, an empty header).
+    pub fn token_in(self, headers: &HeaderMap) -> Option<String> {
+        let name = match self {
+            Carry::Cookie => header::SET_COOKIE.as_str(),
+            Carry::Header(name) => name,
+        };
+        let mut values = headers.get_all(name).iter();
+        let value = values.next()?.to_str().expect("ASCII").to_owned();
+        assert!(values.next().is_none(), "{name} sent twice");
+        Some(match self {
+            Carry::Cookie => token_of(&value),
+            Carry::Header(_) => value,
+        })
+    }
+}
+
 /// What a GET to an example answered.
 pub struct Reply {
     pub status: StatusCode,
     pub set_cookie: Option<String>,
+    pub headers: HeaderMap,
     pub body: String,
+}
+
+impl Reply {
+    /// What the reply says about the token on `carry` (see [`Carry::token_in`]).
+    pub fn token(&self, carry: Carry) -> Option<String> {
+        carry.token_in(&self.headers)
+    }
 }
 
 /// An HTTP/1.1 keep-alive client.
@@ -225,23 +296,32 @@ pub fn http_client() -> HttpClient {
 
 /// GET `path` on `addr`, with `session=<token>` when given.
 pub async fn get(http: &HttpClient, addr: &str, path: &str, token: Option<&str>) -> Reply {
-    let mut req = Request::get(format!("http://{addr}{path}"));
+    get_via(http, addr, path, Carry::Cookie, token).await
+}
+
+/// GET `path` on `addr`, with the token on `carry` when given.
+pub async fn get_via(
+    http: &HttpClient,
+    addr: &str,
+    path: &str,
+    carry: Carry,
+    token: Option<&str>,
+) -> Reply {
+    let mut req = Request::get(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .unwrap();
     if let Some(token) = token {
-        req = req.header(header::COOKIE, format!("session={token}"));
+        carry.put_on(req.headers_mut(), token);
     }
-    let res = http
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .expect("request to the example");
-    let status = res.status();
-    let set_cookie = res
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let res = http.request(req).await.expect("request to the example");
+    let (parts, body) = res.into_parts();
+    let set_cookie =
+        (parts.headers.get(header::SET_COOKIE)).map(|v| v.to_str().unwrap().to_owned());
+    let body = body.collect().await.unwrap().to_bytes();
     Reply {
-        status,
+        status: parts.status,
         set_cookie,
+        headers: parts.headers,
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
 }
@@ -250,4 +330,62 @@ pub async fn get(http: &HttpClient, addr: &str, path: &str, token: Option<&str>)
 pub fn token_of(set_cookie: &str) -> String {
     let pair = set_cookie.split(';').next().unwrap();
     pair.strip_prefix("session=").unwrap().to_owned()
+}
+
+/// A WebSocket client on an example's `/ws`.
+pub struct Socket {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The headers of the upgrade's `101 Switching Protocols`.
+    pub upgrade_headers: HeaderMap,
+}
+
+/// How long a test waits for an answer on a socket before it fails.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+impl Socket {
+    /// Opens `/ws` on `addr`, with the token on `carry` when given; panics unless the upgrade
+    /// succeeds.
+    pub async fn open(addr: &str, carry: Carry, token: Option<&str>) -> Self {
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(token) = token {
+            carry.put_on(req.headers_mut(), token);
+        }
+        let (stream, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("the WebSocket upgrade on {addr}: {e}"));
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        Socket {
+            stream,
+            upgrade_headers: res.headers().clone(),
+        }
+    }
+
+    /// Sends the text message `text` and returns the answer.
+    pub async fn say(&mut self, text: &str) -> String {
+        self.send(Message::text(text)).await
+    }
+
+    /// Sends `message` and returns the answer, the next text message (pings and pongs skipped);
+    /// panics when the socket closes first, or after [`ANSWER_WITHIN`].
+    pub async fn send(&mut self, message: Message) -> String {
+        self.stream.send(message).await.expect("send on the socket");
+        let answer = async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    other => panic!("no answer on the socket: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_WITHIN, answer)
+            .await
+            .expect("an answer on the socket in time")
+    }
+
+    /// Closes the socket, and waits until the example has closed its end too.
+    pub async fn close(mut self) {
+        self.stream.close(None).await.expect("close the socket");
+        while let Some(Ok(_)) = self.stream.next().await {}
+    }
 }
