@@ -58,7 +58,7 @@
 //!
 //!   A message never closes the socket; the client does.
 
-use std::{env, panic, time::Duration};
+use std::{env, time::Duration};
 
 use axum::{
     Router,
@@ -192,23 +192,18 @@ impl<'a> Command<'a> {
 /// Stores `value` under `key` at once: after the upgrade's response, only `Session::commit`
 /// stores anything.
 async fn put_now(session: &Session, token: &mut Option<String>, key: &str, value: &str) -> String {
-    let Some(current) = token.as_deref() else {
+    if token.is_none() {
         return "error: no session, the upgrade request carried none: start one with /put".into();
-    };
+    }
     if let Err(e) = session.try_insert(key, value) {
         return failed(e);
     }
     match session.commit().await {
-        // Stored under the token the client has.
-        Ok(Some(stored)) if stored == current => "ok".into(),
-        // The session ended while the socket was open, and the write went into a new session
-        // whose token no client knows: end that one too.
-        Ok(_) => {
+        Ok(Some(_)) => "ok".into(),
+        // The session ended while the socket was open (destroyed, renewed, expired): after the
+        // response, a commit never moves the write into a new session nobody knows of.
+        Ok(None) => {
             *token = None;
-            session.destroy();
-            if let Err(e) = session.commit().await {
-                eprintln!("/ws: a session nobody knows of is left to expire: {e}");
-            }
             "error: the session has ended, reconnect with a live session".into()
         }
         Err(e) => failed(e),
@@ -271,20 +266,15 @@ fn usage(name: &str, value: &str, zero_is_off: bool) -> ! {
     ));
 }
 
-/// The token's carrier that `SESSION_HEADER` names, if it is set. `Carrier::header` panics on
-/// a name it refuses, as the layer's setters do on a bad value (a mistake in code should stop
-/// the program); a name from the environment is a user's mistake, so it is asked quietly here
-/// and a refusal is the usage message.
+/// The token's carrier that `SESSION_HEADER` names, if it is set; a name `Carrier` refuses is
+/// the usage message.
 fn header_from_env() -> Option<(String, Carrier)> {
     let name = match env::var("SESSION_HEADER") {
         Ok(name) => name,
         Err(env::VarError::NotPresent) => return None,
         Err(env::VarError::NotUnicode(name)) => name.to_string_lossy().into_owned(),
     };
-    panic::set_hook(Box::new(|_| {}));
-    let carrier = panic::catch_unwind(|| Carrier::header(&name));
-    drop(panic::take_hook()); // the default hook again
-    let carrier = carrier.ok().or_else(|| {
+    let carrier = Carrier::try_header(&name).ok().or_else(|| {
         refuse(&format!(
             "SESSION_HEADER={name:?} is not valid: expected a header name a token can travel \
              in, not one such as Cookie, Authorization or Host"

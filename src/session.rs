@@ -88,6 +88,8 @@ pub(super) struct Generation {
     token: Option<WireToken>,
     /// The stored record, once loaded (`None` inside: no such session).
     record: OnceCell<Option<Record>>,
+    /// The session had a token, and it ended (destroyed, or gone from the store).
+    ended: bool,
 }
 
 impl Generation {
@@ -95,6 +97,7 @@ impl Generation {
         Generation {
             token,
             record: OnceCell::new(),
+            ended: false,
         }
     }
 }
@@ -260,7 +263,10 @@ impl std::fmt::Debug for Session {
         // Never print the token.
         let (status, has_token) = {
             let state = self.state();
-            (state.status, self.generation(&state.generation).token.is_some())
+            (
+                state.status,
+                self.generation(&state.generation).token.is_some(),
+            )
         };
         f.debug_struct("Session")
             .field("status", &status)

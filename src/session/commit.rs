@@ -12,7 +12,7 @@ use super::{Current, Generation, Inner, Plan, Session, State, Status, Write};
 use crate::{
     Error,
     shared::Shared,
-    store::Committed,
+    store::{Committed, Mode},
     token,
     wire::{TokenOut, WireToken},
 };
@@ -30,9 +30,9 @@ pub(crate) enum Begun {
 impl Session {
     /// Stores what is pending **now**, rather than when the layer commits at the end of the
     /// request (SCS `Commit`), and returns the token the client must use from then on, as it
-    /// goes on the wire (signed when signing is on): `None` when the session was destroyed, or
-    /// holds nothing and never did. The layer's own commit then stores only what is still
-    /// pending, and the response still carries the token.
+    /// goes on the wire (signed when signing is on): `None` when the session was destroyed or
+    /// has ended, or holds nothing and never did. The layer's own commit then stores only what
+    /// is still pending, and the response still carries the token.
     ///
     /// **After the response has left the layer** (a WebSocket, a stream, a spawned task, or a
     /// session from a [`SessionLoader`](crate::SessionLoader)), this is the only way a change is
@@ -43,8 +43,13 @@ impl Session {
     /// - it keeps the token it came with; a renew or a destroy ends that token, and the client
     ///   learns of it only at its next request (where it has no session), unless the
     ///   application sends it the token `commit` returns;
-    /// - a session that had no token yet (the request carried none) gets one at its first
-    ///   commit, which the client never learns of unless the application sends it.
+    /// - once its token has ended (destroyed here or elsewhere, renewed by another request, or
+    ///   expired), the session stays ended: what it writes is not stored and `commit` returns
+    ///   `None`, where a request would have started a fresh session under a new token that this
+    ///   client could never learn;
+    /// - a session that never had a token (the request carried none, or
+    ///   [`SessionLoader::create`](crate::SessionLoader::create)) gets one at its first commit,
+    ///   which the client learns of only if the application sends it.
     ///
     /// A read on another clone of the session while the commit runs waits for it; a write is
     /// pending for the next commit.
@@ -213,7 +218,13 @@ impl Session {
                 let out = Some(TokenOut::Set { token, committed });
                 (Generation::new(Some(wire)), Ok(out))
             }
-            Ok(other) => (Generation::default(), Ok(other)),
+            Ok(other) => {
+                let ended = Generation {
+                    ended: true,
+                    ..Generation::default()
+                };
+                (ended, Ok(other))
+            }
             Err(e) => {
                 self.fail(state, &e);
                 (Generation::new(generation.token.clone()), Err(e))
@@ -260,6 +271,9 @@ async fn store(shared: &Shared, plan: Plan) -> Result<Option<TokenOut>, Error> {
 /// still be live when the new record is confirmed, or the new record does not survive.
 async fn write(shared: &Shared, mut w: Write) -> Result<Option<TokenOut>, Error> {
     shared.delete(&w.delete).await?;
+    if !w.may_start && matches!(w.change.mode, Mode::Create { .. }) {
+        return Ok(None);
+    }
     let target = shared.store_id(&w.token).into_owned();
     for merged in std::mem::take(&mut w.merged_ids) {
         if !shared.replace(&merged, &target).await? {
@@ -282,7 +296,7 @@ async fn write(shared: &Shared, mut w: Write) -> Result<Option<TokenOut>, Error>
         None => {}
     }
     // What this request wrote itself goes into a new session with a new token.
-    let Some(own) = w.own() else {
+    let Some(own) = w.own().filter(|_| w.may_start) else {
         return Ok(None);
     };
     let token = token::generate();

@@ -145,6 +145,10 @@ pub(crate) enum Plan {
 /// live. When the target turns out gone, or the hand-over fails, what the request wrote itself
 /// ([`Write::own`]) goes into a new session with a new token.
 pub(crate) struct Write {
+    /// Whether the write may start a session under a new token the client has not seen: in a
+    /// request (the response carries it), after a renew, or for a session that never had one.
+    /// Otherwise, once the response has left, a session whose token ended stays ended.
+    pub(crate) may_start: bool,
     pub(crate) delete: Vec<String>,
     pub(crate) token: String,
     pub(crate) merged_ids: Vec<String>,
@@ -248,6 +252,7 @@ impl State {
             idle_ttl: s.idle_ttl,
         };
         Write {
+            may_start: true,
             delete: std::mem::take(&mut self.delete),
             token,
             merged_ids: std::mem::take(&mut self.merged_ids),
@@ -330,10 +335,14 @@ impl Session {
         let generation = self.generation(&current);
         let gone = matches!(generation.record.get(), Some(None));
         let create = state.fresh || generation.token.is_none() || gone;
+        let renewed = state.new_token.is_some();
         let token = match (&generation.token, create) {
             (Some(t), false) => t.token().to_owned(),
             _ => state.new_token.take().unwrap_or_else(token::generate),
         };
-        Plan::Write(Box::new(state.write(token, create, settings)))
+        let mut write = state.write(token, create, settings);
+        let had_token = generation.token.is_some() || generation.ended;
+        write.may_start = !state.answered || renewed || !had_token;
+        Plan::Write(Box::new(write))
     }
 }

@@ -80,7 +80,17 @@ impl Carrier {
     #[must_use]
     #[track_caller]
     pub fn header(name: &str) -> Self {
-        Carrier(Kind::Header(header_name("header", name)))
+        Self::try_header(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Carrier::header`], for a name that comes from configuration: a name it would panic
+    /// on is an [`Error::Config`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `name` is not a header name a token can travel in.
+    pub fn try_header(name: &str) -> Result<Self, Error> {
+        header_name("header", name).map(|name| Carrier(Kind::Header(name)))
     }
 
     /// A bearer token: read from `Authorization: Bearer <token>` (other schemes are ignored),
@@ -93,7 +103,16 @@ impl Carrier {
     #[must_use]
     #[track_caller]
     pub fn bearer(answer: &str) -> Self {
-        Carrier(Kind::Bearer(header_name("bearer", answer)))
+        Self::try_bearer(answer).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Carrier::bearer`], for a name that comes from configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `answer` is not a header name a token can travel in.
+    pub fn try_bearer(answer: &str) -> Result<Self, Error> {
+        header_name("bearer", answer).map(|name| Carrier(Kind::Bearer(name)))
     }
 
     /// The request header this carrier reads, which responses vary on.
@@ -106,15 +125,14 @@ impl Carrier {
     }
 }
 
-#[track_caller]
-fn header_name(carrier: &str, name: &str) -> HeaderName {
+fn header_name(carrier: &str, name: &str) -> Result<HeaderName, Error> {
     let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
-    let ok = parsed
-        .as_ref()
-        .is_some_and(|n| !RESERVED.contains(&n.as_str()));
     match parsed {
-        Some(name) if ok => name,
-        _ => panic!("Carrier::{carrier}: {name:?} is not a header name a token can travel in"),
+        Some(parsed) if !RESERVED.contains(&parsed.as_str()) => Ok(parsed),
+        _ => Err(Error::Config(format!(
+            "Carrier::{carrier}: {name:?} is not a header name a token can travel in \
+             (valid, and not one HTTP or the layer uses, such as Cookie or Host)"
+        ))),
     }
 }
 
