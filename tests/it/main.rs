@@ -10,6 +10,7 @@
 mod harness;
 
 mod behaviour;
+mod carriers;
 mod clocks;
 mod cluster;
 mod concurrency;
