@@ -27,3 +27,4 @@ mod redis_store;
 mod security;
 mod sentinel;
 mod settings;
+mod signing;

@@ -100,6 +100,16 @@ pub async fn get_with(app: &Router, uri: &str, headers: impl IntoIterator<Item =
     send(app, req).await
 }
 
+/// Two sessions made on `app`, whose carriers are the cookie then the header: `who=cookie`
+/// answered in the cookie, and `who=header` answered in the header (a malformed header makes
+/// it the carrier used). Their tokens, as the wire carries them.
+pub async fn a_session_on_each_carrier(app: &Router) -> (String, String) {
+    let by_cookie = get_with(app, "/put?key=who&value=cookie", []).await;
+    let nope = token_header("nope");
+    let by_header = get_with(app, "/put?key=who&value=header", [nope]).await;
+    (by_cookie.cookie_token(), by_header.header_token())
+}
+
 impl Resp {
     /// The value of the response's one [`TOKEN_HEADER`], if it has one.
     pub fn answer(&self) -> Option<String> {

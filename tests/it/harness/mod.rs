@@ -33,8 +33,8 @@ pub use self::{
     app::{NONE, app},
     gate::Gate,
     headers::{
-        Header, HeaderClient, TOKEN_HEADER, Via, authorization, get_with, session_cookie,
-        token_header,
+        Header, HeaderClient, TOKEN_HEADER, Via, a_session_on_each_carrier, authorization,
+        get_with, session_cookie, token_header,
     },
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
