@@ -10,6 +10,7 @@
 mod harness;
 
 mod behaviour;
+mod by_hand;
 mod carriers;
 mod clocks;
 mod cluster;
