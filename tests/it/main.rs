@@ -10,6 +10,8 @@
 mod harness;
 
 mod behaviour;
+mod by_hand;
+mod carriers;
 mod clocks;
 mod cluster;
 mod concurrency;
@@ -26,3 +28,4 @@ mod redis_store;
 mod security;
 mod sentinel;
 mod settings;
+mod signing;

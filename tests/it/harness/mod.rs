@@ -1,10 +1,12 @@
 //! Test harness: store backends (memory, or a private redis-server), a store-call counter, the
-//! test app and a small client with a cookie jar.
+//! test app and a small client with a cookie jar (and, in `headers`, one whose token travels
+//! in a header).
 
 pub mod app;
 pub mod cluster;
 pub mod example;
 pub mod gate;
+pub mod headers;
 pub mod redis;
 
 use std::{
@@ -30,6 +32,10 @@ const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 pub use self::{
     app::{NONE, app},
     gate::Gate,
+    headers::{
+        Header, HeaderClient, TOKEN_HEADER, Via, a_session_on_each_carrier, authorization,
+        get_with, session_cookie, token_header,
+    },
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
