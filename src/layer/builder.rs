@@ -305,7 +305,8 @@ impl SessionLayer {
     ///
     /// - A request whose token was signed with an older key gets the token re-signed with the
     ///   first key, on its carrier, when its session is live: rotating keys logs nobody out.
-    ///   (The layer loads the session for that once, if the handler did not.)
+    ///   (The layer loads the session for that once, if the handler did not; when the session
+    ///   is gone, the token is cleared, so that the client stops sending it.)
     /// - What is stored does not change: the tag is never stored, so turning signing on or off
     ///   loses no stored session. Turning it **on** makes unsigned tokens no session (their
     ///   clients start afresh), unless [`SigningKeys::accept_unsigned`] is on, which accepts

@@ -182,10 +182,12 @@ impl Session {
         result
     }
 
-    /// The token `generation` came with, in the current wire form, while its session is live.
+    /// The token `generation` came with, in the current wire form, while its session is live;
+    /// once it is gone, a clear, so that the client stops sending a token that costs a load on
+    /// every request.
     async fn resend(&self, generation: &Generation) -> Result<Option<TokenOut>, Error> {
         let Some(record) = self.load(generation).await? else {
-            return Ok(None);
+            return Ok(Some(TokenOut::Clear));
         };
         let token = generation.token.as_ref().map(|t| t.token().to_owned());
         let committed = Committed {
