@@ -309,3 +309,6 @@ async fn write(shared: &Shared, mut w: Write) -> Result<Option<TokenOut>, Error>
     })?;
     Ok(Some(TokenOut::Set { token, committed }))
 }
+
+#[cfg(test)]
+mod tests;
