@@ -12,6 +12,7 @@
 //! extractors).
 
 mod commit;
+mod csrf;
 mod hand_over;
 mod lifecycle;
 mod loader;
@@ -28,7 +29,7 @@ pub(crate) use self::{
     commit::Begun,
     state::{Plan, Write},
 };
-pub use self::{loader::SessionLoader, sessions::Sessions};
+pub use self::{csrf::CSRF_KEY, loader::SessionLoader, sessions::Sessions};
 use crate::{Error, shared::Shared, store::Record, wire::WireToken};
 
 /// Whether, and how, a request changed its session (SCS `Status`).

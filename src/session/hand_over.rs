@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{Carried, Session, State, Status, View};
+use super::{CSRF_KEY, Carried, Session, State, Status, View};
 use crate::{Error, store::Record, token, wire};
 
 /// Where a popped value comes from.
@@ -117,8 +117,9 @@ impl Session {
         }
     }
 
-    /// Gives the session a new token, keeping its data, and resets its deadline to now +
-    /// lifetime; the old token stops working when the response is sent. Call it after login or
+    /// Gives the session a new token, keeping its data (but for its
+    /// [CSRF token](Session::csrf_token), which a new token replaces), and resets its deadline
+    /// to now + lifetime; the old token stops working when the response is sent. Call it after login or
     /// any privilege change, against session fixation.
     ///
     /// The old session is handed over to the new token at commit, atomically: if it is no
@@ -159,7 +160,11 @@ impl Session {
 
     fn renew(&self, state: &mut State, base: Option<&Record>) {
         let view = View { state, base };
-        let values = view.underneath();
+        let mut values = view.underneath();
+        // A new token gets a new CSRF token.
+        values.remove(CSRF_KEY);
+        state.set.remove(CSRF_KEY);
+        state.merged.remove(CSRF_KEY);
         let (remember, owner) = match &state.carried {
             Some(c) => (c.remember, c.owner.clone()),
             None => base
