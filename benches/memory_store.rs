@@ -101,6 +101,8 @@ impl SessionStore for FloorStore {
             expiry: change.expiry(deadline),
             remember: false,
             owner: None,
+            created: None,
+            seen: None,
         };
         let committed = Committed {
             expiry: record.expiry,

@@ -201,6 +201,10 @@ fn apply(record: &mut Record, change: &Change, before: u64) -> Result<(), Error>
     if change.owner.is_some() {
         record.owner.clone_from(&change.owner);
     }
+    if record.owner.is_some() {
+        record.created.get_or_insert(change.now);
+        record.seen = Some(change.now);
+    }
     if let Some(max) = change.max_bytes {
         let after = size(&record.values);
         if after > max && after > before {
@@ -243,6 +247,8 @@ impl SessionStore for MemoryStore {
                         expiry: change.now,
                         remember: false,
                         owner: None,
+                        created: None,
+                        seen: None,
                     };
                     (record, 0)
                 }

@@ -29,6 +29,11 @@ pub struct Record {
     pub remember: bool,
     /// The owner the session is tied to (e.g. a user id), for "log out everywhere".
     pub owner: Option<String>,
+    /// For a session tied to an owner: when it was tied (created with an owner, or given one),
+    /// for the owner's device list. `None` for a session without an owner.
+    pub created: Option<SystemTime>,
+    /// For a session tied to an owner: its last commit (a write, or an idle-timeout touch).
+    pub seen: Option<SystemTime>,
 }
 
 /// Whether a [`Change`] creates a new record or updates an existing one, and the deadline it

@@ -129,6 +129,25 @@ async fn the_owner_index_follows_the_owner() {
 }
 
 #[tokio::test]
+async fn an_owned_session_keeps_when_it_was_tied_and_last_seen() {
+    let store = MemoryStore::new();
+    create(&store, &id(0), None, HOUR).await;
+    let anonymous = store.load(&id(0)).await.unwrap().unwrap();
+    assert_eq!((anonymous.created, anonymous.seen), (None, None));
+    let mut tie = change(false, &[], Some("alice"), HOUR);
+    store.commit(&id(0), &tie).await.unwrap().unwrap();
+    let tied = store.load(&id(0)).await.unwrap().unwrap();
+    assert_eq!((tied.created, tied.seen), (Some(tie.now), Some(tie.now)));
+    // A later commit moves `seen`, not `created`.
+    tie.now += Duration::from_secs(5);
+    tie.owner = None;
+    store.commit(&id(0), &tie).await.unwrap().unwrap();
+    let seen = store.load(&id(0)).await.unwrap().unwrap();
+    assert_eq!(seen.created, tied.created);
+    assert_eq!(seen.seen, Some(tie.now));
+}
+
+#[tokio::test]
 async fn the_owner_index_drains_as_sessions_expire_or_go() {
     let store = MemoryStore::new();
     for n in 0..10_000 {

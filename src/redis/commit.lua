@@ -24,7 +24,7 @@ local max = tonumber(ARGV[MAX_BYTES])
 local n = tonumber(ARGV[REMOVED])
 local cleared = ARGV[CLEARED] == '1'
 local m = {deadline = int(ARGV[DEADLINE]), remember = 0, size = 0}
-local old_size, owner = 0, ARGV[OWNER]
+local old_size, owner, created = 0, ARGV[OWNER], nil
 local update = ARGV[MODE] == 'u'
 -- Sizes of stored values are looked up only where there can be any.
 local keep = update and not cleared
@@ -34,10 +34,17 @@ if update then
   old_size = stored.size
   m.deadline = m.deadline or stored.deadline
   m.remember = stored.remember
+  created = stored.created
   if owner == '' then owner = fields[3] or '' end
   if not cleared then m.size = stored.size end
 end
 if ARGV[REMEMBER] ~= '' then m.remember = tonumber(ARGV[REMEMBER]) end
+-- A session tied to an owner keeps when it was tied and when it was last seen, for the
+-- owner's device list.
+if owner ~= '' then
+  m.created = created or now
+  m.seen = now
+end
 -- Everything is checked and computed before the first write: a script is not rolled back.
 if not m.deadline or m.deadline < 0 or m.deadline > MAX_TIME then
   return redis.error_reply('MALFORMED deadline')

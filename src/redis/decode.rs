@@ -64,6 +64,8 @@ impl Fields {
                 expiry: UNIX_EPOCH,
                 remember: false,
                 owner: None,
+                created: None,
+                seen: None,
             },
             deadline: None,
             expiry: None,
@@ -83,6 +85,8 @@ impl Fields {
                 self.deadline = Some(meta.deadline);
                 self.expiry = meta.expiry;
                 self.record.remember = meta.remember;
+                self.record.created = meta.created;
+                self.record.seen = meta.seen;
             }
             "moved" => self.moved = true,
             "owner" => self.record.owner = Some(value.to_owned()),
@@ -136,15 +140,19 @@ pub(super) struct Meta {
     deadline: SystemTime,
     expiry: Option<SystemTime>,
     remember: bool,
+    created: Option<SystemTime>,
+    seen: Option<SystemTime>,
 }
 
 /// Parses `meta` by the grammar the scripts' `parse_meta` (in `redis/prelude.lua`) uses, so that
 /// Rust and Lua agree on what is corrupt: pairs separated by spaces, each `[a-z]+=-?[0-9]+` with
 /// at most 16 characters of number, no name twice, a `deadline`; times between 1970 and the end
-/// of year 9999 in Unix ms, `size` >= 0, `remember` 0 or 1. Unknown names are allowed.
+/// of year 9999 in Unix ms (`deadline`, `expiry`, `created`, `seen`), `size` >= 0, `remember` 0
+/// or 1. Unknown names are allowed.
 pub(super) fn parse_meta(text: &str) -> Result<Meta, Error> {
     let corrupt = |what: String| Error::Malformed(format!("stored session field meta: {what}"));
     let (mut deadline, mut expiry, mut remember, mut size) = (None, None, None, None);
+    let (mut created, mut seen) = (None, None);
     let mut others: Vec<&str> = Vec::new();
     for pair in text.split(' ').filter(|p| !p.is_empty()) {
         // Byte scans: cheaper than memchr-based `split_once` on strings this short.
@@ -158,6 +166,8 @@ pub(super) fn parse_meta(text: &str) -> Result<Meta, Error> {
             "expiry" => &mut expiry,
             "remember" => &mut remember,
             "size" => &mut size,
+            "created" => &mut created,
+            "seen" => &mut seen,
             _ if others.contains(&name) => return Err(corrupt(format!("{name} twice"))),
             _ => {
                 others.push(name);
@@ -169,7 +179,7 @@ pub(super) fn parse_meta(text: &str) -> Result<Meta, Error> {
             !digits.is_empty() && number.len() <= 16 && digits.bytes().all(|b| b.is_ascii_digit());
         let value = number.parse::<i64>().ok().filter(|_| integer);
         let value = value.ok_or_else(|| match name {
-            "deadline" | "expiry" => {
+            "deadline" | "expiry" | "created" | "seen" => {
                 corrupt(format!("{number:?} is not a time in Unix milliseconds"))
             }
             _ => corrupt(format!("{name}={number:?} is not an integer")),
@@ -193,6 +203,8 @@ pub(super) fn parse_meta(text: &str) -> Result<Meta, Error> {
         deadline: time(deadline.ok_or_else(|| corrupt("no deadline".into()))?)?,
         expiry: expiry.map(time).transpose()?,
         remember: remember == Some(1),
+        created: created.map(time).transpose()?,
+        seen: seen.map(time).transpose()?,
     })
 }
 
@@ -253,7 +265,7 @@ mod tests {
     fn a_session_hash_decodes_alike_from_resp2_and_resp3() {
         let deadline = in_an_hour();
         let meta = format!(
-            "deadline={deadline} size=9 expiry={} remember=1",
+            "deadline={deadline} size=9 expiry={} remember=1 created=1000 seen=2000",
             deadline - 1
         );
         let fields = [
@@ -270,6 +282,8 @@ mod tests {
             assert_eq!(record.expiry, from_millis(deadline - 1));
             assert!(record.remember);
             assert_eq!(record.owner.as_deref(), Some("ann"));
+            assert_eq!(record.created, Some(from_millis(1000)));
+            assert_eq!(record.seen, Some(from_millis(2000)));
         }
         // Without an `expiry`, the session expires at its deadline.
         let meta = format!("deadline={deadline}");
@@ -277,6 +291,7 @@ mod tests {
             let record = decode(reply).unwrap().unwrap();
             assert_eq!(record.expiry, record.deadline);
             assert!(!record.remember && record.owner.is_none() && record.values.is_empty());
+            assert!(record.created.is_none() && record.seen.is_none());
         }
     }
 

@@ -8,7 +8,8 @@ end
 local MAX_TIME = 253402300799999
 -- `meta` parsed, or an error reply. The grammar, shared with the Rust decoder: pairs separated by
 -- spaces, each `[a-z]+=-?[0-9]+` (at most 16 digits), no name twice, a `deadline`; times within
--- year 0..9999 in Unix ms, `size` >= 0, `remember` 0 or 1. Anything else is corrupt.
+-- year 0..9999 in Unix ms (`deadline`, `expiry`, `created`, `seen`), `size` >= 0, `remember` 0 or
+-- 1. Anything else is corrupt.
 local function parse_meta(text)
   local m = {}
   for pair in string.gmatch(text, '[^ ]+') do
@@ -20,6 +21,7 @@ local function parse_meta(text)
   end
   local function bad(v, lo, hi) return v ~= nil and (v < lo or v > hi) end
   if not m.deadline or bad(m.deadline, 0, MAX_TIME) or bad(m.expiry, 0, MAX_TIME)
+    or bad(m.created, 0, MAX_TIME) or bad(m.seen, 0, MAX_TIME)
     or bad(m.size, 0, 2^53) or bad(m.remember, 0, 1) then
     return nil, redis.error_reply('MALFORMED meta')
   end
@@ -32,6 +34,8 @@ local function format_meta(m)
   local text = string.format('deadline=%d size=%d', m.deadline, m.size)
   if m.expiry ~= m.deadline then text = text .. string.format(' expiry=%d', m.expiry) end
   if m.remember == 1 then text = text .. ' remember=1' end
+  if m.created then text = text .. string.format(' created=%d', m.created) end
+  if m.seen then text = text .. string.format(' seen=%d', m.seen) end
   return text
 end
 -- The live session at `key`: its parsed meta and the requested fields, `nil` when there is none

@@ -70,6 +70,39 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     assert_eq!(meta["deadline"], deadline.to_string());
 }
 
+/// A session tied to an owner keeps, in `meta`, when it was tied (`created`) and when it was
+/// last seen (`seen`, each commit), for the owner's device list; a pop keeps them; a session
+/// without an owner stores neither.
+#[tokio::test]
+async fn an_owned_session_keeps_created_and_seen_in_its_meta() {
+    let server = RedisServer::start().await;
+    let app = default_app(&server, |l| l).await;
+    let mut client = Client::new(&app);
+    client.get("/put?key=a&value=1").await;
+    let key = format!("{DEFAULT_PREFIX}{}", client.token.clone().unwrap());
+    let inspector = server.inspector();
+    let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
+    assert!(
+        !meta.contains_key("created") && !meta.contains_key("seen"),
+        "{meta:?}"
+    );
+
+    client.get("/set_owner?value=alice").await;
+    let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
+    let created: i64 = meta["created"].parse().unwrap();
+    assert_near(created, now_ms(), 3_000, "created (Unix ms)");
+    assert_eq!(meta["seen"], meta["created"], "{meta:?}");
+    let first_seen = created;
+    // The next commit moves `seen` (never back), not `created`; a pop rewrites meta and keeps both.
+    client.get("/put?key=b&value=2").await;
+    client.get("/pop?key=b").await;
+    let meta = crate::harness::redis::meta(&inspector.hgetall(&key).await);
+    assert_eq!(meta["created"], created.to_string(), "{meta:?}");
+    let seen: i64 = meta["seen"].parse().unwrap();
+    assert!(seen >= first_seen, "{meta:?}");
+    assert_eq!(client.get("/owner").await.body, "alice");
+}
+
 #[tokio::test]
 async fn pttl_follows_lifetime_and_idle_timeout() {
     let server = RedisServer::start().await;
