@@ -35,6 +35,8 @@ pub(crate) struct Config {
     /// Where the token travels, tried in this order; never empty.
     pub(crate) carriers: Arc<[Carrier]>,
     pub(crate) signing: Option<SigningKeys>,
+    /// How stale an owned session's "last seen" may grow before a read-only request touches it.
+    pub(crate) last_seen_interval: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             error_handler: Arc::new(|_| crate::error::default_response()),
             carriers: Arc::new([Carrier::cookie()]),
             signing: None,
+            last_seen_interval: Duration::from_secs(60),
         }
     }
 }

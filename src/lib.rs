@@ -93,7 +93,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{FredClient, RedisStore};
-pub use session::{CSRF_KEY, Session, SessionLoader, Sessions, Status};
+pub use session::{CSRF_KEY, Device, DeviceId, Session, SessionLoader, Sessions, Status};
 pub use wire::{Carrier, MIN_KEY_BYTES, SigningKeys};
 
 /// The fred crate this crate is built on, for configuring clients and pools.

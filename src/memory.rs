@@ -290,6 +290,26 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn owner_sessions(&self, owner: &str) -> Result<Vec<(String, Record)>, Error> {
+        let ids: Vec<String> = lock(&self.owners)
+            .get(owner)
+            .map(|ids| ids.keys().cloned().collect())
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        let live = ids.into_iter().filter_map(|id| {
+            let slot = self.cache.get(&id)?;
+            let record = slot
+                .live(now)
+                .filter(|r| r.owner.as_deref() == Some(owner))?;
+            Some((id, record.clone()))
+        });
+        Ok(live.collect())
+    }
+
+    async fn delete_owned(&self, id: &str, owner: &str) -> Result<bool, Error> {
+        Ok(self.delete_chain(id, Some(owner)) > 0)
+    }
+
     async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
         let now = SystemTime::now();
         Ok(self.compute(id, |current| {

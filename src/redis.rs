@@ -56,6 +56,7 @@ use crate::{
 
 mod client;
 mod decode;
+mod devices;
 mod ids;
 mod script;
 
@@ -238,6 +239,14 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     /// `owner` field is still `owner`, following replacement markers to their successors; then
     /// drops the deleted ids from the index. Ids whose session now has another owner stay
     /// listed until their score passes, and are never deleted here.
+    async fn owner_sessions(&self, owner: &str) -> Result<Vec<(String, Record)>, Error> {
+        self.live_of(owner).await
+    }
+
+    async fn delete_owned(&self, id: &str, owner: &str) -> Result<bool, Error> {
+        self.delete_if_owned(id, owner).await
+    }
+
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
         let index = self.owner_key(owner);
         let client = self.client.client_for(&index);

@@ -13,6 +13,7 @@
 
 mod commit;
 mod csrf;
+mod devices;
 mod hand_over;
 mod lifecycle;
 mod loader;
@@ -29,7 +30,12 @@ pub(crate) use self::{
     commit::Begun,
     state::{Plan, Write},
 };
-pub use self::{csrf::CSRF_KEY, loader::SessionLoader, sessions::Sessions};
+pub use self::{
+    csrf::CSRF_KEY,
+    devices::{Device, DeviceId},
+    loader::SessionLoader,
+    sessions::Sessions,
+};
 use crate::{Error, shared::Shared, store::Record, wire::WireToken};
 
 /// Whether, and how, a request changed its session (SCS `Status`).

@@ -63,6 +63,14 @@ impl Shared {
         self.bounded(self.store.delete_owner(owner)).await
     }
 
+    pub(crate) async fn owner_sessions(&self, owner: &str) -> Result<Vec<(String, Record)>, Error> {
+        self.bounded(self.store.owner_sessions(owner)).await
+    }
+
+    pub(crate) async fn delete_owned(&self, id: &str, owner: &str) -> Result<bool, Error> {
+        self.bounded(self.store.delete_owned(id, owner)).await
+    }
+
     pub(crate) async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
         self.bounded(self.store.take(id, key)).await
     }

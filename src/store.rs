@@ -313,6 +313,38 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = owner;
         async { Err(Error::Unsupported("this store keeps no owner index")) }
     }
+
+    /// The live sessions tied to `owner` (whose own `owner` is still `owner`), with their ids:
+    /// the owner's device list. A store prunes its owner index of what it finds gone on the
+    /// way, so that the index shrinks to the live sessions. Stores that keep no owner index
+    /// answer with an error (the default).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] from a store that keeps no owner index.
+    fn owner_sessions(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Record)>, Error>> + Send {
+        let _ = owner;
+        async { Err(Error::Unsupported("this store keeps no owner index")) }
+    }
+
+    /// Deletes the session `id` if it is tied to `owner` (and, as [`delete`](Self::delete)
+    /// does, the successor of a replaced one); returns whether a live session was deleted. A
+    /// session of another owner is left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] from a store that keeps no owner index.
+    fn delete_owned(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<bool, Error>> + Send {
+        let _ = (id, owner);
+        async { Err(Error::Unsupported("this store keeps no owner index")) }
+    }
 }
 
 /// The latest time sessions deal with: the end of year 9999, where cookie dates end.
@@ -344,6 +376,15 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, Error>>;
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>>;
+    fn owner_sessions<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Record)>, Error>>;
+    fn delete_owned<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
     fn load_timeout(&self) -> Option<Duration>;
 }
 
@@ -377,6 +418,19 @@ impl<S: SessionStore> DynStore for S {
     }
     fn delete_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(SessionStore::delete_owner(self, owner))
+    }
+    fn owner_sessions<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Record)>, Error>> {
+        Box::pin(SessionStore::owner_sessions(self, owner))
+    }
+    fn delete_owned<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(SessionStore::delete_owned(self, id, owner))
     }
     fn load_timeout(&self) -> Option<Duration> {
         SessionStore::load_timeout(self)

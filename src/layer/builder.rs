@@ -328,6 +328,22 @@ impl SessionLayer {
         self.with(|c| c.signing = Some(keys))
     }
 
+    /// How stale the "last seen" of a session tied to an owner may grow (see
+    /// [`Session::devices`](crate::Session::devices)): every commit sets it, and a request that
+    /// only reads such a session touches it once it is older than this, so a busy device costs
+    /// one write per interval, never one per request. Default: 1 minute.
+    ///
+    /// # Panics
+    ///
+    /// If `interval` is zero, which would make every read a write.
+    #[must_use]
+    #[track_caller]
+    pub fn last_seen_interval(self, interval: Duration) -> Self {
+        let what = "a valid interval (above zero)";
+        refuse_unless(!interval.is_zero(), "last_seen_interval", &interval, what);
+        self.with(|c| c.last_seen_interval = interval)
+    }
+
     /// A [`SessionLoader`] on this layer's store and settings: it loads sessions by token
     /// outside any request (a background job, a WebSocket task, an admin tool), with the same
     /// API, limits and store timeout. Take it once the layer is configured.

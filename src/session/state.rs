@@ -306,21 +306,28 @@ impl Session {
         !state.fresh && token.is_some_and(|t| !t.is_current())
     }
 
-    /// The idle-timeout touch of a session this request only read: due once its remaining time
-    /// has dropped below the idle timeout. The new expiry carries 10% slack, so a busy session
-    /// is touched at most once per tenth of the idle timeout.
+    /// The touch of a session this request only read. The idle-timeout touch is due once the
+    /// remaining time has dropped below the idle timeout; its new expiry carries 10% slack, so a
+    /// busy session is touched at most once per tenth of the idle timeout. A session tied to an
+    /// owner is also touched once its "last seen" is older than the layer's
+    /// `last_seen_interval`, so that its device list stays that fresh.
     fn touch(&self, state: &mut State, settings: &Settings) -> Plan {
-        let idle = self.0.shared.config.idle_timeout;
+        let config = &self.0.shared.config;
         let current = state.generation.clone();
         let generation = self.generation(&current);
-        let (Some(idle), Some(token), Some(Some(record))) =
-            (idle, &generation.token, generation.record.get())
-        else {
+        let (Some(token), Some(Some(record))) = (&generation.token, generation.record.get()) else {
             return Plan::Nothing;
         };
         let now = settings.now;
         // Once the expiry has reached the deadline, a touch cannot extend it.
-        if state.fresh || record.expiry >= later(now, idle) || record.expiry >= record.deadline {
+        let idle_due = config.idle_timeout.is_some_and(|idle| {
+            record.expiry < later(now, idle) && record.expiry < record.deadline
+        });
+        let seen_due = record.owner.is_some()
+            && record
+                .seen
+                .is_none_or(|seen| later(seen, config.last_seen_interval) <= now);
+        if state.fresh || !(idle_due || seen_due) {
             return Plan::Nothing;
         }
         let mut write = state.write(token.token().to_owned(), false, settings);

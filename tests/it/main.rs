@@ -15,6 +15,7 @@ mod carriers;
 mod clocks;
 mod cluster;
 mod concurrency;
+mod devices;
 mod example_hyper;
 mod example_put_get;
 mod example_tonic;

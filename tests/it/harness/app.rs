@@ -69,6 +69,9 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/set_owner", get(set_owner))
         .route("/owner", get(owner))
         .route("/destroy_owner", get(destroy_owner))
+        .route("/devices", get(devices))
+        .route("/revoke", get(revoke))
+        .route("/revoke_others", get(revoke_others))
         .route("/put_many", get(put_many))
         .route("/remove_many", get(remove_many))
         .route("/count", get(count))
@@ -228,6 +231,37 @@ async fn set_owner(s: Session, Query(q): Query<Q>) -> &'static str {
 
 async fn owner(s: Session) -> Result<String, Error> {
     Ok(s.owner().await?.unwrap_or_else(|| NONE.into()))
+}
+
+/// The device list, a line a device: `<id> <current> <created ms> <last seen ms>`.
+async fn devices(s: Session) -> Result<String, Error> {
+    let ms =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let lines: Vec<String> = (s.devices().await?.iter())
+        .map(|d| {
+            format!(
+                "{} {} {} {}",
+                d.id,
+                d.current,
+                ms(d.created),
+                ms(d.last_seen)
+            )
+        })
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+/// Revokes the device `value`; answers whether there was one.
+async fn revoke(s: Session, Query(q): Query<Q>) -> Result<String, Error> {
+    let Ok(id) = q.value.parse() else {
+        return Ok("bad id".into());
+    };
+    Ok(s.revoke_device(&id).await?.to_string())
+}
+
+/// Revokes every other device of the owner; answers how many.
+async fn revoke_others(s: Session) -> Result<String, Error> {
+    Ok(s.revoke_other_devices().await?.to_string())
 }
 
 /// Logs the owner `value` out everywhere; answers how many sessions were deleted.

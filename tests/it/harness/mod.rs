@@ -140,6 +140,16 @@ impl<S: SessionStore> SessionStore for Counting<S> {
         self.check(&self.calls.delete).await?;
         self.inner.delete_owner(owner).await
     }
+
+    async fn owner_sessions(&self, owner: &str) -> Result<Vec<(String, Record)>, Error> {
+        self.check(&self.calls.load).await?;
+        self.inner.owner_sessions(owner).await
+    }
+
+    async fn delete_owned(&self, id: &str, owner: &str) -> Result<bool, Error> {
+        self.check(&self.calls.delete).await?;
+        self.inner.delete_owned(id, owner).await
+    }
 }
 
 pub enum Kind {
