@@ -103,6 +103,8 @@ impl SessionStore for FloorStore {
             owner: None,
             created: None,
             seen: None,
+            user_agent: None,
+            ip: None,
         };
         let committed = Committed {
             expiry: record.expiry,

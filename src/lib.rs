@@ -93,7 +93,10 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{FredClient, RedisStore};
-pub use session::{CSRF_KEY, Device, DeviceId, Session, SessionLoader, Sessions, Status};
+pub use session::{
+    CSRF_KEY, Device, DeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES, Session, SessionLoader,
+    Sessions, Status,
+};
 pub use wire::{Carrier, MIN_KEY_BYTES, SigningKeys};
 
 /// The fred crate this crate is built on, for configuring clients and pools.

@@ -204,6 +204,12 @@ fn apply(record: &mut Record, change: &Change, before: u64) -> Result<(), Error>
     if record.owner.is_some() {
         record.created.get_or_insert(change.now);
         record.seen = Some(change.now);
+        if change.user_agent.is_some() {
+            record.user_agent.clone_from(&change.user_agent);
+        }
+        if change.ip.is_some() {
+            record.ip.clone_from(&change.ip);
+        }
     }
     if let Some(max) = change.max_bytes {
         let after = size(&record.values);
@@ -249,6 +255,8 @@ impl SessionStore for MemoryStore {
                         owner: None,
                         created: None,
                         seen: None,
+                        user_agent: None,
+                        ip: None,
                     };
                     (record, 0)
                 }

@@ -32,7 +32,7 @@ pub(crate) use self::{
 };
 pub use self::{
     csrf::CSRF_KEY,
-    devices::{Device, DeviceId},
+    devices::{Device, DeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES},
     loader::SessionLoader,
     sessions::Sessions,
 };

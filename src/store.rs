@@ -34,6 +34,10 @@ pub struct Record {
     pub created: Option<SystemTime>,
     /// For a session tied to an owner: its last commit (a write, or an idle-timeout touch).
     pub seen: Option<SystemTime>,
+    /// For a session tied to an owner: the user agent the application recorded, if any.
+    pub user_agent: Option<String>,
+    /// For a session tied to an owner: the client IP the application recorded, if any.
+    pub ip: Option<String>,
 }
 
 /// Whether a [`Change`] creates a new record or updates an existing one, and the deadline it
@@ -91,6 +95,10 @@ pub struct Change {
     /// before the change (for a create: larger than nothing). So a limit lowered below existing
     /// sessions never blocks a write that keeps a session's size or shrinks it.
     pub max_bytes: Option<u64>,
+    /// A user agent to record with a session tied to an owner (ignored for one without).
+    pub user_agent: Option<String>,
+    /// A client IP to record with a session tied to an owner (ignored for one without).
+    pub ip: Option<String>,
     /// The time of the commit, as the application sees it.
     pub now: SystemTime,
     /// How long an unused session may live from `now`; `None` when there is no idle timeout.
@@ -119,6 +127,8 @@ impl Change {
             set: Vec::new(),
             remember: None,
             owner: None,
+            user_agent: None,
+            ip: None,
             max_bytes: None,
             now,
             idle_ttl: None,

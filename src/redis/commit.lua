@@ -12,11 +12,13 @@
 --   CLEARED    `1` to drop every stored value first
 --   OWNER      a new owner; empty = keep
 --   MAX_BYTES  the size limit of the values; 0 = none
+--   USER_AGENT a user agent to record with an owned session (field `ua`); empty = keep
+--   IP         a client IP to record with an owned session (field `ip`); empty = keep
 --   REMOVED    n, the count of fields to delete
 -- then, from FIELDS on, the n fields to delete, then field/value pairs to set.
-local MODE, NOW, IDLE_TTL, DEADLINE, REMEMBER, CLEARED, OWNER, MAX_BYTES, REMOVED =
-  1, 2, 3, 4, 5, 6, 7, 8, 9
-local FIELDS = 10
+local MODE, NOW, IDLE_TTL, DEADLINE, REMEMBER, CLEARED, OWNER, MAX_BYTES, USER_AGENT, IP, REMOVED =
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+local FIELDS = 12
 local key = KEYS[1]
 local now = tonumber(ARGV[NOW])
 local idle = tonumber(ARGV[IDLE_TTL])
@@ -85,5 +87,7 @@ else
   redis.call('HSET', key, 'meta', format_meta(m))
 end
 batched('HSET', key, ARGV, FIELDS + n, #ARGV)
+if owner ~= '' and ARGV[USER_AGENT] ~= '' then redis.call('HSET', key, 'ua', ARGV[USER_AGENT]) end
+if owner ~= '' and ARGV[IP] ~= '' then redis.call('HSET', key, 'ip', ARGV[IP]) end
 redis.call('PEXPIRE', key, m.expiry - now)
 return {m.expiry, tostring(m.remember), owner}

@@ -66,6 +66,8 @@ impl Fields {
                 owner: None,
                 created: None,
                 seen: None,
+                user_agent: None,
+                ip: None,
             },
             deadline: None,
             expiry: None,
@@ -90,6 +92,8 @@ impl Fields {
             }
             "moved" => self.moved = true,
             "owner" => self.record.owner = Some(value.to_owned()),
+            "ua" => self.record.user_agent = Some(value.to_owned()),
+            "ip" => self.record.ip = Some(value.to_owned()),
             // Unknown fields are left alone, for forward compatibility.
             _ => {}
         }

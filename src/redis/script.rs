@@ -87,6 +87,8 @@ enum Arg {
     Cleared,
     Owner,
     MaxBytes,
+    UserAgent,
+    Ip,
     Removed,
 }
 
@@ -130,6 +132,11 @@ pub(super) fn commit_args(change: &Change) -> Vec<Value> {
         .max_bytes
         .map_or(0, |m| m.min(i64::MAX as u64) as i64);
     put(Arg::MaxBytes, max_bytes.into());
+    put(
+        Arg::UserAgent,
+        change.user_agent.as_deref().unwrap_or_default().into(),
+    );
+    put(Arg::Ip, change.ip.as_deref().unwrap_or_default().into());
     put(Arg::Removed, (change.removed.len() as i64).into());
     let mut args = Vec::with_capacity(FIXED_ARGS + change.removed.len() + 2 * change.set.len());
     args.extend(head);
@@ -199,6 +206,8 @@ mod tests {
             Arg::Cleared,
             Arg::Owner,
             Arg::MaxBytes,
+            Arg::UserAgent,
+            Arg::Ip,
             Arg::Removed,
         ];
         assert_eq!(all.len(), FIXED_ARGS);

@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr, time::SystemTime};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
-use super::Session;
+use super::{Session, Status};
 use crate::{Error, store::Record};
 
 /// The opaque id of one of an owner's sessions, as the device list shows it. It is not the
@@ -90,13 +90,43 @@ impl Device {
             current: current == Some(id),
             created,
             last_seen: record.seen.unwrap_or(created),
-            user_agent: None,
-            ip: None,
+            user_agent: record.user_agent.clone(),
+            ip: record.ip.clone(),
         }
     }
 }
 
+/// The longest user agent [`Session::set_client`] records, in bytes; longer ones are cut.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+/// The longest client IP [`Session::set_client`] records, in bytes; longer ones are cut.
+pub const MAX_IP_BYTES: usize = 64;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 impl Session {
+    /// Records what the application chooses to show of this client in its owner's device
+    /// list: a user agent (cut to [`MAX_USER_AGENT_BYTES`]) and an IP (cut to
+    /// [`MAX_IP_BYTES`]), each left as it was when `None`. Stored with the next commit, for a
+    /// session tied to an owner only (call it with [`set_owner`](Self::set_owner) at login);
+    /// a renew starts without them. Nothing is recorded unless the application calls this.
+    pub fn set_client(&self, user_agent: Option<&str>, ip: Option<&str>) {
+        let mut state = self.state();
+        if let Some(ua) = user_agent {
+            state.user_agent = Some(truncated(ua, MAX_USER_AGENT_BYTES));
+        }
+        if let Some(ip) = ip {
+            state.ip = Some(truncated(ip, MAX_IP_BYTES));
+        }
+        state.status = Status::Modified;
+    }
+
     /// The live sessions of this session's owner, most recently seen first, this one marked
     /// [`current`](Device::current): "where you're signed in". Empty for a session without an
     /// owner.

@@ -43,6 +43,9 @@ pub(super) struct State {
     pub(super) deadline: Option<SystemTime>,
     pub(super) remember: Option<bool>,
     pub(super) owner: Option<String>,
+    /// The client recorded by `set_client`, for the device list.
+    pub(super) user_agent: Option<String>,
+    pub(super) ip: Option<String>,
     /// After a renew: the renewed session's data, carried into the new record.
     pub(super) carried: Option<Carried>,
     /// Values pulled in by merges (they win over the stored ones), and the merged sessions'
@@ -192,6 +195,8 @@ impl Write {
             set,
             remember: self.own_remember,
             owner: self.change.owner.clone().filter(|_| self.own_owner),
+            user_agent: self.change.user_agent.clone(),
+            ip: self.change.ip.clone(),
             max_bytes: self.max_bytes,
             idle_ttl: self.change.idle_ttl,
             ..Change::create(self.change.now, deadline)
@@ -247,6 +252,8 @@ impl State {
             set: values.into_iter().collect(),
             remember: self.remember.or(carried.as_ref().map(|c| c.remember)),
             owner: self.owner.take().or_else(|| carried.as_mut()?.owner.take()),
+            user_agent: self.user_agent.take(),
+            ip: self.ip.take(),
             max_bytes: s.max_bytes.map(|m| m.max(carried_bytes)),
             now: s.now,
             idle_ttl: s.idle_ttl,

@@ -22,6 +22,7 @@ crate::both_stores!(
     revoking_the_others_keeps_only_this_one,
     a_device_id_opens_no_session,
     last_seen_moves_once_per_interval_without_a_write_per_read,
+    the_client_recorded_is_shown_cut_to_its_limit,
 );
 
 /// A device-list line: (id, current, created ms, last seen ms).
@@ -134,6 +135,33 @@ async fn a_device_id_opens_no_session(backend: Backend) {
         loads,
         "not even a load"
     );
+}
+
+async fn the_client_recorded_is_shown_cut_to_its_limit(backend: Backend) {
+    let app = backend.app(|l| l).await;
+    let mut a = signed_in(&app, "alice").await;
+    let mut b = signed_in(&app, "alice").await;
+    let body = a.get("/clients").await.body;
+    let mut lines: Vec<&str> = body.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["false|-|-", "true|-|-"], "nothing recorded unasked");
+    let long = "é".repeat(200); // 400 bytes
+    a.get(&format!("/set_client?value={long}&key=203.0.113.7"))
+        .await;
+    b.get("/set_client?value=curl%2F8&key=").await;
+    let body = a.get("/clients").await.body;
+    let mut lines: Vec<&str> = body.lines().collect();
+    lines.sort();
+    let cut = "é".repeat(128); // 256 bytes, on a character boundary
+    assert_eq!(
+        lines,
+        ["false|curl/8|-", &format!("true|{cut}|203.0.113.7")]
+    );
+    // A session without an owner records nothing (there is no list to show it in).
+    let mut anonymous = Client::new(&app);
+    anonymous.get("/set_client?value=x&key=y").await;
+    anonymous.get("/set_owner?value=carol").await;
+    assert_eq!(anonymous.get("/clients").await.body, "true|-|-");
 }
 
 async fn last_seen_moves_once_per_interval_without_a_write_per_read(backend: Backend) {

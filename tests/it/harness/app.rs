@@ -72,6 +72,8 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/devices", get(devices))
         .route("/revoke", get(revoke))
         .route("/revoke_others", get(revoke_others))
+        .route("/set_client", get(set_client))
+        .route("/clients", get(clients))
         .route("/put_many", get(put_many))
         .route("/remove_many", get(remove_many))
         .route("/count", get(count))
@@ -246,6 +248,24 @@ async fn devices(s: Session) -> Result<String, Error> {
                 ms(d.created),
                 ms(d.last_seen)
             )
+        })
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+/// Records the user agent `value` and the IP `key` (each when not empty).
+async fn set_client(s: Session, Query(q): Query<Q>) -> &'static str {
+    let some = |v: &str| Some(v.to_owned()).filter(|v| !v.is_empty());
+    s.set_client(some(&q.value).as_deref(), some(&q.key).as_deref());
+    "ok"
+}
+
+/// What the device list shows of each client: `<current>|<user agent>|<ip>` lines.
+async fn clients(s: Session) -> Result<String, Error> {
+    let lines: Vec<String> = (s.devices().await?.iter())
+        .map(|d| {
+            let (ua, ip) = (d.user_agent.as_deref(), d.ip.as_deref());
+            format!("{}|{}|{}", d.current, ua.unwrap_or("-"), ip.unwrap_or("-"))
         })
         .collect();
     Ok(lines.join("\n"))
