@@ -243,8 +243,15 @@ mod tests {
             .with_max_bytes(Some(64))
             .with_owner("ann")
             .with_cleared();
+        let change = Change {
+            user_agent: Some("curl/8".into()),
+            ip: Some("::1".into()),
+            ..change
+        };
         let args: Vec<String> = commit_args(&change).iter().map(text).collect();
-        let expected = ["u", "1000", "500", "", "1", "1", "ann", "64", "1"];
+        let expected = [
+            "u", "1000", "500", "", "1", "1", "ann", "64", "curl/8", "::1", "1",
+        ];
         assert_eq!(args[..FIXED_ARGS], expected);
         assert_eq!(args[FIXED_ARGS..], ["v:gone", "v:k", "\"v\""]);
 
@@ -260,6 +267,8 @@ mod tests {
             "0",
             "",
             &i64::MAX.to_string(),
+            "",
+            "",
             "0",
         ];
         assert_eq!(args, expected);
