@@ -10,6 +10,7 @@
 mod harness;
 
 mod behaviour;
+mod browser;
 mod by_hand;
 mod carriers;
 mod clocks;

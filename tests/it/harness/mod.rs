@@ -3,6 +3,7 @@
 //! in a header).
 
 pub mod app;
+pub mod browser;
 pub mod cluster;
 pub mod example;
 pub mod gate;
