@@ -8,6 +8,7 @@ use http::Response;
 
 use crate::{
     Error,
+    session::EventHook,
     wire::{Carrier, SigningKeys},
 };
 
@@ -37,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) signing: Option<SigningKeys>,
     /// How stale an owned session's "last seen" may grow before a read-only request touches it.
     pub(crate) last_seen_interval: Duration,
+    /// The application's lifecycle-event hook, if any.
+    pub(crate) on_event: Option<EventHook>,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             carriers: Arc::new([Carrier::cookie()]),
             signing: None,
             last_seen_interval: Duration::from_secs(60),
+            on_event: None,
         }
     }
 }

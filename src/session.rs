@@ -14,6 +14,7 @@
 mod commit;
 mod csrf;
 mod devices;
+mod events;
 mod hand_over;
 mod lifecycle;
 mod loader;
@@ -28,11 +29,13 @@ use tokio::sync::{Notify, OnceCell};
 use self::state::{Carried, State, View};
 pub(crate) use self::{
     commit::Begun,
+    events::EventHook,
     state::{Plan, Write},
 };
 pub use self::{
     csrf::CSRF_KEY,
     devices::{Device, DeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES},
+    events::{EventKind, SessionEvent},
     loader::SessionLoader,
     sessions::Sessions,
 };

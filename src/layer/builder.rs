@@ -344,6 +344,26 @@ impl SessionLayer {
         self.with(|c| c.last_seen_interval = interval)
     }
 
+    /// Calls `hook` on each session's lifecycle event: created, renewed, destroyed, revoked
+    /// (see [`SessionEvent`](crate::SessionEvent), which carries the device id and owner, never
+    /// the token, and says what is observable of expiry). It runs on the request's task, after
+    /// the store has done what the event says: keep it quick (send it to a channel for slow
+    /// work).
+    ///
+    /// ```
+    /// use tower_scs::{EventKind, MemoryStore, SessionLayer};
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::new()).on_event(|event| {
+    ///     if event.kind == EventKind::Revoked {
+    ///         tracing::info!(owner = ?event.owner, device = ?event.device, "session revoked");
+    ///     }
+    /// });
+    /// ```
+    #[must_use]
+    pub fn on_event(self, hook: impl Fn(&crate::SessionEvent) + Send + Sync + 'static) -> Self {
+        self.with(|c| c.on_event = Some(Arc::new(hook)))
+    }
+
     /// A [`SessionLoader`] on this layer's store and settings: it loads sessions by token
     /// outside any request (a background job, a WebSocket task, an admin tool), with the same
     /// API, limits and store timeout. Take it once the layer is configured.

@@ -8,7 +8,7 @@ use std::{
     time::SystemTime,
 };
 
-use super::{Current, Generation, Inner, Plan, Session, State, Status, Write};
+use super::{Current, EventKind, Generation, Inner, Plan, Session, State, Status, Write};
 use crate::{
     Error,
     shared::Shared,
@@ -162,9 +162,10 @@ impl Session {
     ) -> Result<Option<TokenOut>, Error> {
         let shared = &self.0.shared;
         let generation = self.generation(&current);
+        let owner = self.owner_for_events(&plan, generation).await;
         let result = match plan {
             Plan::Resend => self.resend(generation).await,
-            plan => store(shared, plan).await,
+            plan => store(shared, plan, owner.as_deref()).await,
         };
         let mut state = self.state();
         state.committing = false;
@@ -180,6 +181,20 @@ impl Session {
             self.0.settled.notify_waiters();
         }
         result
+    }
+
+    /// The owner a destroy's event names: the loaded record's, or, when there is a hook and the
+    /// request never read its session, the stored one's (a load, only then).
+    async fn owner_for_events(&self, plan: &Plan, generation: &Generation) -> Option<String> {
+        let shared = &self.0.shared;
+        if shared.config.on_event.is_none() || !matches!(plan, Plan::Destroy { .. }) {
+            return None;
+        }
+        if let Some(record) = generation.record.get() {
+            return record.as_ref()?.owner.clone();
+        }
+        let token = generation.token.as_ref()?;
+        shared.load(token.token()).await.ok().flatten()?.owner
     }
 
     /// The token `generation` came with, in the current wire form, while its session is live;
@@ -257,12 +272,19 @@ impl Drop for Inner {
 
 /// Runs a session's plan against the store; returns what to send about the token (the bare
 /// token, not yet in its wire form), if anything.
-async fn store(shared: &Shared, plan: Plan) -> Result<Option<TokenOut>, Error> {
+async fn store(
+    shared: &Shared,
+    plan: Plan,
+    owner: Option<&str>,
+) -> Result<Option<TokenOut>, Error> {
     match plan {
         Plan::Nothing | Plan::Resend => Ok(None),
         Plan::Failed(e) => Err(e),
         Plan::Destroy { delete } => {
             shared.delete(&delete).await?;
+            for id in &delete {
+                shared.emit(EventKind::Destroyed, Some(id), owner);
+            }
             Ok(Some(TokenOut::Clear))
         }
         Plan::Write(w) => write(shared, *w).await,
@@ -289,6 +311,14 @@ async fn write(shared: &Shared, mut w: Write) -> Result<Option<TokenOut>, Error>
     };
     match done {
         Some(committed) if handed_over => {
+            let kind = match (&w.renewed_from, w.change.is_create()) {
+                (Some(_), _) => Some(EventKind::Renewed),
+                (None, true) => Some(EventKind::Created),
+                (None, false) => None,
+            };
+            if let Some(kind) = kind {
+                shared.emit(kind, Some(&target), w.change.owner.as_deref());
+            }
             let token = w.token;
             return Ok(Some(TokenOut::Set { token, committed }));
         }
@@ -307,6 +337,8 @@ async fn write(shared: &Shared, mut w: Write) -> Result<Option<TokenOut>, Error>
             "the store refused to create a session",
         ))
     })?;
+    let id = shared.store_id(&token);
+    shared.emit(EventKind::Created, Some(&id), own.owner.as_deref());
     Ok(Some(TokenOut::Set { token, committed }))
 }
 

@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr, time::SystemTime};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
-use super::{Session, Status};
+use super::{EventKind, Session, Status};
 use crate::{Error, store::Record};
 
 /// The opaque id of one of an owner's sessions, as the device list shows it. It is not the
@@ -167,7 +167,13 @@ impl Session {
             self.destroy();
             return Ok(true);
         }
-        self.guard(self.0.shared.delete_owned(id, &owner).await)
+        let revoked = self.guard(self.0.shared.delete_owned(id, &owner).await)?;
+        if revoked {
+            self.0
+                .shared
+                .emit(EventKind::Revoked, Some(id), Some(&owner));
+        }
+        Ok(revoked)
     }
 
     /// Ends every session of this owner's but this one, at once ("sign out everywhere else");
@@ -181,12 +187,18 @@ impl Session {
             return Ok(0);
         };
         let current = self.current_id().await?;
-        let others = sessions
+        let others: Vec<&String> = (sessions.iter().map(|(id, _)| id))
+            .filter(|id| current.as_ref() != Some(*id))
+            .collect();
+        let deletes = others
             .iter()
-            .filter(|(id, _)| current.as_ref() != Some(id));
-        let deletes = others.map(|(id, _)| self.0.shared.delete_owned(id, &owner));
-        let deleted = futures_util::future::try_join_all(deletes).await;
-        let deleted = self.guard(deleted)?;
+            .map(|id| self.0.shared.delete_owned(id, &owner));
+        let deleted = self.guard(futures_util::future::try_join_all(deletes).await)?;
+        for (id, _) in others.iter().zip(&deleted).filter(|(_, gone)| **gone) {
+            self.0
+                .shared
+                .emit(EventKind::Revoked, Some(id), Some(&owner));
+        }
         Ok(deleted.into_iter().map(u64::from).sum())
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::{Session, State, Status};
+use super::{EventKind, Session, State, Status};
 use crate::{Error, store::later, wire::WireToken};
 
 impl Session {
@@ -158,6 +158,7 @@ impl Session {
                 return Err(e);
             }
         };
+        self.0.shared.emit(EventKind::Revoked, None, Some(owner));
         if own.as_deref() == Some(owner) {
             self.destroy();
         }

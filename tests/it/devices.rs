@@ -9,8 +9,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use std::sync::{Arc, Mutex};
+
 use tower_scs::{
-    RedisStore,
+    EventKind, RedisStore, SessionEvent,
     store::{Change, SessionStore},
 };
 
@@ -23,6 +25,7 @@ crate::both_stores!(
     a_device_id_opens_no_session,
     last_seen_moves_once_per_interval_without_a_write_per_read,
     the_client_recorded_is_shown_cut_to_its_limit,
+    lifecycle_events_carry_device_and_owner_never_the_token,
 );
 
 /// A device-list line: (id, current, created ms, last seen ms).
@@ -135,6 +138,69 @@ async fn a_device_id_opens_no_session(backend: Backend) {
         loads,
         "not even a load"
     );
+}
+
+async fn lifecycle_events_carry_device_and_owner_never_the_token(backend: Backend) {
+    let seen: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+    let sink = seen.clone();
+    let app = backend
+        .app(|l| l.on_event(move |e| sink.lock().unwrap().push(e.clone())))
+        .await;
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+    let mut a = Client::new(&app);
+    a.get("/put?key=a&value=1").await;
+    let created = take();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        (created[0].kind, created[0].owner.as_deref()),
+        (EventKind::Created, None)
+    );
+    a.get("/set_owner?value=alice").await;
+    a.get("/renew").await;
+    let renewed = take();
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert_eq!(
+        (renewed[0].kind, renewed[0].owner.as_deref()),
+        (EventKind::Renewed, Some("alice"))
+    );
+    let a_device = lines(&a.get("/devices").await.body)[0].0.clone();
+    assert_eq!(renewed[0].device.as_ref().unwrap().as_str(), a_device);
+
+    let mut b = signed_in(&app, "alice").await;
+    take();
+    let b_device = lines(&b.get("/devices").await.body)
+        .into_iter()
+        .find(|d| d.1)
+        .unwrap()
+        .0;
+    a.get(&format!("/revoke?value={b_device}")).await;
+    let revoked = take();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0].kind, EventKind::Revoked);
+    assert_eq!(revoked[0].device.as_ref().unwrap().as_str(), b_device);
+    a.get("/destroy").await;
+    let destroyed = take();
+    assert_eq!(destroyed.len(), 1, "{destroyed:?}");
+    assert_eq!(destroyed[0].kind, EventKind::Destroyed);
+    assert_eq!(destroyed[0].device.as_ref().unwrap().as_str(), a_device);
+    assert_eq!(destroyed[0].owner.as_deref(), Some("alice"));
+    let mut c = signed_in(&app, "carol").await;
+    take();
+    c.get("/destroy_owner?value=carol").await;
+    let everywhere = take();
+    assert_eq!(everywhere[0].kind, EventKind::Revoked);
+    assert_eq!(
+        (
+            everywhere[0].device.as_ref(),
+            everywhere[0].owner.as_deref()
+        ),
+        (None, Some("carol"))
+    );
+    // No token in any event, as Debug shows it.
+    let all = format!("{created:?}{renewed:?}{revoked:?}{destroyed:?}{everywhere:?}");
+    for token in [a.token, b.token, c.token].into_iter().flatten() {
+        assert!(!all.contains(&token[..20]), "{all}");
+    }
 }
 
 async fn the_client_recorded_is_shown_cut_to_its_limit(backend: Backend) {
