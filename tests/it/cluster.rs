@@ -257,6 +257,50 @@ async fn owner_logout_and_ids_span_every_primary() {
     assert_eq!(ids, others);
 }
 
+/// The device list on a cluster: 12 sessions of one owner spread over the primaries are listed,
+/// one is revoked by its device id, then all but one; the owner index (on its own slot) shrinks
+/// to the live count; the revoked sessions' keys are gone wherever they lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_list_spans_every_primary() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let app = cluster_app(&cluster, |l| l).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let mut client = Client::new(&app);
+        client.get("/put?key=a&value=1").await;
+        client.get("/set_owner?value=user:7").await;
+        clients.push(client);
+    }
+    let mut homes = BTreeSet::new();
+    for c in &clients {
+        homes.insert(cluster.primary_of(&key(c.token.as_ref().unwrap())).await);
+    }
+    assert!(homes.len() >= 2, "all 12 sessions on {homes:?}");
+    let list = clients[0].get("/devices").await.body;
+    assert_eq!(list.lines().count(), 12, "{list}");
+    let id_of = |body: &str| {
+        let line = body.lines().find(|l| l.split(' ').nth(1) == Some("true"));
+        line.unwrap().split(' ').next().unwrap().to_owned()
+    };
+    let last = id_of(&clients[11].get("/devices").await.body);
+    let res = clients[0].get(&format!("/revoke?value={last}")).await;
+    assert_eq!(res.body, "true");
+    assert!(
+        !cluster
+            .exists(&key(clients[11].token.as_ref().unwrap()))
+            .await
+    );
+    assert_eq!(clients[0].get("/revoke_others").await.body, "10");
+    for c in &clients[1..] {
+        assert!(!cluster.exists(&key(c.token.as_ref().unwrap())).await);
+    }
+    assert_eq!(clients[0].get("/devices").await.body.lines().count(), 1);
+    let index = format!("{DEFAULT_PREFIX}owner:user:7");
+    let members: i64 = cluster.key_command(&index, "ZCARD", &[&index]).await;
+    assert_eq!(members, 1, "the index shrank to the live count");
+    assert_eq!(clients[0].get("/get?key=a").await.body, "1");
+}
+
 /// 50 sessions × 8 concurrent requests that each load, pause while the others are in flight,
 /// then write their own key: all 400 writes survive on the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
