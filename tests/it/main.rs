@@ -17,6 +17,7 @@ mod clocks;
 mod cluster;
 mod concurrency;
 mod devices;
+mod example_account;
 mod example_hyper;
 mod example_put_get;
 mod example_tonic;
