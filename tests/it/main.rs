@@ -11,6 +11,7 @@ mod harness;
 
 mod behaviour;
 mod browser;
+mod browser_account;
 mod by_hand;
 mod carriers;
 mod clocks;
