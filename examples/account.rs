@@ -13,8 +13,9 @@
 //! - `REDIS_URL` (any URL fred accepts; without it the in-memory store is used).
 //!
 //! Routes:
-//! - `GET /login`: the sign-in form (username, password, "remember me"). A demo: any username
-//!   of 1 to 64 characters and any non-empty password sign in.
+//! - `GET /login`: the sign-in form (username, password, "remember me"; when signed in, it
+//!   says as whom). A demo: any username of 1 to 64 characters and any non-empty password
+//!   sign in. `GET /` is a `303` to `/devices`.
 //! - `POST /login` (fields `username`, `password`, `remember`, `csrf`): renews the token
 //!   (against session fixation), ties the session to the user (`set_owner`), records the
 //!   client's `User-Agent` and IP (`set_client`) and the remember-me box, and answers
