@@ -11,12 +11,14 @@ mod harness;
 
 mod behaviour;
 mod browser;
+mod browser_account;
 mod by_hand;
 mod carriers;
 mod clocks;
 mod cluster;
 mod concurrency;
 mod devices;
+mod example_account;
 mod example_hyper;
 mod example_put_get;
 mod example_tonic;

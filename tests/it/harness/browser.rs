@@ -252,6 +252,50 @@ impl Browser {
         element.text().await.expect("the element's text")
     }
 
+    /// Types `text` into the page's form field named `name`.
+    pub async fn fill(&self, name: &str, text: &str) {
+        let field = (self
+            .client
+            .find(Locator::Css(&format!(r#"[name="{name}"]"#)))
+            .await)
+            .unwrap_or_else(|e| panic!("no field {name:?}: {e}"));
+        field.send_keys(text).await.expect("type into the field");
+    }
+
+    /// Clicks the element `css` (a checkbox, say), which must not leave the page.
+    pub async fn click(&self, css: &str) {
+        let element = (self.client.find(Locator::Css(css)).await)
+            .unwrap_or_else(|e| panic!("no element {css:?}: {e}"));
+        element.click().await.expect("click");
+    }
+
+    /// Clicks the element `css` (a form's button, a link) and waits until the page it leads
+    /// to has loaded: this page marks itself first, and the wait ends on a loaded page
+    /// without the mark.
+    pub async fn click_to_leave(&self, css: &str) {
+        self.execute("window.towerScsLeaving = true").await;
+        self.click(css).await;
+        let script = "return window.towerScsLeaving === undefined \
+                      && document.readyState === 'complete'";
+        let left = async {
+            // While the old page unloads a script may fail: not there yet.
+            while !matches!(
+                self.client.execute(script, vec![]).await,
+                Ok(Value::Bool(true))
+            ) {
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        (tokio::time::timeout(WITHIN, left).await)
+            .unwrap_or_else(|_| panic!("clicking {css:?} led to no new page within {WITHIN:?}"));
+    }
+
+    /// The address of the page the browser shows.
+    pub async fn url(&self) -> String {
+        let url = self.client.current_url().await.expect("the current URL");
+        url.to_string()
+    }
+
     /// Runs `script` in the page and returns what it returns.
     pub async fn execute(&self, script: &str) -> Value {
         (self.client.execute(script, vec![]))

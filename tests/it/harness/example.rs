@@ -4,6 +4,7 @@
 //! are found next to the test's own executable (`target/<profile>/examples/<name>`).
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Read},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
@@ -14,7 +15,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -387,5 +388,103 @@ impl Socket {
     pub async fn close(mut self) {
         self.stream.close(None).await.expect("close the socket");
         while let Some(Ok(_)) = self.stream.next().await {}
+    }
+}
+
+/// A client of an example with a cookie jar, as `curl -b jar -c jar` is: it sends the cookies
+/// it holds, keeps what `Set-Cookie` says (an empty value or `Max-Age=0` drops a cookie), posts
+/// forms, and follows no redirect. One jar is one device.
+pub struct Jar {
+    http: Client<HttpConnector, Full<Bytes>>,
+    addr: String,
+    /// The `User-Agent` header it sends, if any.
+    pub user_agent: Option<String>,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Jar {
+    /// An empty jar for the example on `addr`, sending `user_agent`.
+    pub fn new(addr: &str, user_agent: &str) -> Self {
+        Jar {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            addr: addr.to_owned(),
+            user_agent: Some(user_agent.to_owned()),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    /// The value of the cookie `name` in the jar.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
+    /// Puts the cookie `name=value` in the jar (say, a token kept from another jar, replayed).
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// GET `path`.
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.send("GET", path, None, "").await
+    }
+
+    /// POST `path` with `fields`, as a browser submits a form.
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let form = "application/x-www-form-urlencoded";
+        self.send("POST", path, Some(form), &body).await
+    }
+
+    /// Sends `method path` with `body`, and a `Content-Type` when given.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(content_type) = content_type {
+            req = req.header(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(agent) = &self.user_agent {
+            req = req.header(header::USER_AGENT, agent);
+        }
+        if !self.cookies.is_empty() {
+            let pairs: Vec<String> = (self.cookies.iter())
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            req = req.header(header::COOKIE, pairs.join("; "));
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let res = self
+            .http
+            .request(req)
+            .await
+            .expect("request to the example");
+        let (parts, body) = res.into_parts();
+        for value in parts.headers.get_all(header::SET_COOKIE) {
+            let cookie = cookie::Cookie::parse(value.to_str().expect("ASCII").to_owned())
+                .expect("Set-Cookie parses");
+            let expired = cookie.max_age() == Some(time::Duration::ZERO);
+            if expired || cookie.value().is_empty() {
+                self.cookies.remove(cookie.name());
+            } else {
+                (self.cookies).insert(cookie.name().to_owned(), cookie.value().to_owned());
+            }
+        }
+        let set_cookie =
+            (parts.headers.get(header::SET_COOKIE)).map(|v| v.to_str().unwrap().to_owned());
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            set_cookie,
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
     }
 }
