@@ -94,8 +94,8 @@ pub use memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{FredClient, RedisStore};
 pub use session::{
-    CSRF_KEY, Device, DeviceId, EventKind, MAX_IP_BYTES, MAX_USER_AGENT_BYTES, Session,
-    SessionEvent, SessionLoader, Sessions, Status,
+    CSRF_KEY, Device, DeviceId, EventKind, InvalidDeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
+    Session, SessionEvent, SessionLoader, Sessions, Status,
 };
 pub use wire::{Carrier, MIN_KEY_BYTES, SigningKeys};
 

@@ -34,7 +34,7 @@ pub(crate) use self::{
 };
 pub use self::{
     csrf::CSRF_KEY,
-    devices::{Device, DeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES},
+    devices::{Device, DeviceId, InvalidDeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES},
     events::{EventKind, SessionEvent},
     loader::SessionLoader,
     sessions::Sessions,

@@ -185,8 +185,9 @@ impl SessionLayer {
         self.with(|c| c.partitioned = on)
     }
 
-    /// When on, the cookie carries `Max-Age`/`Expires` matching the store expiry; when off it
-    /// is a browser-session cookie, unless the session has remember-me on.
+    /// When on, the cookie carries `Max-Age`/`Expires` matching the store expiry (rounded up to
+    /// the next whole second, as SCS does: a fresh cookie's `Max-Age` is the lifetime + 1 s);
+    /// when off it is a browser-session cookie, unless the session has remember-me on.
     #[must_use]
     pub fn persist(self, on: bool) -> Self {
         self.with(|c| c.persist = on)

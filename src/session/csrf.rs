@@ -16,7 +16,10 @@ impl Session {
     /// base64url, made on first use and kept in the session under [`CSRF_KEY`]. Put it in a
     /// hidden field of every form (or a header of every unsafe request) and check what comes
     /// back with [`verify_csrf`](Self::verify_csrf). [`renew_token`](Self::renew_token) drops
-    /// it, so that a login gets a new one.
+    /// it, so that a login gets a new one. Rendering a form thus stores a session for an
+    /// anonymous visitor (a login page, say): give such apps an
+    /// [`idle_timeout`](crate::SessionLayer::idle_timeout), so that the ones never used again go
+    /// soon.
     ///
     /// # Errors
     ///

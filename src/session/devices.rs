@@ -36,20 +36,25 @@ impl DeviceId {
     }
 }
 
-/// Parses a device id from a page or URL (say, `/devices/{id}/revoke`).
+/// Parses a device id from a page or URL (say, `/devices/{id}/revoke`): 22 base64url
+/// characters. Anything else is [`InvalidDeviceId`], which an application answers as it
+/// answers an unknown id (a `404`, say).
 impl FromStr for DeviceId {
-    type Err = Error;
+    type Err = InvalidDeviceId;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let ok = s.len() == LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-        match ok {
+    fn from_str(s: &str) -> Result<Self, InvalidDeviceId> {
+        let base64url = |b: u8| b.is_ascii_alphanumeric() || b"-_".contains(&b);
+        match s.len() == LEN && s.bytes().all(base64url) {
             true => Ok(DeviceId(s.to_owned())),
-            false => Err(Error::Config(format!("{s:?} is not a device id"))),
+            false => Err(InvalidDeviceId),
         }
     }
 }
+
+/// A text that is not a [`DeviceId`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a device id")]
+pub struct InvalidDeviceId;
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

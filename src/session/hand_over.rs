@@ -118,8 +118,9 @@ impl Session {
     }
 
     /// Gives the session a new token, keeping its data (but for its
-    /// [CSRF token](Session::csrf_token), which a new token replaces), and resets its deadline
-    /// to now + lifetime; the old token stops working when the response is sent. Call it after login or
+    /// [CSRF token](Session::csrf_token), which a new token replaces) and its remember-me flag
+    /// (call [`remember_me`](Session::remember_me) at a login that asks otherwise), and resets
+    /// its deadline to now + lifetime; the old token stops working when the response is sent. Call it after login or
     /// any privilege change, against session fixation.
     ///
     /// The old session is handed over to the new token at commit, atomically: if it is no
