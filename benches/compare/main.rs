@@ -45,6 +45,7 @@
 
 mod client;
 mod measure;
+mod memory;
 mod procs;
 mod redis;
 mod report;
@@ -70,6 +71,13 @@ fn main() {
     }
     if args.iter().any(|a| a == "--hmac") {
         hmac_cost();
+        return;
+    }
+    if args.iter().any(|a| a == "--memory") {
+        if let Err(e) = memory() {
+            eprintln!("compare --memory: {e}");
+            std::process::exit(1);
+        }
         return;
     }
     if let Some(port) = flag(&args, "--drive") {
@@ -174,6 +182,18 @@ fn drive(port: &str, args: &[String]) -> Result<()> {
     rt.block_on(client::drive(addr, requests, s.users, s.write_pct))?;
     eprintln!("{requests} requests sent to {addr}, every read checked");
     Ok(())
+}
+
+/// `--memory`: Redis memory per session, on a private Redis (see `memory.rs`).
+fn memory() -> Result<()> {
+    let s = Settings::from_env()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let redis = redis::Redis::start(&s.redis_server).await?;
+        memory::memory_per_session(&redis).await
+    })
 }
 
 /// `--hmac`: whether this CPU's SHA extensions are in use (they are not under valgrind, whose

@@ -80,6 +80,24 @@ impl Redis {
         &self.version
     }
 
+    /// `used_memory` from `INFO memory`, in bytes.
+    pub async fn used_memory(&self) -> Result<u64> {
+        let info = CustomCommand::new_static("INFO", ClusterHash::FirstKey, false);
+        let info: String = self.client.custom(info, vec!["memory"]).await?;
+        let line = info.lines().find_map(|l| l.strip_prefix("used_memory:"));
+        Ok(line
+            .ok_or("no used_memory in INFO memory")?
+            .trim()
+            .parse()?)
+    }
+
+    /// Empties this private server (never another).
+    pub async fn flushall(&self) -> Result<()> {
+        let flush = CustomCommand::new_static("FLUSHALL", ClusterHash::FirstKey, false);
+        let _: String = self.client.custom(flush, Vec::<String>::new()).await?;
+        Ok(())
+    }
+
     /// The counters now.
     pub async fn counters(&self) -> Result<Counters> {
         let info = CustomCommand::new_static("INFO", ClusterHash::FirstKey, false);

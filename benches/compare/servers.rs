@@ -186,7 +186,7 @@ pub fn race_key(i: usize) -> String {
 /// The fred pool `tower_scs::RedisStore::from_url` builds (4 connections, its timeouts,
 /// reconnect policy, retries and unresponsive-connection check), taken from a store built by it
 /// so that B and C can never drift from A's client configuration.
-async fn pool(url: &str) -> Result<Pool> {
+pub async fn pool(url: &str) -> Result<Pool> {
     Ok(tower_scs::RedisStore::from_url(url).await?.client().clone())
 }
 
