@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 use fred::{
     clients::Pool,
     error::ErrorKind,
-    interfaces::{ClientLike, SortedSetsInterface},
+    interfaces::ClientLike,
     types::{ClusterHash, CustomCommand, Value},
 };
 
@@ -215,12 +215,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             _ => return Ok(false),
         };
         if let Some(owner) = owner.filter(|o| !o.is_empty()) {
-            let index = self.owner_key(&owner);
-            self.client
-                .client_for(&index)
-                .zrem::<(), _, _>(index, id)
-                .await
-                .map_err(Error::store)?;
+            self.unindex(&owner, vec![id]).await?;
         }
         Ok(true)
     }
@@ -248,28 +243,18 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
-        let index = self.owner_key(owner);
-        let client = self.client.client_for(&index);
-        let ids: Vec<String> = client
-            .zrange(index.as_str(), 0, -1, None, false, None, false)
-            .await
-            .map_err(Error::store)?;
+        let ids = self.indexed(owner).await?;
         let deletes = ids
             .iter()
             .map(|id| self.delete_following(id.clone(), owner));
         let results = futures_util::future::try_join_all(deletes).await?;
-        let gone: Vec<&String> = ids
+        let gone: Vec<&str> = ids
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_some())
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.as_str())
             .collect();
-        if !gone.is_empty() {
-            client
-                .zrem::<(), _, _>(index, gone)
-                .await
-                .map_err(Error::store)?;
-        }
+        self.unindex(owner, gone).await?;
         Ok(results.into_iter().flatten().sum())
     }
 }
@@ -304,12 +289,7 @@ impl<C: FredClient> RedisStore<C> {
             // (delete_owner drops its own index's ids in one command afterwards.)
             let stored_owner = stored_owner.as_string().filter(|o| !o.is_empty());
             if let Some(stored_owner) = stored_owner.filter(|_| only_owner.is_empty()) {
-                let index = self.owner_key(&stored_owner);
-                self.client
-                    .client_for(&index)
-                    .zrem::<(), _, _>(index, id.as_str())
-                    .await
-                    .map_err(Error::store)?;
+                self.unindex(&stored_owner, vec![id.as_str()]).await?;
             }
             // A replaced session's successor carries its data on: it goes too, whoever owns it.
             match moved.as_string().filter(|m| token::is_well_formed(m)) {

@@ -1,5 +1,6 @@
-//! An owner's live sessions, for the device list, and the delete of one of them: each a
-//! single-key command or script, so they work unchanged on Redis Cluster.
+//! The owner index (listing it, dropping ids from it), an owner's live sessions for the device
+//! list, and the delete of one of them: each a single-key command or script, so they work
+//! unchanged on Redis Cluster.
 
 use fred::interfaces::SortedSetsInterface;
 
@@ -19,12 +20,7 @@ impl<C: FredClient> RedisStore<C> {
     /// count. (Index writes drop members past their score too, and the index expires with its
     /// last member.)
     pub(super) async fn live_of(&self, owner: &str) -> Result<Vec<(String, Record)>, Error> {
-        let index = self.owner_key(owner);
-        let client = self.client.client_for(&index);
-        let ids: Vec<String> = client
-            .zrange(index.as_str(), 0, -1, None, false, None, false)
-            .await
-            .map_err(Error::store)?;
+        let ids = self.indexed(owner).await?;
         // Loaded a bounded number at a time: an owner may have thousands.
         let mut records = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(LOADS_AT_ONCE) {
@@ -38,24 +34,41 @@ impl<C: FredClient> RedisStore<C> {
                 None => gone.push(id),
             }
         }
-        if !gone.is_empty() {
-            client
-                .zrem::<(), _, _>(index, gone)
-                .await
-                .map_err(Error::store)?;
-        }
+        self.unindex(owner, gone).await?;
         Ok(live)
+    }
+
+    /// The ids `owner`'s index lists (`ZRANGE`).
+    pub(super) async fn indexed(&self, owner: &str) -> Result<Vec<String>, Error> {
+        let index = self.owner_key(owner);
+        (self.client.client_for(&index))
+            .zrange(index.as_str(), 0, -1, None, false, None, false)
+            .await
+            .map_err(Error::store)
+    }
+
+    /// Drops `ids` from `owner`'s index (one `ZREM`; none when there are none).
+    pub(super) async fn unindex<I: Into<String>>(
+        &self,
+        owner: &str,
+        ids: Vec<I>,
+    ) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
+        let index = self.owner_key(owner);
+        (self.client.client_for(&index))
+            .zrem::<(), _, _>(index, ids)
+            .await
+            .map_err(Error::store)
     }
 
     /// Deletes `id` if it is `owner`'s, and drops it from the index.
     pub(super) async fn delete_if_owned(&self, id: &str, owner: &str) -> Result<bool, Error> {
         let deleted = self.delete_following(id.to_owned(), owner).await?;
         if deleted.is_some() {
-            let index = self.owner_key(owner);
-            (self.client.client_for(&index))
-                .zrem::<(), _, _>(index, id)
-                .await
-                .map_err(Error::store)?;
+            self.unindex(owner, vec![id]).await?;
         }
         Ok(deleted.is_some_and(|n| n > 0))
     }
