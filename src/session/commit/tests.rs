@@ -41,6 +41,17 @@ impl SessionStore for Gated {
     }
 }
 
+/// A gated store, and a loader of sessions on it.
+fn gated() -> (Gated, SessionLoader) {
+    let store = Gated {
+        inner: MemoryStore::new(),
+        entered: Arc::new(Notify::new()),
+        release: Arc::new(Semaphore::new(0)),
+    };
+    let shared = Shared::new(Config::default(), Arc::new(store.clone()));
+    (store, SessionLoader::new(Arc::new(shared)))
+}
+
 /// Polls `future` once: whether it is done already.
 async fn ready_now<F: Future + Unpin>(future: &mut F) -> bool {
     tokio::select! {
@@ -52,15 +63,7 @@ async fn ready_now<F: Future + Unpin>(future: &mut F) -> bool {
 
 #[tokio::test]
 async fn a_read_during_a_commit_waits_for_it_and_a_write_waits_for_the_next() {
-    let store = Gated {
-        inner: MemoryStore::new(),
-        entered: Arc::new(Notify::new()),
-        release: Arc::new(Semaphore::new(0)),
-    };
-    let loader = SessionLoader::new(Arc::new(Shared::new(
-        Config::default(),
-        Arc::new(store.clone()),
-    )));
+    let (store, loader) = gated();
     let session = loader.create();
     session.insert("a", 1);
     let committing = tokio::spawn({
@@ -114,15 +117,7 @@ async fn a_read_during_a_commit_waits_for_it_and_a_write_waits_for_the_next() {
 
 #[tokio::test]
 async fn a_commit_waits_for_the_one_in_flight() {
-    let store = Gated {
-        inner: MemoryStore::new(),
-        entered: Arc::new(Notify::new()),
-        release: Arc::new(Semaphore::new(0)),
-    };
-    let loader = SessionLoader::new(Arc::new(Shared::new(
-        Config::default(),
-        Arc::new(store.clone()),
-    )));
+    let (store, loader) = gated();
     let session = loader.create();
     session.insert("a", 1);
     let first = tokio::spawn({
