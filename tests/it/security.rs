@@ -14,7 +14,6 @@
 //! (`fuzz.rs`).
 
 use std::{
-    cell::Cell,
     collections::{HashMap, HashSet},
     io::{self, Write},
     sync::{
@@ -35,7 +34,7 @@ use tokio::{
 };
 use tower::Layer;
 use tracing_subscriber::{
-    filter::filter_fn,
+    filter::LevelFilter,
     fmt::MakeWriter,
     layer::{Layer as _, SubscriberExt as _},
     util::SubscriberInitExt as _,
@@ -446,44 +445,21 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-thread_local! {
-    /// Whether the events of this thread are captured: only on the threads that run
-    /// `tokens_never_appear_in_logs`, so that other tests running in this process meanwhile are
-    /// neither captured (the capture's checks are about the tour alone) nor slowed down.
-    static CAPTURING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Installs, once, a global subscriber that writes every event of a capturing thread, at every
-/// level (and, through `tracing-log`, every `log` record, such as fred's), into a buffer.
+/// Installs, once, a global subscriber that writes every event, at every level (and, through
+/// `tracing-log`, every `log` record, such as fred's), into a buffer.
 fn captured_logs() -> &'static Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
     LOGS.get_or_init(|| {
         let captured = Captured::default();
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(captured.clone())
-            .with_filter(filter_fn(|_| CAPTURING.get()));
+            .with_filter(LevelFilter::TRACE);
         tracing_subscriber::registry()
             .with(layer)
             .try_init()
             .expect("install the capturing subscriber");
         captured
     })
-}
-
-/// Marks the current thread as capturing until dropped.
-struct Capturing;
-
-impl Capturing {
-    fn start() -> Self {
-        CAPTURING.set(true);
-        Capturing
-    }
-}
-
-impl Drop for Capturing {
-    fn drop(&mut self) {
-        CAPTURING.set(false);
-    }
 }
 
 /// A store wrapper that keeps the `Debug` output of everything that crosses the store seam
@@ -723,15 +699,30 @@ async fn tour() -> Tour {
 /// types, too large, timeout, injected failure, Redis down), at TRACE level for every target
 /// (the crate's events and fred's `log` records): no token is in the logs, though the errors are.
 ///
-/// The tour runs on a runtime of its own whose threads, like this test's, capture their events.
+/// The tour runs in a process of its own (this test binary, started again on this test alone):
+/// `tracing` caches each call site's interest when it first fires, so a call site that another
+/// test fires while the subscriber is being installed can stay switched off for good, and the
+/// capture would miss it.
 #[test]
 fn tokens_never_appear_in_logs() {
+    const CHILD: &str = "TOWER_SCS_LOG_TOUR";
+    if std::env::var_os(CHILD).is_none() {
+        let name = concat!(module_path!(), "::tokens_never_appear_in_logs");
+        let name = name.split_once("::").expect("a module path").1;
+        let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("start the tour's process");
+        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the tour's process failed:\n{text}");
+        assert!(text.contains("1 passed"), "the tour did not run:\n{text}");
+        return;
+    }
     let logs = captured_logs();
-    let _capturing = Capturing::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .on_thread_start(|| CAPTURING.set(true))
         .build()
         .expect("the tour's runtime");
     let tour = runtime.block_on(tour());
