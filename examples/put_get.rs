@@ -19,7 +19,11 @@
 //!   wire is signed, `<token>.<tag>` (HMAC-SHA256), with the first key, and verified with all
 //!   of them: `new,old` rotates keys without logging anyone out, a token signed with `old`
 //!   coming back signed with `new`. Each key is base64, standard or URL-safe alphabet, padding
-//!   optional, of at least 32 bytes once decoded (`head -c 32 /dev/urandom | base64`).
+//!   optional, of at least 32 bytes once decoded (`head -c 32 /dev/urandom | base64`);
+//! - `LOCAL_CACHE=<max entries>` (Redis only; unset by default): sessions are also kept in this
+//!   process's memory, up to that many, and reads of them send no Redis command; Redis tells
+//!   every process about each change (`CLIENT TRACKING`), so another process's write, renew or
+//!   destroy is seen (see `LocalCache`).
 //!
 //! Any other value exits with a message saying which variable is wrong, the usage, and code 2
 //! (a bad signing key is named by its position, never shown). The cookie's `Secure` flag is off
@@ -71,7 +75,8 @@ use axum::{
 };
 use serde::Deserialize;
 use tower_scs::{
-    Carrier, Error, MIN_KEY_BYTES, MemoryStore, RedisStore, Session, SessionLayer, SigningKeys,
+    Carrier, Error, LocalCache, MIN_KEY_BYTES, MemoryStore, RedisStore, Session, SessionLayer,
+    SigningKeys,
 };
 
 #[derive(Deserialize)]
@@ -302,12 +307,23 @@ fn signing_keys_from_env() -> Option<SigningKeys> {
     }
 }
 
+/// The local cache `LOCAL_CACHE` asks for, if it is set: a number of sessions from 1.
+fn cache_from_env() -> Option<LocalCache> {
+    let value = env::var("LOCAL_CACHE").ok()?;
+    match value.parse::<u64>() {
+        Ok(entries) if entries > 0 => Some(LocalCache::new(entries)),
+        _ => refuse(&format!(
+            "LOCAL_CACHE={value:?} is not valid: expected a number of sessions from 1"
+        )),
+    }
+}
+
 /// Says why the example cannot run with its environment, and how to run it; exits with code 2.
 fn refuse(why: &str) -> ! {
     eprintln!("{why}");
     eprintln!(
         "usage: [ADDR=host:port] [REDIS_URL=url] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
-         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] put_get"
+         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] [LOCAL_CACHE=entries] put_get"
     );
     std::process::exit(2);
 }
@@ -315,14 +331,28 @@ fn refuse(why: &str) -> ! {
 /// A layer on Redis when `REDIS_URL` is set, else in memory; exits with code 1 when Redis
 /// cannot be used.
 async fn store_layer() -> SessionLayer {
+    let cache = cache_from_env();
     let Ok(url) = env::var("REDIS_URL") else {
+        if cache.is_some() {
+            refuse("LOCAL_CACHE is for the Redis store: set REDIS_URL too");
+        }
         println!("store: MemoryStore (set REDIS_URL to use Redis)");
         return SessionLayer::new(MemoryStore::new());
     };
     match RedisStore::from_url(&url).await {
-        Ok(store) => {
+        Ok(mut store) => {
             let prefix = store.prefix();
             println!("store: RedisStore (REDIS_URL), key prefix {prefix}");
+            if let Some(cache) = cache {
+                store = store.with_local_cache(cache);
+                let ready = tokio::time::timeout(Duration::from_secs(2), store.local_cache_ready());
+                let state = match ready.await {
+                    Ok(_) => "tracking on",
+                    Err(_) => "tracking not on yet: reads go to Redis until it is",
+                };
+                let most = cache.max_entries();
+                println!("local cache: up to {most} sessions (LOCAL_CACHE), {state}");
+            }
             SessionLayer::new(store)
         }
         Err(e) => {

@@ -92,7 +92,7 @@ pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{FredClient, RedisStore};
+pub use redis::{FredClient, LocalCache, RedisStore};
 pub use session::{
     CSRF_KEY, Device, DeviceId, EventKind, InvalidDeviceId, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
     Session, SessionEvent, SessionLoader, Sessions, Status,

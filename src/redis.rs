@@ -39,7 +39,10 @@
 //! names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or later is required
 //! (`ZADD GT`).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use fred::{
     clients::Pool,
@@ -54,17 +57,19 @@ use crate::{
     token,
 };
 
+mod cache;
 mod client;
 mod decode;
 mod devices;
 mod ids;
 mod script;
 
-pub use self::client::FredClient;
+pub use self::{cache::LocalCache, client::FredClient};
 
 /// How many replacement markers a delete follows (a renew of a renew of …) before it stops.
 const MAX_FOLLOW: usize = 16;
 use self::{
+    cache::Cache,
     decode::{decode, millis, millis_of},
     script::{
         COMMIT_LUA, DELETE_LUA, INDEX_LUA, PRELUDE_LUA, REPLACE_LUA, Script, TAKE_LUA, bad_reply,
@@ -100,6 +105,8 @@ pub struct RedisStore<C = Pool> {
     replace: Script,
     delete: Script,
     index: Script,
+    /// The local cache, when turned on ([`RedisStore::with_local_cache`]).
+    cache: Option<Arc<Cache>>,
 }
 
 impl<C: FredClient> RedisStore<C> {
@@ -117,13 +124,56 @@ impl<C: FredClient> RedisStore<C> {
             replace: Script::new(&[PRELUDE_LUA, REPLACE_LUA]),
             delete: Script::new(&[DELETE_LUA]),
             index: Script::new(&[INDEX_LUA]),
+            cache: None,
         }
+    }
+
+    /// Turns on a local cache of sessions in this process, coherent with Redis through
+    /// `CLIENT TRACKING` (see [`LocalCache`]): a load it serves sends no command. Tracking
+    /// starts with the first load (or [`local_cache_ready`](Self::local_cache_ready)); until it
+    /// is on, and whenever it may have missed a change, loads go to Redis.
+    ///
+    /// Set the prefix first: the cache hears about the keys under the prefix it was given.
+    #[must_use]
+    pub fn with_local_cache(mut self, config: LocalCache) -> Self {
+        self.cache = Some(Cache::new(config, self.prefix.clone()));
+        self
+    }
+
+    /// Waits until the local cache's tracking is on, so that loads can be served from it;
+    /// returns at once `false` when the store has no local cache.
+    pub async fn local_cache_ready(&self) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        cache.tracking.start(cache, self.client.clients());
+        cache.tracking.ready().await;
+        true
+    }
+
+    /// How many sessions the local cache holds, `None` without one.
+    pub fn local_cache_len(&self) -> Option<u64> {
+        self.cache.as_ref().map(|c| c.len())
+    }
+
+    /// Forgets the cached session `id` now and again when the guard drops: around a change of
+    /// the session by this store, so that no read in flight meanwhile leaves an old copy.
+    fn forgetting<'a>(&'a self, id: &'a str) -> Forgetting<'a> {
+        let cache = self.cache.as_deref();
+        if let Some(cache) = cache {
+            cache.forget(id);
+        }
+        Forgetting(cache, id)
     }
 
     /// Sets the key prefix, so that several session layers can share one Redis.
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        if let Some(cache) = &self.cache {
+            let config = cache.config();
+            self.cache = Some(Cache::new(config, self.prefix.clone()));
+        }
         self
     }
 
@@ -156,21 +206,34 @@ impl<C: FredClient> RedisStore<C> {
     }
 }
 
+/// See [`RedisStore::forgetting`].
+struct Forgetting<'a>(Option<&'a Cache>, &'a str);
+
+impl Drop for Forgetting<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0 {
+            cache.forget(self.1);
+        }
+    }
+}
+
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let key = self.key(id);
-        // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
-        let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
-        let reply = self
-            .client
-            .client_for(&key)
-            .custom_raw(hgetall, vec![key])
-            .await
-            .map_err(|e| match (e.kind(), self.command_timeout) {
-                (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
-                _ => Error::store(e),
-            })?;
-        decode(reply)
+        let client = self.client.client_for(&key);
+        let Some(cache) = &self.cache else {
+            return self.fetch(client, key).await;
+        };
+        cache.tracking.start(cache, self.client.clients());
+        if let Some(record) = cache.get(id, client, SystemTime::now()) {
+            return Ok(Some(record));
+        }
+        let ticket = cache.ticket(id, client);
+        let record = self.fetch(client, key).await?;
+        if let (Some(ticket), Some(record)) = (ticket, &record) {
+            cache.insert(id, ticket, client, record);
+        }
+        Ok(record)
     }
 
     /// The fred client's command timeout (`default_command_timeout`), when it has one.
@@ -179,6 +242,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
+        let _forgetting = self.forgetting(id);
         let key = self.key(id);
         let client = self.client.client_for(&key);
         let reply = self.commit.run(client, key, || commit_args(change)).await?;
@@ -199,6 +263,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     /// successor was indexed when it was committed, before this, so a log-out-everywhere that
     /// reads the index in between finds one or the other.
     async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
+        let _forgetting = self.forgetting(id);
         let now = millis(SystemTime::now());
         let grace = millis_of(crate::store::REPLACE_GRACE);
         let args = || vec![now.into(), successor.into(), grace.into()];
@@ -221,6 +286,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        let _forgetting = self.forgetting(id);
         let now = millis(SystemTime::now());
         let field = ["v:", key].concat();
         let args = || vec![now.into(), field.as_str().into()];
@@ -260,6 +326,23 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
 }
 
 impl<C: FredClient> RedisStore<C> {
+    /// One `HGETALL` of `key` through `client`.
+    async fn fetch(
+        &self,
+        client: &fred::clients::Client,
+        key: String,
+    ) -> Result<Option<Record>, Error> {
+        // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
+        let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
+        let reply = client.custom_raw(hgetall, vec![key]).await.map_err(|e| {
+            match (e.kind(), self.command_timeout) {
+                (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
+                _ => Error::store(e),
+            }
+        })?;
+        decode(reply)
+    }
+
     /// Deletes session `id` (only if its owner is `owner`, when that is not empty), and the
     /// successors its replacement markers point to, and drops each deleted session from its
     /// owner's index. Returns how many live sessions were deleted, or `None` when `id` belongs
@@ -268,6 +351,8 @@ impl<C: FredClient> RedisStore<C> {
         let mut deleted = 0;
         let mut only_owner = owner;
         for _ in 0..MAX_FOLLOW {
+            let current = id.clone();
+            let _forgetting = self.forgetting(&current);
             let key = self.key(&id);
             let reply = self
                 .delete

@@ -27,6 +27,9 @@ pub trait FredClient: sealed::Sealed + Clone + Send + Sync + 'static {
         let _ = key;
         self.client()
     }
+
+    /// Every client commands may go through (the local cache turns tracking on for each).
+    fn clients(&self) -> &[Client];
 }
 
 pub(super) mod sealed {
@@ -40,12 +43,20 @@ impl FredClient for Client {
     fn client(&self) -> &Client {
         self
     }
+
+    fn clients(&self) -> &[Client] {
+        std::slice::from_ref(self)
+    }
 }
 
 impl FredClient for Pool {
     /// The next connected client of the pool.
     fn client(&self) -> &Client {
         self.next_connected()
+    }
+
+    fn clients(&self) -> &[Client] {
+        Pool::clients(self)
     }
 
     fn client_for(&self, key: &str) -> &Client {

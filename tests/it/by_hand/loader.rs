@@ -137,5 +137,11 @@ async fn loader_refuses_forged_tokens_without_a_store_call(backend: Backend) {
         loader.load(&resigned).await.unwrap().is_none(),
         "not signed with KEY"
     );
-    assert_calls(&backend, &mut monitor, &mut before, (1, 0, 0), &["hgetall"]).await;
+    // With the local cache, the session `rotated` just loaded is served from memory.
+    let read_again: &[&str] = if backend.cache.is_some() {
+        &[]
+    } else {
+        &["hgetall"]
+    };
+    assert_calls(&backend, &mut monitor, &mut before, (1, 0, 0), read_again).await;
 }

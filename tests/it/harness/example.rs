@@ -31,13 +31,14 @@ use super::redis::free_port;
 
 /// The environment variables the examples read; a test sets the ones it wants, the others are
 /// removed so that the developer's own environment does not leak in.
-pub const EXAMPLE_VARS: [&str; 6] = [
+pub const EXAMPLE_VARS: [&str; 7] = [
     "ADDR",
     "REDIS_URL",
     "LIFETIME_SECS",
     "IDLE_TIMEOUT_SECS",
     "SESSION_HEADER",
     "SESSION_SIGNING_KEYS",
+    "LOCAL_CACHE",
 ];
 
 /// What the examples print once their listener is bound.

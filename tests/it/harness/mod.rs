@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use tower_scs::store::{Change, Committed, Record, SessionStore};
-use tower_scs::{Error, MemoryStore, RedisStore, SessionLayer};
+use tower_scs::{Error, LocalCache, MemoryStore, RedisStore, SessionLayer};
 
 const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
@@ -40,8 +40,9 @@ pub use self::{
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
-/// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name` and a
-/// `redis::name` test, so that the same suite runs against both stores.
+/// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name`, a
+/// `redis::name` and a `redis_cached::name` test (Redis with the local cache on), so that the
+/// same suite runs against both stores and the cache.
 #[macro_export]
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
@@ -61,7 +62,24 @@ macro_rules! both_stores {
                 }
             )*
         }
+        mod redis_cached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::redis_cached().await).await
+                }
+            )*
+        }
     };
+}
+
+/// `store` with a local cache of `entries` sessions, once its tracking is on.
+pub async fn cached(store: RedisStore, entries: u64) -> RedisStore {
+    let store = store.with_local_cache(LocalCache::new(entries));
+    tokio::time::timeout(Duration::from_secs(5), store.local_cache_ready())
+        .await
+        .expect("the local cache's tracking on within 5 s");
+    store
 }
 
 /// Calls the session layer made to its store, counted by [`Counting`]. `fail` makes every call
@@ -163,6 +181,8 @@ pub enum Kind {
 pub struct Backend {
     pub kind: Kind,
     pub calls: Arc<Calls>,
+    /// Redis stores get a local cache ([`LocalCache`]) of this many entries.
+    pub cache: Option<u64>,
 }
 
 impl Backend {
@@ -170,6 +190,7 @@ impl Backend {
         Backend {
             kind: Kind::Memory(MemoryStore::new()),
             calls: Arc::default(),
+            cache: None,
         }
     }
 
@@ -177,6 +198,15 @@ impl Backend {
         Backend {
             kind: Kind::Redis(RedisServer::start().await),
             calls: Arc::default(),
+            cache: None,
+        }
+    }
+
+    /// Redis, each store with a local cache whose tracking is on before it is used.
+    pub async fn redis_cached() -> Self {
+        Backend {
+            cache: Some(10_000),
+            ..Self::redis().await
         }
     }
 
@@ -203,9 +233,12 @@ impl Backend {
                 calls,
             }),
             Kind::Redis(server) => {
-                let store = RedisStore::from_url(&server.url())
+                let mut store = RedisStore::from_url(&server.url())
                     .await
                     .expect("RedisStore::from_url on the test server");
+                if let Some(entries) = self.cache {
+                    store = cached(store, entries).await;
+                }
                 SessionLayer::new(Counting {
                     inner: store,
                     calls,

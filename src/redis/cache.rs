@@ -1,0 +1,211 @@
+//! [`LocalCache`]: sessions kept in this process's memory, coherent with Redis through
+//! server-assisted client-side caching (`CLIENT TRACKING`).
+//!
+//! ## How it stays coherent
+//! Redis remembers which keys each tracked connection read and, when one changes (any command,
+//! a Lua script, expiry, eviction, `FLUSHDB`), sends that connection's *redirect target* an
+//! invalidation. Here every data connection of the store redirects to a subscriber connection of
+//! ours on the same server (RESP2, subscribed to `__redis__:invalidate`); a listener task drops
+//! the named sessions, or everything on a flush. (Not fred's RESP3 `start_tracking`: fred 10.1
+//! drops the RESP3 push a flush sends, whose key list is null, so a flush would go unseen.)
+//!
+//! An entry is served only while tracking is intact: the data connection the key goes through
+//! and the subscriber are, at that instant, the very connections tracking was turned on for
+//! (fred's connection ids). Any reconnect, failover, new cluster node or lost subscriber fails
+//! that check: nothing is served, the cache is dropped, and tracking is turned on again.
+//!
+//! A read's reply and an invalidation reach this process by different paths, so a reply could
+//! be older than an invalidation already handled. Each read therefore takes a [`Ticket`] (the
+//! cache's epoch and the key's stripe counter) before it is sent; an invalidation or flush bumps
+//! them before it removes anything, and a reply is kept only if neither moved, checked again
+//! after the insert. The store's own writes forget the entry before and after they run.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::SeqCst},
+    },
+    time::SystemTime,
+};
+
+use fred::clients::Client;
+
+use crate::store::Record;
+
+mod tracking;
+
+pub(super) use self::tracking::Tracking;
+
+/// How many counters a cache's keys are spread over: an invalidation of one key makes a read
+/// of another key in the same stripe, in flight at that moment, skip the cache once.
+const STRIPES: usize = 1024;
+
+/// Turns on the local cache of a [`RedisStore`](super::RedisStore): loads are served from this
+/// process's memory, with 0 Redis commands, while Redis tells the process about every change
+/// made to a cached session by anyone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tower_scs::Error> {
+/// use tower_scs::{LocalCache, RedisStore};
+///
+/// let store = RedisStore::from_url("redis://127.0.0.1:6379")
+///     .await?
+///     .with_local_cache(LocalCache::new(100_000));
+/// # Ok(()) }
+/// ```
+///
+/// What it guarantees:
+/// - within a process, read-your-writes: the store's own commits, renews and deletes forget the
+///   entry before they return;
+/// - across processes, a session is as fresh as the delivery of Redis's invalidation to this
+///   process (see `docs/guarantees.md` for the measured window);
+/// - nothing that may have missed an invalidation is served: on any lost or replaced connection
+///   the whole cache is dropped until tracking is back, and a cached record is never served past
+///   its own expiry.
+///
+/// Tracking costs Redis memory (its tracking table, `tracking-table-max-keys`) and one
+/// invalidation message per change of a session some process has read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalCache {
+    max_entries: u64,
+}
+
+impl LocalCache {
+    /// A cache of at most `max_entries` sessions (the least recently and frequently used ones
+    /// go first).
+    #[must_use]
+    pub fn new(max_entries: u64) -> Self {
+        LocalCache { max_entries }
+    }
+
+    /// The most sessions the cache holds.
+    pub fn max_entries(&self) -> u64 {
+        self.max_entries
+    }
+}
+
+/// The cache of one store: its entries, the counters that order replies against invalidations,
+/// and the state of tracking.
+pub(super) struct Cache {
+    config: LocalCache,
+    entries: moka::sync::Cache<String, Arc<Record>>,
+    /// Bumped by every flush.
+    epoch: AtomicU64,
+    /// Bumped by every invalidation of a key of the stripe.
+    stripes: Box<[AtomicU64]>,
+    pub(super) tracking: Tracking,
+}
+
+impl std::fmt::Debug for Cache {
+    /// Counts only: the entries' keys are session ids.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.entries.entry_count())
+            .field("epoch", &self.epoch.load(SeqCst))
+            .field("tracking", &self.tracking)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a read knew before it was sent: an entry is kept only if neither counter moved since.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ticket {
+    epoch: u64,
+    stripe: u64,
+}
+
+impl Cache {
+    /// An empty cache whose tracking is not on yet (it starts with the first read).
+    pub(super) fn new(config: LocalCache, prefix: String) -> Arc<Self> {
+        Arc::new(Cache {
+            config,
+            entries: moka::sync::Cache::new(config.max_entries),
+            epoch: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            tracking: Tracking::new(prefix),
+        })
+    }
+
+    /// The settings the cache was made with.
+    pub(super) fn config(&self) -> LocalCache {
+        self.config
+    }
+
+    fn stripe(&self, id: &str) -> &AtomicU64 {
+        // Session ids are random: their last bytes spread them evenly.
+        let tail = &id.as_bytes()[id.len().saturating_sub(8)..];
+        let hash = tail.iter().fold(0_usize, |h, &b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        &self.stripes[hash % STRIPES]
+    }
+
+    /// The session `id`, if cached, still live at `now`, and tracking through `client` intact.
+    pub(super) fn get(
+        self: &Arc<Self>,
+        id: &str,
+        client: &Client,
+        now: SystemTime,
+    ) -> Option<Record> {
+        let record = self.entries.get(id)?;
+        if !self.tracking.intact(client) {
+            return None;
+        }
+        if record.expiry <= now {
+            self.entries.invalidate(id);
+            return None;
+        }
+        Some(Record::clone(&record))
+    }
+
+    /// Taken before a read is sent, when tracking is on: `None` means the reply is not cached.
+    pub(super) fn ticket(self: &Arc<Self>, id: &str, client: &Client) -> Option<Ticket> {
+        let ticket = Ticket {
+            epoch: self.epoch.load(SeqCst),
+            stripe: self.stripe(id).load(SeqCst),
+        };
+        self.tracking.intact(client).then_some(ticket)
+    }
+
+    /// Keeps `record`, read with `ticket`, unless an invalidation or a flush came since, or
+    /// tracking through `client` broke meanwhile.
+    pub(super) fn insert(
+        self: &Arc<Self>,
+        id: &str,
+        ticket: Ticket,
+        client: &Client,
+        record: &Record,
+    ) {
+        if !self.unmoved(id, ticket) || !self.tracking.intact(client) {
+            return;
+        }
+        self.entries.insert(id.to_owned(), Arc::new(record.clone()));
+        // An invalidation bumps before it removes: either it removed what was just inserted,
+        // or the bump shows here.
+        if !self.unmoved(id, ticket) {
+            self.entries.invalidate(id);
+        }
+    }
+
+    fn unmoved(&self, id: &str, ticket: Ticket) -> bool {
+        self.epoch.load(SeqCst) == ticket.epoch && self.stripe(id).load(SeqCst) == ticket.stripe
+    }
+
+    /// Drops the session `id`: Redis said it changed, or this process is changing it.
+    pub(super) fn forget(&self, id: &str) {
+        self.stripe(id).fetch_add(1, SeqCst);
+        self.entries.invalidate(id);
+    }
+
+    /// Drops every session: a flush, a lost invalidation, or tracking broken.
+    pub(super) fn flush(&self) {
+        self.epoch.fetch_add(1, SeqCst);
+        self.entries.invalidate_all();
+    }
+
+    /// How many sessions the cache holds (approximately: moka counts lazily).
+    pub(super) fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
