@@ -7,22 +7,31 @@
 //! | field | value |
 //! |---|---|
 //! | `v:<key>` | the session value of `<key>`, as JSON text |
-//! | `meta` | space-separated `name=value` pairs, e.g. `deadline=1767225600000 size=42`: |
-//! | | `deadline`: absolute deadline, Unix milliseconds |
-//! | | `size`: bytes of the session's keys and JSON values, for the size limit |
-//! | | `expiry`: when the session expires (idle timeout), Unix ms; absent when it is the deadline |
-//! | | `remember=1` when remember-me is on (absent when off) |
+//! | `d` | the deadline: absolute, Unix milliseconds |
+//! | `s` | the size: bytes of the session's keys and JSON values, for the size limit |
+//! | `e` | the expiry (idle timeout), Unix ms; absent when it is the deadline |
+//! | `r` | `1` when remember-me is on; absent when off |
+//! | `c`, `l` | a session with an owner: when it was tied to it (created) and last seen, Unix ms |
 //! | `owner` | the owner the session is tied to, if any |
+//! | `ua`, `ip` | a session with an owner: the client's user agent and IP, when recorded |
 //!
-//! The metadata shares one field so that a load (`HGETALL`) reads back one field and one value
-//! beside the session's own values.
+//! e.g. `HGETALL` → `d 1767225600000 s 17 v:v "\"hello, session\""`. The metadata fields are
+//! one letter and hold bare integers so that a small session stays a compact listpack (Redis
+//! stores such a value as an integer): one value and its metadata fit a 48-byte allocation.
+//! A field over 64 bytes (Redis's `hash-max-listpack-value`; a long value or user agent) turns
+//! the hash into a hash table: an owned session with a browser's 100-byte user agent takes 571
+//! bytes (`MEMORY USAGE`) where 328 would do with `hash-max-listpack-value 128`.
 //!
-//! `meta` has one grammar, checked alike by the Rust decoder and the Lua scripts: pairs separated
-//! by spaces, each `[a-z]+=` and an integer, no name twice; anything else is a corrupt record
-//! ([`Error::Malformed`]).
+//! The metadata has one grammar, checked alike by the Rust decoder and the Lua scripts: each
+//! value an integer (`-?[0-9]+`, at most 16 characters), a deadline, times within years
+//! 1970..9999, `s` >= 0, `r` 0 or 1; anything else is a corrupt record ([`Error::Malformed`]).
+//! Records of the earlier shape, whose metadata is one `meta` field of space-separated
+//! `name=integer` pairs (`deadline=1767225600000 size=42`, and `expiry`, `remember`, `created`,
+//! `seen`), are read alike and rewritten in this shape at their next write; a hash with both is
+//! corrupt.
 //!
 //! A token replaced by a renew or merge keeps, for [`REPLACE_GRACE`](crate::store::REPLACE_GRACE), a
-//! marker hash `{moved: <successor id>, owner: <owner>}` with no `meta`: it is no session, but a
+//! marker hash `{moved: <successor id>, owner: <owner>}` with no metadata: it is no session, but a
 //! delete of it also deletes the successor.
 //!
 //! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
@@ -34,10 +43,10 @@
 //! [`Change`] (clear, `HDEL`, `HSET`, in batches of 1,000 fields) and sets the TTL with `PEXPIRE`,
 //! atomically, and refuses to touch a key that holds no live session, so a destroyed or expired
 //! session is never resurrected; a session with an owner then costs one more `EVALSHA` to update
-//! the owner index. Times in `meta` and the index are the application's clock; TTLs are given to
-//! Redis relative to it, so a Redis clock ahead or behind never shortens a session. Every command
-//! names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or later is required
-//! (`ZADD GT`).
+//! the owner index. Times in the metadata and the index are the application's clock; TTLs are
+//! given to Redis relative to it, so a Redis clock ahead or behind never shortens a session. Every
+//! command names exactly one key, so it works unchanged on Redis Cluster. Redis 6.2 or later is
+//! required (`ZADD GT`).
 
 use std::{
     sync::Arc,

@@ -34,10 +34,11 @@ if update then
   local stored, fields = live(key, now, 'owner')
   if not stored then return fields or false end
   old_size = stored.size
+  m.had = stored.had
   m.deadline = m.deadline or stored.deadline
   m.remember = stored.remember
   created = stored.created
-  if owner == '' then owner = fields[3] or '' end
+  if owner == '' then owner = fields[1] or '' end
   if not cleared then m.size = stored.size end
 end
 if ARGV[REMEMBER] ~= '' then m.remember = tonumber(ARGV[REMEMBER]) end
@@ -82,9 +83,9 @@ if cleared then
 end
 batched('HDEL', key, ARGV, FIELDS, FIELDS + n - 1)
 if ARGV[OWNER] ~= '' then
-  redis.call('HSET', key, 'meta', format_meta(m), 'owner', owner)
+  write_meta(key, m, 'owner', owner)
 else
-  redis.call('HSET', key, 'meta', format_meta(m))
+  write_meta(key, m)
 end
 batched('HSET', key, ARGV, FIELDS + n, #ARGV)
 if owner ~= '' and ARGV[USER_AGENT] ~= '' then redis.call('HSET', key, 'ua', ARGV[USER_AGENT]) end

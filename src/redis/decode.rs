@@ -1,5 +1,5 @@
-//! Decoding what Redis answers: an `HGETALL` reply into a [`Record`], the `meta` field by the
-//! grammar the Lua prelude shares, and times in Unix milliseconds.
+//! Decoding what Redis answers: an `HGETALL` reply into a [`Record`], its metadata by the grammar
+//! the Lua prelude shares (`meta.rs`), and times in Unix milliseconds.
 
 use std::{
     collections::HashMap,
@@ -8,7 +8,10 @@ use std::{
 
 use fred::{error::ErrorKind, types::Resp3Frame};
 
+use self::meta::{Raw, parse_meta};
 use crate::{Error, store::Record};
+
+mod meta;
 
 /// Decodes an `HGETALL` reply frame; an empty hash is a missing session.
 pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
@@ -48,8 +51,11 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
 /// A session hash's fields, read one at a time.
 struct Fields {
     record: Record,
-    deadline: Option<SystemTime>,
-    expiry: Option<SystemTime>,
+    /// The one-letter metadata fields (`d`, `s`, …), and whether there was any.
+    meta: Raw,
+    has_meta: bool,
+    /// The earlier shape's `meta` text, parsed.
+    old_meta: Option<Raw>,
     /// The hash is a replaced token's marker, not a session.
     moved: bool,
 }
@@ -58,8 +64,8 @@ impl Fields {
     fn with_capacity(fields: usize) -> Self {
         Fields {
             record: Record {
-                // All but `meta` are usually values.
-                values: HashMap::with_capacity(fields.saturating_sub(1)),
+                // Most fields are usually values.
+                values: HashMap::with_capacity(fields.saturating_sub(2)),
                 deadline: UNIX_EPOCH,
                 expiry: UNIX_EPOCH,
                 remember: false,
@@ -69,8 +75,9 @@ impl Fields {
                 user_agent: None,
                 ip: None,
             },
-            deadline: None,
-            expiry: None,
+            meta: Raw::default(),
+            has_meta: false,
+            old_meta: None,
             moved: false,
         }
     }
@@ -82,20 +89,13 @@ impl Fields {
             return Ok(());
         }
         match name {
-            "meta" => {
-                let meta = parse_meta(value)?;
-                self.deadline = Some(meta.deadline);
-                self.expiry = meta.expiry;
-                self.record.remember = meta.remember;
-                self.record.created = meta.created;
-                self.record.seen = meta.seen;
-            }
+            "meta" => self.old_meta = Some(parse_meta(value)?),
             "moved" => self.moved = true,
             "owner" => self.record.owner = Some(value.to_owned()),
             "ua" => self.record.user_agent = Some(value.to_owned()),
             "ip" => self.record.ip = Some(value.to_owned()),
             // Unknown fields are left alone, for forward compatibility.
-            _ => {}
+            _ => self.has_meta |= self.meta.field(name, value)?,
         }
         Ok(())
     }
@@ -106,10 +106,21 @@ impl Fields {
         if self.moved {
             return Ok(None);
         }
-        record.deadline = self.deadline.ok_or_else(|| {
-            Error::Malformed("session hash has no deadline in its meta field".into())
-        })?;
-        record.expiry = self.expiry.unwrap_or(record.deadline);
+        let meta = match (self.old_meta, self.has_meta) {
+            (Some(_), true) => {
+                return Err(Error::Malformed(
+                    "session hash holds both metadata fields and an old meta field".into(),
+                ));
+            }
+            (Some(old), false) => old,
+            (None, _) => self.meta,
+        };
+        let meta = meta.check()?;
+        record.deadline = meta.deadline;
+        record.expiry = meta.expiry.unwrap_or(record.deadline);
+        record.remember = meta.remember;
+        record.created = meta.created;
+        record.seen = meta.seen;
         if record.expiry <= SystemTime::now() {
             // Foreign data without a TTL, or a clock ahead of the writer's: expired all the same.
             return Ok(None);
@@ -139,79 +150,6 @@ fn reply_error(message: &str) -> Error {
     ))
 }
 
-/// The `meta` field, decoded.
-pub(super) struct Meta {
-    deadline: SystemTime,
-    expiry: Option<SystemTime>,
-    remember: bool,
-    created: Option<SystemTime>,
-    seen: Option<SystemTime>,
-}
-
-/// Parses `meta` by the grammar the scripts' `parse_meta` (in `redis/prelude.lua`) uses, so that
-/// Rust and Lua agree on what is corrupt: pairs separated by spaces, each `[a-z]+=-?[0-9]+` with
-/// at most 16 characters of number, no name twice, a `deadline`; times between 1970 and the end
-/// of year 9999 in Unix ms (`deadline`, `expiry`, `created`, `seen`), `size` >= 0, `remember` 0
-/// or 1. Unknown names are allowed.
-pub(super) fn parse_meta(text: &str) -> Result<Meta, Error> {
-    let corrupt = |what: String| Error::Malformed(format!("stored session field meta: {what}"));
-    let (mut deadline, mut expiry, mut remember, mut size) = (None, None, None, None);
-    let (mut created, mut seen) = (None, None);
-    let mut others: Vec<&str> = Vec::new();
-    for pair in text.split(' ').filter(|p| !p.is_empty()) {
-        // Byte scans: cheaper than memchr-based `split_once` on strings this short.
-        let eq = pair.bytes().position(|b| b == b'=');
-        let (name, number) = eq.map_or((pair, ""), |eq| (&pair[..eq], &pair[eq + 1..]));
-        if eq.is_none() || name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(corrupt(format!("{pair:?} is not name=integer")));
-        }
-        let slot = match name {
-            "deadline" => &mut deadline,
-            "expiry" => &mut expiry,
-            "remember" => &mut remember,
-            "size" => &mut size,
-            "created" => &mut created,
-            "seen" => &mut seen,
-            _ if others.contains(&name) => return Err(corrupt(format!("{name} twice"))),
-            _ => {
-                others.push(name);
-                &mut None
-            }
-        };
-        let digits = number.strip_prefix('-').unwrap_or(number);
-        let integer =
-            !digits.is_empty() && number.len() <= 16 && digits.bytes().all(|b| b.is_ascii_digit());
-        let value = number.parse::<i64>().ok().filter(|_| integer);
-        let value = value.ok_or_else(|| match name {
-            "deadline" | "expiry" | "created" | "seen" => {
-                corrupt(format!("{number:?} is not a time in Unix milliseconds"))
-            }
-            _ => corrupt(format!("{name}={number:?} is not an integer")),
-        })?;
-        if slot.replace(value).is_some() {
-            return Err(corrupt(format!("{name} twice")));
-        }
-    }
-    let time = |ms: i64| {
-        (0..=253_402_300_799_999)
-            .contains(&ms)
-            .then(|| from_millis(ms))
-            .ok_or_else(|| corrupt(format!("{ms} is not a time in Unix milliseconds")))
-    };
-    if size.is_some_and(|s| s < 0) || remember.is_some_and(|r| !(0..=1).contains(&r)) {
-        return Err(corrupt(format!(
-            "size {size:?} or remember {remember:?} out of range"
-        )));
-    }
-    Ok(Meta {
-        deadline: time(deadline.ok_or_else(|| corrupt("no deadline".into()))?)?,
-        expiry: expiry.map(time).transpose()?,
-        remember: remember == Some(1),
-        created: created.map(time).transpose()?,
-        seen: seen.map(time).transpose()?,
-    })
-}
-
 /// A duration in whole milliseconds, saturating.
 pub(super) fn millis_of(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -233,167 +171,4 @@ pub(super) fn from_millis(ms: i64) -> SystemTime {
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-
-    fn blob(text: &str) -> Resp3Frame {
-        Resp3Frame::BlobString {
-            data: Bytes::copy_from_slice(text.as_bytes()),
-            attributes: None,
-        }
-    }
-
-    /// An `HGETALL` reply as RESP2 answers it (a flat array) and as RESP3 does (a map).
-    fn replies(fields: &[(&str, &str)]) -> [Resp3Frame; 2] {
-        let flat = fields.iter().flat_map(|(n, v)| [blob(n), blob(v)]);
-        let map = fields.iter().map(|(n, v)| (blob(n), blob(v)));
-        [
-            Resp3Frame::Array {
-                data: flat.collect(),
-                attributes: None,
-            },
-            Resp3Frame::Map {
-                data: map.collect(),
-                attributes: None,
-            },
-        ]
-    }
-
-    fn in_an_hour() -> i64 {
-        millis(SystemTime::now()) + 3_600_000
-    }
-
-    #[test]
-    fn a_session_hash_decodes_alike_from_resp2_and_resp3() {
-        let deadline = in_an_hour();
-        let meta = format!(
-            "deadline={deadline} size=9 expiry={} remember=1 created=1000 seen=2000",
-            deadline - 1
-        );
-        let fields = [
-            ("v:user", "\"ann\""),
-            ("meta", meta.as_str()),
-            ("owner", "ann"),
-            ("later", "ignored"),
-        ];
-        for reply in replies(&fields) {
-            let record = decode(reply).unwrap().unwrap();
-            assert_eq!(record.values.len(), 1);
-            assert_eq!(record.values["user"], "\"ann\"");
-            assert_eq!(record.deadline, from_millis(deadline));
-            assert_eq!(record.expiry, from_millis(deadline - 1));
-            assert!(record.remember);
-            assert_eq!(record.owner.as_deref(), Some("ann"));
-            assert_eq!(record.created, Some(from_millis(1000)));
-            assert_eq!(record.seen, Some(from_millis(2000)));
-        }
-        // Without an `expiry`, the session expires at its deadline.
-        let meta = format!("deadline={deadline}");
-        for reply in replies(&[("meta", meta.as_str())]) {
-            let record = decode(reply).unwrap().unwrap();
-            assert_eq!(record.expiry, record.deadline);
-            assert!(!record.remember && record.owner.is_none() && record.values.is_empty());
-            assert!(record.created.is_none() && record.seen.is_none());
-        }
-    }
-
-    #[test]
-    fn no_hash_a_marker_or_a_past_expiry_is_no_session() {
-        let past = format!("deadline={}", millis(SystemTime::now()) - 1);
-        let marker: [(&str, &str); 2] = [("moved", "abc"), ("owner", "ann")];
-        for fields in [&[][..], &marker[..], &[("meta", past.as_str())][..]] {
-            for reply in replies(fields) {
-                assert_eq!(decode(reply).unwrap(), None, "{fields:?}");
-            }
-        }
-        assert_eq!(decode(Resp3Frame::Null).unwrap(), None);
-    }
-
-    #[test]
-    fn corrupt_hashes_and_foreign_replies_are_errors() {
-        let deadline = format!("deadline={}", in_an_hour());
-        let no_meta: [(&str, &str); 1] = [("v:user", "1")];
-        let bad_meta: [(&str, &str); 1] = [("meta", "deadline=soon")];
-        for fields in [&no_meta[..], &bad_meta[..]] {
-            for reply in replies(fields) {
-                assert!(
-                    matches!(decode(reply), Err(Error::Malformed(_))),
-                    "{fields:?}"
-                );
-            }
-        }
-        let not_utf8 = Resp3Frame::Array {
-            data: vec![
-                blob("meta"),
-                blob(&deadline),
-                blob("v:k"),
-                Resp3Frame::BlobString {
-                    data: Bytes::from_static(b"\xff"),
-                    attributes: None,
-                },
-            ],
-            attributes: None,
-        };
-        let odd = Resp3Frame::Array {
-            data: vec![blob("meta")],
-            attributes: None,
-        };
-        let number = Resp3Frame::Number {
-            data: 1,
-            attributes: None,
-        };
-        for reply in [not_utf8, odd, number] {
-            assert!(matches!(decode(reply), Err(Error::Malformed(_))));
-        }
-        let wrong_type = Resp3Frame::SimpleError {
-            data: "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
-            attributes: None,
-        };
-        assert!(matches!(decode(wrong_type), Err(Error::Store(_))));
-    }
-
-    #[test]
-    fn times_convert_to_and_from_unix_milliseconds() {
-        for ms in [0, 1, -1, 1_767_225_600_123, -86_400_000] {
-            assert_eq!(millis(from_millis(ms)), ms);
-        }
-        assert_eq!(millis_of(Duration::from_millis(1_500)), 1_500);
-        assert_eq!(millis_of(Duration::MAX), i64::MAX);
-    }
-
-    /// The `meta` grammar, as the Lua prelude's `parse_meta` applies it too (the Lua side is
-    /// exercised through the scripts by `tests/it/clocks.rs`).
-    #[test]
-    fn meta_grammar() {
-        let ok = parse_meta("deadline=1767225600000 size=9").unwrap();
-        assert_eq!(ok.deadline, from_millis(1_767_225_600_000));
-        assert_eq!(ok.expiry, None);
-        assert!(!ok.remember);
-        let ok = parse_meta(" deadline=5  expiry=4 remember=1 future=7 ").unwrap();
-        assert_eq!(ok.expiry, Some(from_millis(4)));
-        assert!(ok.remember);
-        for corrupt in [
-            "",
-            "size=9",
-            "deadline=5 deadline=5",
-            "deadline=5 future=1 future=1",
-            "deadline=5 remember",
-            "deadline=5 Size=1",
-            "deadline=5 size=x",
-            "deadline=5 size=-1",
-            "deadline=5 remember=2",
-            "deadline=-5",
-            "deadline=253402300800000",
-            "deadline=12345678901234567",
-            "deadline=5\tsize=1",
-            "deadline=+5",
-        ] {
-            assert!(
-                matches!(parse_meta(corrupt), Err(Error::Malformed(_))),
-                "{corrupt:?}"
-            );
-        }
-    }
-}
+mod tests;

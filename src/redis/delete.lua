@@ -8,9 +8,9 @@ if kind ~= 'hash' then
   if kind ~= 'none' and only_owner == '' then redis.call('DEL', key) end
   return {0, false, false}
 end
-local stored = redis.call('HMGET', key, 'owner', 'moved', 'meta')
+local stored = redis.call('HMGET', key, 'owner', 'moved', 'd', 'meta')
 if only_owner ~= '' and stored[1] ~= only_owner then return {-1, false, false} end
 redis.call('DEL', key)
 local status = 0
-if stored[3] and not stored[2] then status = 1 end
+if (stored[3] or stored[4]) and not stored[2] then status = 1 end
 return {status, stored[2] or false, stored[1] or false}

@@ -6,10 +6,10 @@ local key, now, successor, grace = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber
 local m, stored = live(key, now, 'owner')
 if not m then return stored or 0 end
 redis.call('DEL', key)
-if stored[3] then
-  redis.call('HSET', key, 'moved', successor, 'owner', stored[3])
+if stored[1] then
+  redis.call('HSET', key, 'moved', successor, 'owner', stored[1])
 else
   redis.call('HSET', key, 'moved', successor)
 end
 redis.call('PEXPIRE', key, math.min(grace, m.expiry - now))
-return {1, stored[3] or false}
+return {1, stored[1] or false}

@@ -11,7 +11,8 @@ use crate::{
     store::{Change, Committed, Mode},
 };
 
-/// The helpers every session script starts with: the `meta` grammar, the live check, batching.
+/// The helpers every session script starts with: the metadata grammar (both shapes), the live
+/// check, batching.
 pub(super) const PRELUDE_LUA: &str = include_str!("prelude.lua");
 /// Applies a [`Change`] (see the script for its arguments).
 pub(super) const COMMIT_LUA: &str = include_str!("commit.lua");

@@ -114,12 +114,11 @@ async fn every_operation_works_across_slots() {
     // the read's time + 1.1 × idle.
     let expiry = async || {
         let key = key(&token_a);
-        let meta: Option<String> = cluster.key_command(&key, "HGET", &[&key, "meta"]).await;
-        let meta = meta.expect("HGET meta: no meta");
-        crate::harness::redis::meta_pairs(&meta)
-            .get("expiry")
-            .and_then(|ms| ms.parse::<i64>().ok())
-            .unwrap_or_else(|| panic!("no expiry in meta {meta:?}"))
+        let expiry: Option<String> = cluster.key_command(&key, "HGET", &[&key, "e"]).await;
+        let expiry = expiry.expect("HGET e: no expiry");
+        expiry
+            .parse::<i64>()
+            .unwrap_or_else(|_| panic!("expiry {expiry:?}"))
     };
     let before = expiry().await;
     sleep_ms(250).await;

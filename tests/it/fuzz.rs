@@ -535,21 +535,28 @@ async fn plant(client: &FredClient, key: &str, planted: &Planted) {
             values,
             extra,
         } => {
-            // The stored shape: `meta` = space-separated `name=value` pairs, `owner` apart.
+            // The stored shape: a field each (`d`, `e`, `r`, `s`), `owner` apart; or, for an
+            // odd count of values, the earlier shape's `meta` text of `name=value` pairs.
             let pairs = [
                 ("deadline", deadline),
                 ("expiry", expiry),
                 ("remember", remember),
                 ("size", size),
             ];
-            let meta: Vec<Vec<u8>> = pairs
+            let present = pairs
                 .iter()
-                .filter_map(|(name, v)| {
-                    Some([name.as_bytes(), b"=", &v.as_ref()?.bytes(now)].concat())
-                })
-                .collect();
-            if !meta.is_empty() {
-                args.extend([arg(b"meta"), arg(&meta.join(&b' '))]);
+                .filter_map(|(name, v)| Some((name, v.as_ref()?)));
+            if values.len() % 2 == 0 {
+                for (name, v) in present {
+                    args.extend([arg(&name.as_bytes()[..1]), b(v)]);
+                }
+            } else {
+                let meta: Vec<Vec<u8>> = present
+                    .map(|(name, v)| [name.as_bytes(), b"=", &v.bytes(now)].concat())
+                    .collect();
+                if !meta.is_empty() {
+                    args.extend([arg(b"meta"), arg(&meta.join(&b' '))]);
+                }
             }
             if let Some(owner) = owner {
                 args.extend([arg(b"owner"), b(owner)]);

@@ -625,7 +625,7 @@ async fn examine(
         }
         let hash = inspector.hgetall(&key).await;
         let fields: BTreeSet<&str> = hash.keys().map(String::as_str).collect();
-        let expected = BTreeSet::from(["meta", "v:v"]);
+        let expected = BTreeSet::from(["d", "s", "v:v"]);
         let meta = crate::harness::redis::meta(&hash);
         let consistent = fields == expected
             && hash["v:v"] == format!("{:?}", get.body)

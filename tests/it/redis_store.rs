@@ -37,7 +37,7 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     let hash = inspector.hgetall(&key).await;
     let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
     fields.sort();
-    let expected = ["meta", "v:name", "v:number", "v:text", "v:user"];
+    let expected = ["d", "r", "s", "v:name", "v:number", "v:text", "v:user"];
     assert_eq!(fields, expected);
     let meta = crate::harness::redis::meta(&hash);
     let mut names: Vec<&str> = meta.keys().map(String::as_str).collect();
@@ -70,8 +70,8 @@ async fn key_is_prefix_and_token_and_hash_is_readable() {
     assert_eq!(meta["deadline"], deadline.to_string());
 }
 
-/// A session tied to an owner keeps, in `meta`, when it was tied (`created`) and when it was
-/// last seen (`seen`, each commit), for the owner's device list; a pop keeps them; a session
+/// A session tied to an owner keeps, in its metadata, when it was tied (`c`, created) and when
+/// it was last seen (`l`, each commit), for the owner's device list; a pop keeps them; a session
 /// without an owner stores neither.
 #[tokio::test]
 async fn an_owned_session_keeps_created_and_seen_in_its_meta() {
@@ -199,7 +199,7 @@ async fn hashed_token_never_appears_in_a_key() {
         assert!(keys.iter().all(|k| !k.contains(token.as_str())));
     }
     let hash = inspector.hgetall(&expected[0]).await;
-    assert!(hash.contains_key("v:k") && hash.contains_key("meta"));
+    assert!(hash.contains_key("v:k") && hash.contains_key("d"));
 }
 
 #[tokio::test]
@@ -346,4 +346,40 @@ async fn resp3_clients_read_the_same_sessions() {
         .await;
     let res = Client::with_token(&app, &token).get("/get?key=a").await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+/// A record of the earlier shape (its metadata in one `meta` text) still reads back, and its
+/// next write rewrites it in the current shape, its values, owner and times kept.
+#[tokio::test]
+async fn a_record_of_the_old_shape_reads_and_is_rewritten_at_its_next_write() {
+    let server = RedisServer::start().await;
+    let app = default_app(&server, |l| l).await;
+    let token = crate::harness::made_up_token("old shape");
+    let key = format!("{DEFAULT_PREFIX}{token}");
+    let (deadline, created) = (now_ms() + 3_600_000, now_ms() - 60_000);
+    let meta = format!("deadline={deadline} size=4 remember=1 created={created} seen={created}");
+    let inspector = server.inspector();
+    let fields = ["meta", &meta, "owner", "alice", "v:a", "\"1\""];
+    inspector
+        .command("HSET", &[&[key.as_str()][..], &fields].concat())
+        .await;
+    inspector.command("PEXPIRE", &[&key, "3600000"]).await;
+    let mut client = Client::with_token(&app, &token);
+    assert_eq!(client.get("/get?key=a").await.body, "1");
+    assert_eq!(client.get("/owner").await.body, "alice");
+
+    client.get("/put?key=b&value=2").await;
+    assert_eq!(
+        client.token.as_deref(),
+        Some(token.as_str()),
+        "the same session"
+    );
+    let hash = inspector.hgetall(&key).await;
+    let mut names: Vec<&str> = hash.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["c", "d", "l", "owner", "r", "s", "v:a", "v:b"]);
+    assert_eq!(hash["d"], deadline.to_string());
+    assert_eq!(hash["c"], created.to_string());
+    assert_eq!(hash["s"], "8", "size carried over and grown by b");
+    assert_eq!(client.get("/get?key=a").await.body, "1");
 }

@@ -318,11 +318,10 @@ impl RedisCluster {
         self.key_command::<i64>(key, "EXISTS", &[key]).await == 1
     }
 
-    /// Whether `key` holds a session record (a hash with `meta`), not a replaced token's marker.
+    /// Whether `key` holds a session record (a hash with a deadline, `d`), not a replaced
+    /// token's marker.
     pub async fn is_session(&self, key: &str) -> bool {
-        self.key_command::<i64>(key, "HEXISTS", &[key, "meta"])
-            .await
-            == 1
+        self.key_command::<i64>(key, "HEXISTS", &[key, "d"]).await == 1
     }
 
     /// The successor a replaced token's marker at `key` points to, if it is one.

@@ -241,16 +241,19 @@ pub async fn wait_ready(child: &mut Option<Child>, port: u16) -> Option<Client> 
     None
 }
 
-/// The `name=value` pairs of a session hash's `meta` field (empty when it has none).
+/// The metadata fields of a session hash, by name: `d` as `deadline`, `s` as `size`, `e` as
+/// `expiry`, `r` as `remember`, `c` as `created`, `l` as `seen` (empty when it has none).
 pub fn meta(hash: &HashMap<String, String>) -> HashMap<String, String> {
-    hash.get("meta").map(|m| meta_pairs(m)).unwrap_or_default()
-}
-
-/// The `name=value` pairs of a `meta` field's value.
-pub fn meta_pairs(meta: &str) -> HashMap<String, String> {
-    meta.split(' ')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    let names = [
+        ("d", "deadline"),
+        ("s", "size"),
+        ("e", "expiry"),
+        ("r", "remember"),
+        ("c", "created"),
+        ("l", "seen"),
+    ];
+    (names.iter())
+        .filter_map(|(field, name)| Some(((*name).to_owned(), hash.get(*field)?.clone())))
         .collect()
 }
 
@@ -265,9 +268,10 @@ impl Inspector {
         keys
     }
 
-    /// Whether `key` holds a session record (a hash with `meta`), not a renewed token's marker.
+    /// Whether `key` holds a session record (a hash with a deadline, `d`), not a renewed
+    /// token's marker.
     pub async fn is_session(&self, key: &str) -> bool {
-        self.0.hexists(key, "meta").await.expect("HEXISTS")
+        self.0.hexists(key, "d").await.expect("HEXISTS")
     }
 
     /// The keys that hold session records, sorted.
