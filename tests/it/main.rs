@@ -13,6 +13,7 @@ mod behaviour;
 mod browser;
 mod browser_account;
 mod by_hand;
+mod cache;
 mod carriers;
 mod clocks;
 mod cluster;

@@ -2,10 +2,9 @@
 //! invalidations, and noticing the moment tracking may have stopped.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, RwLock, Weak,
-        atomic::{AtomicBool, Ordering::SeqCst},
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
     },
     time::Duration,
 };
@@ -13,10 +12,10 @@ use std::{
 use fred::{
     clients::Client,
     error::{Error as FredError, ErrorKind},
-    interfaces::{ClientInterface, ClientLike, PubsubInterface, TrackingInterface},
+    interfaces::{ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface},
     prelude::Builder,
     types::{
-        RespVersion,
+        ClientState, RespVersion,
         config::{Server, ServerConfig},
     },
 };
@@ -34,38 +33,44 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const INVALIDATION_BUFFER: usize = 4096;
 
 /// The tracking state of one cache.
+///
+/// Tracking holds while no connection event came since it was turned on: `breaks` counts the
+/// events (fred's error, reconnect, unresponsive and cluster-change notifications of every data
+/// client and subscriber: fred tells of a closed connection at once, but its connection ids
+/// can lag behind), `live` is the count it was turned on at, or [`OFF`].
 #[derive(Debug)]
 pub(crate) struct Tracking {
     prefix: String,
-    state: RwLock<Option<Tracked>>,
-    /// Wakes the keeper: a check found tracking broken.
+    breaks: Arc<AtomicU64>,
+    live: AtomicU64,
+    /// The subscribers of the tracking now on, kept to close them when it ends.
+    subscribers: Mutex<Vec<Subscriber>>,
+    /// Wakes the keeper: tracking broke.
     broken: Arc<Notify>,
     started: AtomicBool,
     on: watch::Sender<bool>,
 }
 
-/// Tracking as it was turned on: the connections it holds for.
-#[derive(Debug)]
-struct Tracked {
-    /// For each data client (by fred's client id), the connections tracking was turned on for.
-    data: Vec<(String, HashMap<Server, i64>)>,
-    subscribers: Vec<Subscriber>,
-}
+/// `Tracking::live` while tracking is off.
+const OFF: u64 = u64::MAX;
 
 /// Our connection to one Redis server that the data connections to it redirect to.
 #[derive(Debug)]
 struct Subscriber {
     client: Client,
-    ids: HashMap<Server, i64>,
-    /// False once its listener stopped (the invalidation channel closed).
-    listening: Arc<AtomicBool>,
+    /// Its connection's id (`CLIENT ID`), the redirection's target.
+    id: i64,
+    /// Set when it is closed on purpose: its events then break nothing.
+    retired: Arc<AtomicBool>,
 }
 
 impl Tracking {
     pub(super) fn new(prefix: String) -> Self {
         Tracking {
             prefix,
-            state: RwLock::new(None),
+            breaks: Arc::new(AtomicU64::new(0)),
+            live: AtomicU64::new(OFF),
+            subscribers: Mutex::new(Vec::new()),
             broken: Arc::new(Notify::new()),
             started: AtomicBool::new(false),
             on: watch::Sender::new(false),
@@ -75,6 +80,9 @@ impl Tracking {
     /// Starts, once, the task that turns tracking on through `clients` and keeps it on.
     pub(crate) fn start(&self, cache: &Arc<Cache>, clients: &[Client]) {
         if !self.started.swap(true, SeqCst) {
+            for client in clients {
+                watch_events(client, self.breaks.clone(), self.broken.clone(), None);
+            }
             let keeper = keep(Arc::downgrade(cache), clients.to_vec(), self.broken.clone());
             tokio::spawn(keeper);
         }
@@ -86,50 +94,64 @@ impl Tracking {
         let _ = on.wait_for(|on| *on).await;
     }
 
-    /// Whether, at this instant, the connection `client` sends a key through and every
-    /// subscriber are the very connections tracking was turned on for.
+    /// Whether tracking holds at this instant for the connection `client` sends a key through.
     pub(super) fn intact(&self, client: &Client) -> bool {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let intact = state.as_ref().is_some_and(|t| t.holds_for(client));
+        let intact = self.holds() && client.state() == ClientState::Connected;
         if !intact {
             self.broken.notify_one();
         }
         intact
     }
 
-    fn set(&self, tracked: Option<Tracked>) {
-        let on = tracked.is_some();
+    fn holds(&self) -> bool {
+        self.live.load(SeqCst) == self.breaks.load(SeqCst)
+    }
+
+    /// Tracking is on since `since` (the break count before it was turned on), through
+    /// `subscribers`; or off (`None`): the old subscribers are closed.
+    fn set(&self, on: Option<(u64, Vec<Subscriber>)>) {
+        let (live, subscribers) = on.unwrap_or((OFF, Vec::new()));
+        self.live.store(live, SeqCst);
         let old = std::mem::replace(
-            &mut *self.state.write().unwrap_or_else(|e| e.into_inner()),
-            tracked,
+            &mut *self.subscribers.lock().unwrap_or_else(|e| e.into_inner()),
+            subscribers,
         );
-        self.on.send_replace(on);
-        if let Some(old) = old {
-            for subscriber in old.subscribers {
-                tokio::spawn(async move { subscriber.client.quit().await });
-            }
+        self.on.send_replace(live != OFF);
+        for subscriber in old {
+            subscriber.retired.store(true, SeqCst);
+            tokio::spawn(async move { subscriber.client.quit().await });
         }
     }
 }
 
-impl Tracked {
-    fn holds_for(&self, client: &Client) -> bool {
-        let data = self
-            .data
-            .iter()
-            .any(|(id, ids)| id == client.id() && client.connection_ids() == *ids);
-        data && self.subscribers.iter().all(Subscriber::holds)
-    }
-
-    fn holds(&self, clients: &[Client]) -> bool {
-        clients.iter().all(|c| self.holds_for(c))
-    }
-}
-
-impl Subscriber {
-    fn holds(&self) -> bool {
-        self.listening.load(SeqCst) && self.client.connection_ids() == self.ids
-    }
+/// Counts every connection event of `client` in `breaks` and wakes the keeper, until `retired`
+/// is set or the client is gone.
+fn watch_events(
+    client: &Client,
+    breaks: Arc<AtomicU64>,
+    broken: Arc<Notify>,
+    retired: Option<Arc<AtomicBool>>,
+) {
+    let (mut errors, mut reconnects) = (client.error_rx(), client.reconnect_rx());
+    let (mut unresponsive, mut changes) = (client.unresponsive_rx(), client.cluster_change_rx());
+    tokio::spawn(async move {
+        loop {
+            let closed = tokio::select! {
+                e = errors.recv() => e.is_err_and(|e| matches!(e, RecvError::Closed)),
+                r = reconnects.recv() => r.is_err_and(|e| matches!(e, RecvError::Closed)),
+                u = unresponsive.recv() => u.is_err_and(|e| matches!(e, RecvError::Closed)),
+                c = changes.recv() => c.is_err_and(|e| matches!(e, RecvError::Closed)),
+            };
+            if retired.as_ref().is_some_and(|r| r.load(SeqCst)) {
+                return;
+            }
+            breaks.fetch_add(1, SeqCst);
+            broken.notify_one();
+            if closed {
+                return;
+            }
+        }
+    });
 }
 
 /// Turns tracking on, waits until it breaks, drops the cache, and starts again; ends with the
@@ -140,10 +162,11 @@ async fn keep(cache: Weak<Cache>, clients: Vec<Client>, broken: Arc<Notify>) {
         let Some(strong) = cache.upgrade() else {
             return;
         };
+        let since = strong.tracking.breaks.load(SeqCst);
         match enable(&strong, &clients).await {
-            Ok(tracked) => {
+            Ok(subscribers) => {
                 strong.flush();
-                strong.tracking.set(Some(tracked));
+                strong.tracking.set(Some((since, subscribers)));
                 backoff = Duration::from_millis(50);
             }
             Err(e) => {
@@ -160,12 +183,7 @@ async fn keep(cache: Weak<Cache>, clients: Vec<Client>, broken: Arc<Notify>) {
             let Some(strong) = cache.upgrade() else {
                 return;
             };
-            let state = strong
-                .tracking
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            if !state.as_ref().is_some_and(|t| t.holds(&clients)) {
+            if !strong.tracking.holds() {
                 break;
             }
         }
@@ -181,19 +199,17 @@ async fn keep(cache: Weak<Cache>, clients: Vec<Client>, broken: Arc<Notify>) {
 
 /// Subscribes to every server the data clients are connected to and redirects each data
 /// connection's tracking to that server's subscriber.
-async fn enable(cache: &Arc<Cache>, clients: &[Client]) -> Result<Tracked, FredError> {
-    let before: Vec<HashMap<Server, i64>> = clients.iter().map(|c| c.connection_ids()).collect();
+async fn enable(cache: &Arc<Cache>, clients: &[Client]) -> Result<Vec<Subscriber>, FredError> {
     let mut servers: Vec<Server> = Vec::new();
-    for ids in &before {
-        if ids.is_empty() {
+    for client in clients {
+        if client.state() != ClientState::Connected {
             return Err(FredError::new(ErrorKind::IO, "not connected"));
         }
-        servers.extend(
-            ids.keys()
-                .filter(|s| !servers.contains(s))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        for server in client.connection_ids().into_keys() {
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
     }
     let mut subscribers = Vec::with_capacity(servers.len());
     for server in &servers {
@@ -201,36 +217,25 @@ async fn enable(cache: &Arc<Cache>, clients: &[Client]) -> Result<Tracked, FredE
     }
     for client in clients {
         for (server, subscriber) in servers.iter().zip(&subscribers) {
-            let target = subscriber.ids.values().next().copied();
             if client.is_clustered() {
-                redirect(&client.with_cluster_node(server), target).await?;
-            } else if client.connection_ids().contains_key(server) {
-                redirect(client, target).await?;
+                redirect(&client.with_cluster_node(server), subscriber.id).await?;
+            } else {
+                redirect(client, subscriber.id).await?;
             }
         }
     }
-    let data: Vec<_> = clients
-        .iter()
-        .map(|c| (c.id().to_owned(), c.connection_ids()))
-        .collect();
-    if data.iter().zip(&before).any(|((_, now), then)| now != then) {
-        return Err(FredError::new(
-            ErrorKind::IO,
-            "a connection was replaced meanwhile",
-        ));
-    }
-    Ok(Tracked { data, subscribers })
+    Ok(subscribers)
 }
 
 /// `CLIENT TRACKING ON REDIRECT <target>` on the connection `client` sends through.
-async fn redirect(client: &impl ClientInterface, target: Option<i64>) -> Result<(), FredError> {
+async fn redirect(client: &impl ClientInterface, target: i64) -> Result<(), FredError> {
     let none = Vec::<String>::new;
     // Off first: a connection already tracking keeps its old redirection otherwise.
     client
         .client_tracking::<(), _, _>("off", None, none(), false, false, false, false)
         .await?;
     client
-        .client_tracking::<(), _, _>("on", target, none(), false, false, false, false)
+        .client_tracking::<(), _, _>("on", Some(target), none(), false, false, false, false)
         .await
 }
 
@@ -249,39 +254,54 @@ async fn subscribe(
     config.version = RespVersion::RESP2;
     let mut perf = like.perf_config();
     perf.broadcast_channel_capacity = INVALIDATION_BUFFER;
-    let client = Builder::from_config(config)
+    let mut builder = Builder::from_config(config);
+    builder
         .set_performance_config(perf)
-        .set_connection_config(like.connection_config().clone())
-        .build()?;
+        .set_connection_config(like.connection_config().clone());
+    // With a reconnect policy fred notices a closed connection even while it is idle; the
+    // reconnected one has another id, which is what breaks tracking for us.
+    if let Some(policy) = like.client_reconnect_policy() {
+        builder.set_policy(policy);
+    }
+    let client = builder.build()?;
     let invalidations = client.invalidation_rx();
+    let retired = Arc::new(AtomicBool::new(false));
     client.init().await?;
+    // Before SUBSCRIBE: a RESP2 connection in subscribed mode takes no other command.
+    let id = client.client_id::<i64>().await?;
     client.subscribe(INVALIDATE_CHANNEL).await?;
-    let listening = Arc::new(AtomicBool::new(true));
-    let prefix = cache.tracking.prefix.clone();
-    tokio::spawn(listen(
-        Arc::downgrade(cache),
-        invalidations,
-        prefix,
-        listening.clone(),
-    ));
-    let ids = client.connection_ids();
+    // Watched once connected (its first connection is an event too); a loss before that shows
+    // in its state.
+    let tracking = &cache.tracking;
+    let (breaks, broken) = (tracking.breaks.clone(), tracking.broken.clone());
+    watch_events(&client, breaks, broken, Some(retired.clone()));
+    if client.state() != ClientState::Connected {
+        return Err(FredError::new(
+            ErrorKind::IO,
+            "the subscriber lost its connection",
+        ));
+    }
+    let prefix = tracking.prefix.clone();
+    tokio::spawn(listen(Arc::downgrade(cache), invalidations, prefix));
     Ok(Subscriber {
         client,
-        ids,
-        listening,
+        id,
+        retired,
     })
 }
 
-/// Applies invalidations to the cache until the subscriber's channel closes.
+/// Applies invalidations to the cache until the subscriber's channel closes (a closed
+/// subscriber's events have broken tracking already).
 async fn listen(
     cache: Weak<Cache>,
     mut invalidations: tokio::sync::broadcast::Receiver<fred::types::client::Invalidation>,
     prefix: String,
-    listening: Arc<AtomicBool>,
 ) {
     loop {
         let received = invalidations.recv().await;
-        let Some(cache) = cache.upgrade() else { return };
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
         match received {
             // A flush: Redis names no keys.
             Ok(invalidation) if invalidation.keys.is_empty() => cache.flush(),
@@ -293,11 +313,7 @@ async fn listen(
                 }
             }
             Err(RecvError::Lagged(_)) => cache.flush(),
-            Err(RecvError::Closed) => {
-                listening.store(false, SeqCst);
-                cache.tracking.broken.notify_one();
-                return;
-            }
+            Err(RecvError::Closed) => return,
         }
     }
 }
