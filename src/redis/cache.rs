@@ -147,10 +147,13 @@ impl Cache {
         client: &Client,
         now: SystemTime,
     ) -> Option<Record> {
-        let record = self.entries.get(id)?;
+        self.entries.get(id)?;
         if !self.tracking.intact(client) {
             return None;
         }
+        // Whatever invalidation has reached this process is applied before the entry is served.
+        self.tracking.drain(self);
+        let record = self.entries.get(id)?;
         if record.expiry <= now {
             self.entries.invalidate(id);
             return None;
@@ -160,6 +163,9 @@ impl Cache {
 
     /// Taken before a read is sent, when tracking is on: `None` means the reply is not cached.
     pub(super) fn ticket(self: &Arc<Self>, id: &str, client: &Client) -> Option<Ticket> {
+        // Invalidations received before the read is sent are applied now, not after its reply
+        // is cached (where they would drop a fresh entry).
+        self.tracking.drain(self);
         let ticket = Ticket {
             epoch: self.epoch.load(SeqCst),
             stripe: self.stripe(id).load(SeqCst),
@@ -203,8 +209,9 @@ impl Cache {
         self.entries.invalidate_all();
     }
 
-    /// How many sessions the cache holds (approximately: moka counts lazily).
+    /// How many sessions the cache holds once the invalidations received are applied.
     pub(super) fn len(&self) -> u64 {
+        self.tracking.drain(self);
         self.entries.run_pending_tasks();
         self.entries.entry_count()
     }

@@ -122,7 +122,7 @@ async fn every_change_made_elsewhere_drops_the_entry() {
     // Expiry inside Redis, no request touching the session (the PEXPIRE itself is a change:
     // the session is read, and cached, again after it).
     let (mut here, token) = cached_session(&app, &store).await;
-    inspector.command("PEXPIRE", &[&key(&token), "300"]).await;
+    inspector.command("PEXPIRE", &[&key(&token), "1500"]).await;
     wait_cached(&store, 0).await;
     assert_eq!(here.get("/get?key=a").await.body, "1");
     wait_cached(&store, 1).await;

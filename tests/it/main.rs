@@ -20,6 +20,7 @@ mod cluster;
 mod concurrency;
 mod devices;
 mod example_account;
+mod example_cache;
 mod example_hyper;
 mod example_put_get;
 mod example_tonic;

@@ -15,11 +15,19 @@ use fred::{
     interfaces::{ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface},
     prelude::Builder,
     types::{
-        ClientState, RespVersion,
+        ClientState, ConnectHandle, RespVersion,
+        client::Invalidation,
         config::{Server, ServerConfig},
     },
 };
-use tokio::sync::{Notify, broadcast::error::RecvError, watch};
+use tokio::sync::{
+    Notify,
+    broadcast::{
+        Receiver,
+        error::{RecvError, TryRecvError},
+    },
+    watch,
+};
 
 use super::Cache;
 
@@ -57,11 +65,14 @@ const OFF: u64 = u64::MAX;
 /// Our connection to one Redis server that the data connections to it redirect to.
 #[derive(Debug)]
 struct Subscriber {
-    client: Client,
     /// Its connection's id (`CLIENT ID`), the redirection's target.
     id: i64,
     /// Set when it is closed on purpose: its events then break nothing.
     retired: Arc<AtomicBool>,
+    /// Its invalidations, for [`Tracking::drain`].
+    pending: Receiver<Invalidation>,
+    /// Dropped with the subscriber: its thread then closes the connection and ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Tracking {
@@ -107,6 +118,21 @@ impl Tracking {
         self.live.load(SeqCst) == self.breaks.load(SeqCst)
     }
 
+    /// Applies, here and now, every invalidation fred has handed over: each hit is served only
+    /// after them, and the keeper drains at least once a second.
+    pub(super) fn drain(&self, cache: &Cache) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        for subscriber in subscribers.iter_mut() {
+            loop {
+                match subscriber.pending.try_recv() {
+                    Ok(invalidation) => apply(cache, &self.prefix, &invalidation),
+                    Err(TryRecvError::Lagged(_)) => cache.flush(),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+        }
+    }
+
     /// Tracking is on since `since` (the break count before it was turned on), through
     /// `subscribers`; or off (`None`): the old subscribers are closed.
     fn set(&self, on: Option<(u64, Vec<Subscriber>)>) {
@@ -119,7 +145,6 @@ impl Tracking {
         self.on.send_replace(live != OFF);
         for subscriber in old {
             subscriber.retired.store(true, SeqCst);
-            tokio::spawn(async move { subscriber.client.quit().await });
         }
     }
 }
@@ -183,6 +208,7 @@ async fn keep(cache: Weak<Cache>, clients: Vec<Client>, broken: Arc<Notify>) {
             let Some(strong) = cache.upgrade() else {
                 return;
             };
+            strong.tracking.drain(&strong);
             if !strong.tracking.holds() {
                 break;
             }
@@ -240,11 +266,77 @@ async fn redirect(client: &impl ClientInterface, target: i64) -> Result<(), Fred
 }
 
 /// A RESP2 connection to `server` subscribed to the invalidation channel, with its listener.
+///
+/// It runs on a thread of its own, so that an invalidation is read off the socket as soon as
+/// it arrives, however busy the application's runtime is.
 async fn subscribe(
     cache: &Arc<Cache>,
     like: &Client,
     server: &Server,
 ) -> Result<Subscriber, FredError> {
+    let client = subscriber_client(like, server)?;
+    let pending = client.invalidation_rx();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connection = client.clone();
+    std::thread::Builder::new()
+        .name("tower-scs invalidations".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(runtime) = runtime else {
+                let error = FredError::new(ErrorKind::IO, "cannot start a runtime");
+                let _ = ready_tx.send(Err(error));
+                return;
+            };
+            runtime.block_on(async move {
+                let task = match connect(&connection).await {
+                    Ok((task, id)) => {
+                        let _ = ready_tx.send(Ok(id));
+                        task
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Until the subscriber is dropped (retired, or the store dropped).
+                tokio::select! {
+                    _ = task => {}
+                    _ = stopped => {
+                        let _ = connection.quit().await;
+                    }
+                }
+            });
+        })
+        .map_err(|e| FredError::new(ErrorKind::IO, e.to_string()))?;
+    let id = ready
+        .await
+        .map_err(|_| FredError::new(ErrorKind::IO, "the subscriber's thread ended"))??;
+    // Watched once connected (its first connection is an event too); a loss before that shows
+    // in its state.
+    let retired = Arc::new(AtomicBool::new(false));
+    let tracking = &cache.tracking;
+    let (breaks, broken) = (tracking.breaks.clone(), tracking.broken.clone());
+    watch_events(&client, breaks, broken, Some(retired.clone()));
+    if client.state() != ClientState::Connected {
+        return Err(FredError::new(
+            ErrorKind::IO,
+            "the subscriber lost its connection",
+        ));
+    }
+    Ok(Subscriber {
+        id,
+        retired,
+        pending,
+        _stop: stop,
+    })
+}
+
+/// A client like `like` (its credentials, timeouts and reconnect policy), but RESP2 and on
+/// `server` alone.
+fn subscriber_client(like: &Client, server: &Server) -> Result<Client, FredError> {
     let mut config = like.client_config();
     config.server = ServerConfig::Centralized {
         server: server.clone(),
@@ -258,62 +350,30 @@ async fn subscribe(
     builder
         .set_performance_config(perf)
         .set_connection_config(like.connection_config().clone());
-    // With a reconnect policy fred notices a closed connection even while it is idle; the
-    // reconnected one has another id, which is what breaks tracking for us.
+    // With a reconnect policy fred notices a closed connection even while it is idle.
     if let Some(policy) = like.client_reconnect_policy() {
         builder.set_policy(policy);
     }
-    let client = builder.build()?;
-    let invalidations = client.invalidation_rx();
-    let retired = Arc::new(AtomicBool::new(false));
-    client.init().await?;
+    builder.build()
+}
+
+/// Connects `client`, reads its connection's id and subscribes it to the invalidations.
+async fn connect(client: &Client) -> Result<(ConnectHandle, i64), FredError> {
+    let task = client.init().await?;
     // Before SUBSCRIBE: a RESP2 connection in subscribed mode takes no other command.
     let id = client.client_id::<i64>().await?;
     client.subscribe(INVALIDATE_CHANNEL).await?;
-    // Watched once connected (its first connection is an event too); a loss before that shows
-    // in its state.
-    let tracking = &cache.tracking;
-    let (breaks, broken) = (tracking.breaks.clone(), tracking.broken.clone());
-    watch_events(&client, breaks, broken, Some(retired.clone()));
-    if client.state() != ClientState::Connected {
-        return Err(FredError::new(
-            ErrorKind::IO,
-            "the subscriber lost its connection",
-        ));
-    }
-    let prefix = tracking.prefix.clone();
-    tokio::spawn(listen(Arc::downgrade(cache), invalidations, prefix));
-    Ok(Subscriber {
-        client,
-        id,
-        retired,
-    })
+    Ok((task, id))
 }
 
-/// Applies invalidations to the cache until the subscriber's channel closes (a closed
-/// subscriber's events have broken tracking already).
-async fn listen(
-    cache: Weak<Cache>,
-    mut invalidations: tokio::sync::broadcast::Receiver<fred::types::client::Invalidation>,
-    prefix: String,
-) {
-    loop {
-        let received = invalidations.recv().await;
-        let Some(cache) = cache.upgrade() else {
-            return;
-        };
-        match received {
-            // A flush: Redis names no keys.
-            Ok(invalidation) if invalidation.keys.is_empty() => cache.flush(),
-            Ok(invalidation) => {
-                for key in &invalidation.keys {
-                    if let Some(id) = key.as_str().and_then(|k| k.strip_prefix(prefix.as_str())) {
-                        cache.forget(id);
-                    }
-                }
-            }
-            Err(RecvError::Lagged(_)) => cache.flush(),
-            Err(RecvError::Closed) => return,
+/// Drops what `invalidation` names, or everything on a flush (Redis names no keys).
+fn apply(cache: &Cache, prefix: &str, invalidation: &Invalidation) {
+    if invalidation.keys.is_empty() {
+        return cache.flush();
+    }
+    for key in &invalidation.keys {
+        if let Some(id) = key.as_str().and_then(|k| k.strip_prefix(prefix)) {
+            cache.forget(id);
         }
     }
 }
