@@ -32,6 +32,7 @@ use fred::clients::Client;
 
 use crate::store::Record;
 
+mod socket;
 mod tracking;
 
 pub(super) use self::tracking::Tracking;
@@ -151,8 +152,12 @@ impl Cache {
         if !self.tracking.intact(client) {
             return None;
         }
-        // Whatever invalidation has reached this process is applied before the entry is served.
+        // Whatever invalidation has reached this process is applied before the entry is served,
+        // and a subscriber found closed meanwhile breaks tracking.
         self.tracking.drain(self);
+        if !self.tracking.intact(client) {
+            return None;
+        }
         let record = self.entries.get(id)?;
         if record.expiry <= now {
             self.entries.invalidate(id);

@@ -12,33 +12,20 @@ use std::{
 use fred::{
     clients::Client,
     error::{Error as FredError, ErrorKind},
-    interfaces::{ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface},
-    prelude::Builder,
-    types::{
-        ClientState, ConnectHandle, RespVersion,
-        client::Invalidation,
-        config::{Server, ServerConfig},
-    },
+    interfaces::{ClientInterface, ClientLike, EventInterface},
+    types::{ClientState, config::Server},
 };
-use tokio::sync::{
-    Notify,
-    broadcast::{
-        Receiver,
-        error::{RecvError, TryRecvError},
-    },
-    watch,
+use tokio::sync::{Notify, broadcast::error::RecvError, watch};
+
+use super::{
+    Cache,
+    socket::{Invalidated, Socket},
 };
 
-use super::Cache;
-
-/// The channel Redis publishes invalidations on, for connections that redirect to a subscriber.
-const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
 /// How often the keeper checks tracking when nothing woke it, so it is restored while idle.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to turn tracking on.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// How many invalidations a subscriber buffers before its listener counts as lagging.
-const INVALIDATION_BUFFER: usize = 4096;
 
 /// The tracking state of one cache.
 ///
@@ -65,13 +52,8 @@ const OFF: u64 = u64::MAX;
 /// Our connection to one Redis server that the data connections to it redirect to.
 #[derive(Debug)]
 struct Subscriber {
-    /// Its connection's id (`CLIENT ID`), the redirection's target.
-    id: i64,
-    /// Set when it is closed on purpose: its events then break nothing.
-    retired: Arc<AtomicBool>,
-    /// Its invalidations, for [`Tracking::drain`].
-    pending: Receiver<Invalidation>,
-    /// Dropped with the subscriber: its thread then closes the connection and ends.
+    socket: Arc<Socket>,
+    /// Dropped with the subscriber: its reader task then ends and the connection closes.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -92,7 +74,7 @@ impl Tracking {
     pub(crate) fn start(&self, cache: &Arc<Cache>, clients: &[Client]) {
         if !self.started.swap(true, SeqCst) {
             for client in clients {
-                watch_events(client, self.breaks.clone(), self.broken.clone(), None);
+                watch_events(client, self.breaks.clone(), self.broken.clone());
             }
             let keeper = keep(Arc::downgrade(cache), clients.to_vec(), self.broken.clone());
             tokio::spawn(keeper);
@@ -118,17 +100,22 @@ impl Tracking {
         self.live.load(SeqCst) == self.breaks.load(SeqCst)
     }
 
-    /// Applies, here and now, every invalidation fred has handed over: each hit is served only
-    /// after them, and the keeper drains at least once a second.
+    /// Applies, here and now, every invalidation that has reached a subscriber's socket: each
+    /// hit and each read's ticket come after them. A closed socket breaks tracking.
     pub(super) fn drain(&self, cache: &Cache) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        for subscriber in subscribers.iter_mut() {
-            loop {
-                match subscriber.pending.try_recv() {
-                    Ok(invalidation) => apply(cache, &self.prefix, &invalidation),
-                    Err(TryRecvError::Lagged(_)) => cache.flush(),
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
+        self.drain_from(cache, true);
+    }
+
+    /// [`Tracking::drain`], reading each socket at once or through tokio.
+    fn drain_from(&self, cache: &Cache, at_once: bool) {
+        let subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        for subscriber in subscribers.iter() {
+            if !subscriber
+                .socket
+                .drain(at_once, |i| apply(cache, &self.prefix, i))
+            {
+                self.breaks.fetch_add(1, SeqCst);
+                self.broken.notify_one();
             }
         }
     }
@@ -143,20 +130,13 @@ impl Tracking {
             subscribers,
         );
         self.on.send_replace(live != OFF);
-        for subscriber in old {
-            subscriber.retired.store(true, SeqCst);
-        }
+        drop(old);
     }
 }
 
-/// Counts every connection event of `client` in `breaks` and wakes the keeper, until `retired`
-/// is set or the client is gone.
-fn watch_events(
-    client: &Client,
-    breaks: Arc<AtomicU64>,
-    broken: Arc<Notify>,
-    retired: Option<Arc<AtomicBool>>,
-) {
+/// Counts every connection event of `client` in `breaks` and wakes the keeper, until the
+/// client is gone.
+fn watch_events(client: &Client, breaks: Arc<AtomicU64>, broken: Arc<Notify>) {
     let (mut errors, mut reconnects) = (client.error_rx(), client.reconnect_rx());
     let (mut unresponsive, mut changes) = (client.unresponsive_rx(), client.cluster_change_rx());
     tokio::spawn(async move {
@@ -167,9 +147,6 @@ fn watch_events(
                 u = unresponsive.recv() => u.is_err_and(|e| matches!(e, RecvError::Closed)),
                 c = changes.recv() => c.is_err_and(|e| matches!(e, RecvError::Closed)),
             };
-            if retired.as_ref().is_some_and(|r| r.load(SeqCst)) {
-                return;
-            }
             breaks.fetch_add(1, SeqCst);
             broken.notify_one();
             if closed {
@@ -244,9 +221,9 @@ async fn enable(cache: &Arc<Cache>, clients: &[Client]) -> Result<Vec<Subscriber
     for client in clients {
         for (server, subscriber) in servers.iter().zip(&subscribers) {
             if client.is_clustered() {
-                redirect(&client.with_cluster_node(server), subscriber.id).await?;
+                redirect(&client.with_cluster_node(server), subscriber.socket.id).await?;
             } else {
-                redirect(client, subscriber.id).await?;
+                redirect(client, subscriber.socket.id).await?;
             }
         }
     }
@@ -265,114 +242,49 @@ async fn redirect(client: &impl ClientInterface, target: i64) -> Result<(), Fred
         .await
 }
 
-/// A RESP2 connection to `server` subscribed to the invalidation channel, with its listener.
-///
-/// It runs on a thread of its own, so that an invalidation is read off the socket as soon as
-/// it arrives, however busy the application's runtime is.
+/// A subscriber on `server` (see [`Socket`]), with a task that reads it whenever something
+/// arrives, so that the cache keeps up while no request comes.
 async fn subscribe(
     cache: &Arc<Cache>,
     like: &Client,
     server: &Server,
 ) -> Result<Subscriber, FredError> {
-    let client = subscriber_client(like, server)?;
-    let pending = client.invalidation_rx();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connection = client.clone();
-    std::thread::Builder::new()
-        .name("tower-scs invalidations".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            let Ok(runtime) = runtime else {
-                let error = FredError::new(ErrorKind::IO, "cannot start a runtime");
-                let _ = ready_tx.send(Err(error));
+    let socket = Arc::new(Socket::connect(like, server).await?);
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let (reader, weak) = (socket.clone(), Arc::downgrade(cache));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = reader.readable() => {}
+                _ = &mut stopped => return,
+            }
+            let Some(cache) = weak.upgrade() else {
                 return;
             };
-            runtime.block_on(async move {
-                let task = match connect(&connection).await {
-                    Ok((task, id)) => {
-                        let _ = ready_tx.send(Ok(id));
-                        task
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                // Until the subscriber is dropped (retired, or the store dropped).
-                tokio::select! {
-                    _ = task => {}
-                    _ = stopped => {
-                        let _ = connection.quit().await;
-                    }
-                }
-            });
-        })
-        .map_err(|e| FredError::new(ErrorKind::IO, e.to_string()))?;
-    let id = ready
-        .await
-        .map_err(|_| FredError::new(ErrorKind::IO, "the subscriber's thread ended"))??;
-    // Watched once connected (its first connection is an event too); a loss before that shows
-    // in its state.
-    let retired = Arc::new(AtomicBool::new(false));
-    let tracking = &cache.tracking;
-    let (breaks, broken) = (tracking.breaks.clone(), tracking.broken.clone());
-    watch_events(&client, breaks, broken, Some(retired.clone()));
-    if client.state() != ClientState::Connected {
-        return Err(FredError::new(
-            ErrorKind::IO,
-            "the subscriber lost its connection",
-        ));
-    }
+            // Drained under the same lock as the hits; a closed socket breaks tracking there.
+            cache.tracking.drain_from(&cache, false);
+            if reader.is_closed() {
+                return;
+            }
+        }
+    });
     Ok(Subscriber {
-        id,
-        retired,
-        pending,
+        socket,
         _stop: stop,
     })
 }
 
-/// A client like `like` (its credentials, timeouts and reconnect policy), but RESP2 and on
-/// `server` alone.
-fn subscriber_client(like: &Client, server: &Server) -> Result<Client, FredError> {
-    let mut config = like.client_config();
-    config.server = ServerConfig::Centralized {
-        server: server.clone(),
+/// Drops what `invalidated` names, or everything on a flush.
+fn apply(cache: &Cache, prefix: &str, invalidated: Invalidated) {
+    let keys = match invalidated {
+        Invalidated::Everything => return cache.flush(),
+        Invalidated::Keys(keys) => keys,
     };
-    // RESP2: a redirected flush then arrives as a message with a null key list, which fred
-    // hands over as an invalidation of no keys.
-    config.version = RespVersion::RESP2;
-    let mut perf = like.perf_config();
-    perf.broadcast_channel_capacity = INVALIDATION_BUFFER;
-    let mut builder = Builder::from_config(config);
-    builder
-        .set_performance_config(perf)
-        .set_connection_config(like.connection_config().clone());
-    // With a reconnect policy fred notices a closed connection even while it is idle.
-    if let Some(policy) = like.client_reconnect_policy() {
-        builder.set_policy(policy);
-    }
-    builder.build()
-}
-
-/// Connects `client`, reads its connection's id and subscribes it to the invalidations.
-async fn connect(client: &Client) -> Result<(ConnectHandle, i64), FredError> {
-    let task = client.init().await?;
-    // Before SUBSCRIBE: a RESP2 connection in subscribed mode takes no other command.
-    let id = client.client_id::<i64>().await?;
-    client.subscribe(INVALIDATE_CHANNEL).await?;
-    Ok((task, id))
-}
-
-/// Drops what `invalidation` names, or everything on a flush (Redis names no keys).
-fn apply(cache: &Cache, prefix: &str, invalidation: &Invalidation) {
-    if invalidation.keys.is_empty() {
-        return cache.flush();
-    }
-    for key in &invalidation.keys {
-        if let Some(id) = key.as_str().and_then(|k| k.strip_prefix(prefix)) {
+    for key in &keys {
+        let id = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.strip_prefix(prefix));
+        if let Some(id) = id {
             cache.forget(id);
         }
     }

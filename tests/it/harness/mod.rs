@@ -550,7 +550,13 @@ pub async fn assert_calls(
     );
     *before = now;
     if let Some((m, i)) = monitor {
-        assert_eq!(m.client_commands(i).await, commands, "Redis commands sent");
+        let mut sent = m.client_commands(i).await;
+        if backend.cache.is_some() {
+            // A cached store follows each script that changed a session with a `PING` (see
+            // `RedisStore::settle`); `cache.rs` counts those.
+            sent.retain(|c| c != "ping");
+        }
+        assert_eq!(sent, commands, "Redis commands sent");
     }
 }
 
