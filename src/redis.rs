@@ -137,44 +137,6 @@ impl<C: FredClient> RedisStore<C> {
         }
     }
 
-    /// Turns on a local cache of sessions in this process, coherent with Redis through
-    /// `CLIENT TRACKING` (see [`LocalCache`]): a load it serves sends no command. Tracking
-    /// starts with the first load (or [`local_cache_ready`](Self::local_cache_ready)); until it
-    /// is on, and whenever it may have missed a change, loads go to Redis.
-    ///
-    /// Set the prefix first: the cache hears about the keys under the prefix it was given.
-    #[must_use]
-    pub fn with_local_cache(mut self, config: LocalCache) -> Self {
-        self.cache = Some(Cache::new(config, self.prefix.clone()));
-        self
-    }
-
-    /// Waits until the local cache's tracking is on, so that loads can be served from it;
-    /// returns at once `false` when the store has no local cache.
-    pub async fn local_cache_ready(&self) -> bool {
-        let Some(cache) = &self.cache else {
-            return false;
-        };
-        cache.tracking.start(cache, self.client.clients());
-        cache.tracking.ready().await;
-        true
-    }
-
-    /// How many sessions the local cache holds, `None` without one.
-    pub fn local_cache_len(&self) -> Option<u64> {
-        self.cache.as_ref().map(|c| c.len())
-    }
-
-    /// Forgets the cached session `id` now and again when the guard drops: around a change of
-    /// the session by this store, so that no read in flight meanwhile leaves an old copy.
-    fn forgetting<'a>(&'a self, id: &'a str) -> Forgetting<'a> {
-        let cache = self.cache.as_deref();
-        if let Some(cache) = cache {
-            cache.forget(id);
-        }
-        Forgetting(cache, id)
-    }
-
     /// Sets the key prefix, so that several session layers can share one Redis.
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -212,17 +174,6 @@ impl<C: FredClient> RedisStore<C> {
         let client = self.client.client_for(&key);
         self.index.run(client, key, args).await?;
         Ok(())
-    }
-}
-
-/// See [`RedisStore::forgetting`].
-struct Forgetting<'a>(Option<&'a Cache>, &'a str);
-
-impl Drop for Forgetting<'_> {
-    fn drop(&mut self) {
-        if let Some(cache) = self.0 {
-            cache.forget(self.1);
-        }
     }
 }
 
@@ -339,24 +290,6 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
 }
 
 impl<C: FredClient> RedisStore<C> {
-    /// With the local cache on, one `PING` to the server holding `key`, after a script changed
-    /// it. Redis 7.0 sends the invalidations of the keys a script wrote only in its next
-    /// event-loop iteration; the `PING` makes that iteration happen before the response leaves,
-    /// so that the other processes' caches hear of the change first. (Without it, 1 to 2 % of
-    /// the reads through another process right after a write were stale; with it, none.)
-    async fn settle(&self, client: &fred::clients::Client, key: &str) -> Result<(), Error> {
-        if self.cache.is_none() {
-            return Ok(());
-        }
-        let slot = redis_protocol::redis_keyslot(key.as_bytes());
-        let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
-        let _: Value = client
-            .custom(ping, Vec::<Value>::new())
-            .await
-            .map_err(Error::store)?;
-        Ok(())
-    }
-
     /// One `HGETALL` of `key` through `client`.
     async fn fetch(
         &self,
