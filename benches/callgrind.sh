@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # User-space instructions per request of one compare server, by callgrind.
 #
-#   bash benches/callgrind.sh [scs|ts|floor ...]     (default: all three)
+#   bash benches/callgrind.sh [scs|ts|floor|scs-signed|scs-header|scs-cache ...]   (default: scs ts floor)
+#   BENCH_WRITE_PCT=50 bash benches/callgrind.sh scs scs-cache                     (another mix)
 #
 # For each variant, three times: a fresh private redis-server and a fresh server under
 # callgrind, sent 2,000 and then (fresh again) 8,000 requests of the bench's mix by
-# `compare --drive` (BENCH_USERS users, default 64; 10% writes; every read checked). The
-# difference of the two totals over 6,000 is one request's cost, free of start-up and of the
-# sessions' creation. Prints each count and the median of the three.
+# `compare --drive` (BENCH_USERS users, default 64; BENCH_WRITE_PCT% writes, default 10;
+# every read checked). The difference of the two totals over 6,000 is one request's cost, free
+# of start-up and of the sessions' creation. Prints each count and the median of the three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }

@@ -108,6 +108,8 @@ pub const STOP: u8 = 2;
 #[derive(Default)]
 pub struct UserStats {
     pub latencies_us: Vec<u32>,
+    /// How many of them were reads (`/get`).
+    pub reads: u64,
     pub failures: u64,
     pub first_failure: Option<String>,
 }
@@ -138,6 +140,7 @@ impl Users {
         for u in self.0 {
             let st = u.await??;
             all.latencies_us.extend(st.latencies_us);
+            all.reads += st.reads;
             all.failures += st.failures;
             all.first_failure = all.first_failure.or(st.first_failure);
         }
@@ -210,13 +213,14 @@ impl User {
     }
 
     /// One request of the mix: a write `write_pct`% of the time (and always the first, so that
-    /// the session exists), a read otherwise; the failed check, if any.
-    async fn step(&mut self, write_pct: u64) -> Result<Option<String>> {
+    /// the session exists), a read otherwise; whether it was a read, and the failed check, if
+    /// any.
+    async fn step(&mut self, write_pct: u64) -> Result<(bool, Option<String>)> {
         let roll = self.roll();
         if self.seq == 0 || roll % 100 < write_pct {
-            self.put().await
+            Ok((false, self.put().await?))
         } else {
-            self.get().await
+            Ok((true, self.get().await?))
         }
     }
 }
@@ -236,12 +240,13 @@ async fn user(
             break;
         }
         let start = Instant::now();
-        let failure = u.step(write_pct).await?;
+        let (read, failure) = u.step(write_pct).await?;
         let elapsed = start.elapsed();
         if started_in == MEASURE && phase.load(Ordering::Acquire) == MEASURE {
             stats
                 .latencies_us
                 .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+            stats.reads += u64::from(read);
             if let Some(f) = failure {
                 stats.fail(f);
             }
@@ -261,7 +266,7 @@ pub async fn drive(addr: SocketAddr, requests: u64, users: usize, write_pct: u64
             tokio::spawn(async move {
                 let mut u = User::open(id, addr).await?;
                 for _ in 0..n {
-                    if let Some(failure) = u.step(write_pct).await? {
+                    if let (_, Some(failure)) = u.step(write_pct).await? {
                         return Err(format!("user {id}: {failure}").into());
                     }
                 }

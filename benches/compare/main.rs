@@ -29,9 +29,15 @@
 //! as long as 3 quiet rounds remain), `BENCH_MIN_QUIET` (0: with N > 0, rounds continue past
 //! `BENCH_ROUNDS` until N rounds were quiet, up to 3 × `BENCH_ROUNDS`), `REDIS_SERVER` (the
 //! redis-server binary, `redis-server`), `BENCH_VARIANTS` (the servers, in order, default
-//! `scs,ts,floor`; `scs-signed` is A with signed tokens and `scs-header` is A with the token in
-//! an `x-session-token` header instead of the cookie, so that
-//! `BENCH_VARIANTS=scs,scs-signed,scs-header` compares tower-scs's options with each other).
+//! `scs,ts,floor`; `scs-signed` is A with signed tokens, `scs-header` is A with the token in
+//! an `x-session-token` header instead of the cookie, and `scs-cache` is A with its coherent
+//! local cache (`RedisStore::with_local_cache`; the server reports READY only once
+//! `local_cache_ready` says tracking is on), so that
+//! `BENCH_VARIANTS=scs,scs-signed,scs-header,scs-cache` compares tower-scs's options with each
+//! other). `BENCH_WRITE_PCT` sets the mix: `BENCH_WRITE_PCT=50
+//! BENCH_VARIANTS=scs,scs-cache` is the write-heavy mix on which the cache must cost little.
+//! With `scs-cache` the report also gives the share of reads the cache served: 1 − its
+//! `HGETALL`s per read (a read it does not serve is one `HGETALL`).
 //!
 //! For instruction counts (DEVELOPERS.md, "Profiling the request path"), `--serve` runs one
 //! server alone and `--drive <port> --requests <n>` sends it exactly `n` requests of the same

@@ -30,6 +30,8 @@ pub struct Run {
     pub other_cores: f64,
     /// What Redis ran for the requests, per request.
     pub commands: Commands,
+    /// The share of the requests that were reads (`/get`).
+    pub read_share: f64,
     pub failures: u64,
     pub first_failure: Option<String>,
 }
@@ -106,6 +108,7 @@ impl<'a> Ctx<'a> {
             client_cpu_us: per_request(cpu1.client - cpu0.client),
             other_cores: cpu1.others_since(&cpu0) as f64 / self.ticks_per_sec / window,
             commands: c1.since(&c0, n),
+            read_share: stats.reads as f64 / n,
             failures: stats.failures,
             first_failure: stats.first_failure,
         })

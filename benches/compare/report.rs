@@ -167,33 +167,50 @@ fn table(out: &mut String, s: &Settings, rounds: &Rounds, races: &[Option<usize>
     ratios(out, s, rounds);
 }
 
-/// The median per-round ratios between the variants that ran: tower-scs against each other
-/// server, and each tower-scs option against plain tower-scs.
+/// The median per-round ratios between the variants that ran: tower-scs, and tower-scs with the
+/// local cache, against each other server; each tower-scs option against plain tower-scs; and
+/// the share of reads the local cache served.
 fn ratios(out: &mut String, s: &Settings, rounds: &Rounds) {
     let at = |v: Variant| s.variants.iter().position(|&x| x == v);
-    let Some(a) = at(Variant::Scs) else { return };
-    let _ = writeln!(out, "\nMedian of per-round ratios:");
-    for other in [Variant::Ts, Variant::Floor] {
-        if let Some(b) = at(other) {
-            let _ = writeln!(
-                out,
-                "- tower-scs / {}: req/s {:.2}×, server CPU per request {:.2}×",
-                other.label(),
-                rounds.paired(a, b, |r| r.rps),
-                rounds.paired(a, b, |r| r.server_cpu_us),
-            );
+    let mut pairs = Vec::new();
+    for ours in [Variant::Scs, Variant::ScsCache] {
+        for other in [Variant::Ts, Variant::Floor] {
+            pairs.push((ours, other));
         }
     }
-    for option in [Variant::ScsSigned, Variant::ScsHeader] {
-        if let Some(b) = at(option) {
-            let _ = writeln!(
-                out,
-                "- {} / tower-scs: req/s {:.2}×, server CPU per request {:.2}×",
-                option.label(),
-                rounds.paired(b, a, |r| r.rps),
-                rounds.paired(b, a, |r| r.server_cpu_us),
-            );
-        }
+    for option in [Variant::ScsSigned, Variant::ScsHeader, Variant::ScsCache] {
+        pairs.push((option, Variant::Scs));
+    }
+    let pairs: Vec<(usize, usize)> = pairs
+        .into_iter()
+        .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
+        .collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(out, "\nMedian of per-round ratios:");
+    }
+    for (a, b) in pairs {
+        let _ = writeln!(
+            out,
+            "- {} / {}: req/s {:.2}×, p50 {:.2}×, server CPU per request {:.2}×",
+            s.variants[a].label(),
+            s.variants[b].label(),
+            rounds.paired(a, b, |r| r.rps),
+            rounds.paired(a, b, |r| r.p50_ms),
+            rounds.paired(a, b, |r| r.server_cpu_us),
+        );
+    }
+    if let Some(c) = at(Variant::ScsCache) {
+        // Every read the cache does not serve is one HGETALL; writes send none.
+        let hits = |r: &Run| {
+            let misses = r.commands.mix.get("hgetall").map_or(0.0, |&(n, _)| n);
+            1.0 - misses / r.read_share
+        };
+        let _ = writeln!(
+            out,
+            "\n{}: reads served from the local cache (1 − HGETALL per read), median {:.1}%",
+            s.variants[c].label(),
+            100.0 * rounds.median(c, hits)
+        );
     }
 }
 

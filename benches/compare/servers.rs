@@ -32,14 +32,18 @@ pub enum Variant {
     ScsSigned,
     /// tower-scs with the token in the `x-session-token` header instead of the cookie.
     ScsHeader,
+    /// tower-scs with its coherent local cache (`RedisStore::with_local_cache`), serving only
+    /// once tracking is on.
+    ScsCache,
     Ts,
     Floor,
 }
 
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant::Scs,
     Variant::ScsSigned,
     Variant::ScsHeader,
+    Variant::ScsCache,
     Variant::Ts,
     Variant::Floor,
 ];
@@ -57,6 +61,7 @@ impl Variant {
             Variant::Scs => "scs",
             Variant::ScsSigned => "scs-signed",
             Variant::ScsHeader => "scs-header",
+            Variant::ScsCache => "scs-cache",
             Variant::Ts => "ts",
             Variant::Floor => "floor",
         }
@@ -66,6 +71,7 @@ impl Variant {
             Variant::Scs => "A: tower-scs",
             Variant::ScsSigned => "A/signed: tower-scs, signed tokens",
             Variant::ScsHeader => "A/header: tower-scs, header carrier",
+            Variant::ScsCache => "A/cache: tower-scs + local cache",
             Variant::Ts => "B: tower-sessions 0.14 + redis-store 0.16",
             Variant::Floor => "C: floor (1 raw fred command, no sessions)",
         }
@@ -113,9 +119,9 @@ pub fn serve(variant: &str, args: &[String]) -> Result<()> {
         .build()?;
     rt.block_on(async {
         let app = match VARIANTS.into_iter().find(|v| v.arg() == variant) {
-            Some(v @ (Variant::Scs | Variant::ScsSigned | Variant::ScsHeader)) => {
-                scs_app(&url, v).await?
-            }
+            Some(
+                v @ (Variant::Scs | Variant::ScsSigned | Variant::ScsHeader | Variant::ScsCache),
+            ) => scs_app(&url, v).await?,
             Some(Variant::Ts) => ts_app(&url).await?,
             Some(Variant::Floor) => floor_app(&url).await?,
             None => return Err(format!("unknown variant {variant:?} ({})", names()).into()),
@@ -192,8 +198,12 @@ pub async fn pool(url: &str) -> Result<Pool> {
 
 // A: tower-scs.
 
+/// The local cache's bound for `scs-cache`: far above the bench's sessions (one a user, plus
+/// the race's), so that nothing is evicted and a miss is always a read after an invalidation.
+const CACHE_ENTRIES: u64 = 100_000;
+
 async fn scs_app(url: &str, variant: Variant) -> Result<Router> {
-    use tower_scs::{Carrier, Error, RedisStore, Session, SessionLayer, SigningKeys};
+    use tower_scs::{Carrier, Error, LocalCache, RedisStore, Session, SessionLayer, SigningKeys};
 
     async fn put(session: Session, Query(q): Query<Put>) {
         session.insert("v", q.v);
@@ -215,7 +225,14 @@ async fn scs_app(url: &str, variant: Variant) -> Result<Router> {
         Ok(found.to_string())
     }
 
-    let store = RedisStore::from_url(url).await?;
+    let mut store = RedisStore::from_url(url).await?;
+    if variant == Variant::ScsCache {
+        store = store.with_local_cache(LocalCache::new(CACHE_ENTRIES));
+        // Not READY before tracking is on: until then every load would go to Redis.
+        if !store.local_cache_ready().await {
+            return Err("the store has no local cache".into());
+        }
+    }
     let layer = match variant {
         Variant::ScsSigned => SessionLayer::new(store).signing_keys(SigningKeys::new([[7; 32]])?),
         Variant::ScsHeader => SessionLayer::new(store).carriers([Carrier::header(TOKEN_HEADER)]),
