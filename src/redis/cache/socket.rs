@@ -104,11 +104,6 @@ impl Socket {
         })
     }
 
-    /// Whether the connection was found closed.
-    pub(super) fn is_closed(&self) -> bool {
-        self.closed.load(SeqCst)
-    }
-
     /// Waits until there is something to read (or the connection closed).
     pub(super) async fn readable(&self) {
         let _ = self.stream.readable().await;

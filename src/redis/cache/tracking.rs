@@ -103,16 +103,11 @@ impl Tracking {
     /// Applies, here and now, every invalidation that has reached a subscriber's socket: each
     /// hit and each read's ticket come after them. A closed socket breaks tracking.
     pub(super) fn drain(&self, cache: &Cache) {
-        self.drain_from(cache, true);
-    }
-
-    /// [`Tracking::drain`], reading each socket at once or through tokio.
-    fn drain_from(&self, cache: &Cache, at_once: bool) {
         let subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         for subscriber in subscribers.iter() {
             if !subscriber
                 .socket
-                .drain(at_once, |i| apply(cache, &self.prefix, i))
+                .drain(true, |i| apply(cache, &self.prefix, i))
             {
                 self.breaks.fetch_add(1, SeqCst);
                 self.broken.notify_one();
@@ -261,9 +256,12 @@ async fn subscribe(
             let Some(cache) = weak.upgrade() else {
                 return;
             };
-            // Drained under the same lock as the hits; a closed socket breaks tracking there.
-            cache.tracking.drain_from(&cache, false);
-            if reader.is_closed() {
+            // Its own socket, under the lock the hits take: read through tokio, which resets
+            // the readiness (a socket not yet, or no longer, in use is read all the same).
+            let tracking = &cache.tracking;
+            if !reader.drain(false, |i| apply(&cache, &tracking.prefix, i)) {
+                tracking.breaks.fetch_add(1, SeqCst);
+                tracking.broken.notify_one();
                 return;
             }
         }
