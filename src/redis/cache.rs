@@ -138,12 +138,7 @@ impl Cache {
     }
 
     fn stripe(&self, id: &str) -> &AtomicU64 {
-        // Session ids are random: their last bytes spread them evenly.
-        let tail = &id.as_bytes()[id.len().saturating_sub(8)..];
-        let hash = tail.iter().fold(0_usize, |h, &b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        &self.stripes[hash % STRIPES]
+        &self.stripes[super::client::tail_hash(id) % STRIPES]
     }
 
     /// The session `id`, if cached, still live at `now`, and tracking through `client` intact.

@@ -63,12 +63,17 @@ impl FredClient for Pool {
         // Session ids are random, so the last few bytes of the key spread keys evenly; any stable
         // choice keeps one key's commands in order.
         let clients = self.clients();
-        let tail = &key.as_bytes()[key.len().saturating_sub(8)..];
-        let hash = tail.iter().fold(0_usize, |h, &b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        &clients[hash % clients.len()]
+        &clients[tail_hash(key) % clients.len()]
     }
+}
+
+/// A stable hash of the last 8 bytes of `key`: session ids are random, so their tail spreads
+/// them evenly (over a pool's clients, or the local cache's stripes).
+pub(super) fn tail_hash(key: &str) -> usize {
+    let tail = &key.as_bytes()[key.len().saturating_sub(8)..];
+    tail.iter().fold(0_usize, |h, &b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    })
 }
 
 impl RedisStore<Pool> {
