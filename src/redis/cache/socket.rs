@@ -32,6 +32,13 @@ const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
 /// How much is read from the socket at a time.
 const CHUNK: usize = 16 * 1024;
 
+/// A socket's read side: what has arrived, and the buffer it is read into.
+#[derive(Debug)]
+struct Inbox {
+    pending: Vec<u8>,
+    chunk: Box<[u8]>,
+}
+
 /// What one invalidation message says.
 pub(super) enum Invalidated {
     /// These keys changed.
@@ -48,8 +55,9 @@ pub(super) struct Socket {
     /// The same socket, read with a plain non-blocking `read` on a hit: tokio's `try_read`
     /// does not look at the socket until its reactor has seen it readable, which can be later.
     now: std::net::TcpStream,
-    /// Bytes read and not yet a whole frame; held while reading, so messages apply in order.
-    pending: Mutex<Vec<u8>>,
+    /// Bytes read and not yet a whole frame, and the buffer reads go into; held while reading,
+    /// so messages apply in order.
+    inbox: Mutex<Inbox>,
     closed: AtomicBool,
     /// The connection's id (`CLIENT ID`): the data connections redirect to it.
     pub(super) id: i64,
@@ -98,7 +106,10 @@ impl Socket {
         Ok(Socket {
             stream,
             now,
-            pending: Mutex::new(pending),
+            inbox: Mutex::new(Inbox {
+                pending,
+                chunk: vec![0; CHUNK].into_boxed_slice(),
+            }),
             closed: AtomicBool::new(false),
             id,
         })
@@ -113,13 +124,15 @@ impl Socket {
     /// the connection is closed or broken (invalidations may then have been lost). `at_once`
     /// reads the socket itself; otherwise through tokio, which also resets its readiness.
     pub(super) fn drain(&self, at_once: bool, mut apply: impl FnMut(Invalidated)) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut chunk = vec![0; CHUNK];
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        // One buffer for the socket's lifetime: a hit reads (and mostly finds nothing) without
+        // allocating or zeroing one.
+        let Inbox { pending, chunk } = &mut *inbox;
         loop {
             let read = if at_once {
-                std::io::Read::read(&mut &self.now, &mut chunk)
+                std::io::Read::read(&mut &self.now, chunk)
             } else {
-                self.stream.try_read(&mut chunk)
+                self.stream.try_read(chunk)
             };
             match read {
                 Ok(0) => self.closed.store(true, SeqCst),
@@ -134,7 +147,7 @@ impl Socket {
             break;
         }
         loop {
-            match decode(&pending) {
+            match decode(pending) {
                 Ok(Some((frame, used))) => {
                     pending.drain(..used);
                     if let Some(invalidated) = invalidation(frame) {
