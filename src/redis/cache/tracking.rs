@@ -225,15 +225,19 @@ async fn enable(cache: &Arc<Cache>, clients: &[Client]) -> Result<Vec<Subscriber
     Ok(subscribers)
 }
 
-/// `CLIENT TRACKING ON REDIRECT <target>` on the connection `client` sends through.
+/// `CLIENT TRACKING ON REDIRECT <target> NOLOOP` on the connection `client` sends through.
 async fn redirect(client: &impl ClientInterface, target: i64) -> Result<(), FredError> {
     let none = Vec::<String>::new;
     // Off first: a connection already tracking keeps its old redirection otherwise.
     client
         .client_tracking::<(), _, _>("off", None, none(), false, false, false, false)
         .await?;
+    // NOLOOP: no invalidation for a key this very connection changes. The store forgets the
+    // entry itself around each of its writes (`RedisStore::forgetting`), and a key's reads and
+    // writes go through one connection, so without it every write came back as a message to
+    // read, decode and apply for nothing. Changes through any other connection still come.
     client
-        .client_tracking::<(), _, _>("on", Some(target), none(), false, false, false, false)
+        .client_tracking::<(), _, _>("on", Some(target), none(), false, false, false, true)
         .await
 }
 
