@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per request of one compare server, by callgrind.
 #
-#   bash benches/callgrind.sh [scs|ts|floor|scs-signed|scs-header|scs-cache ...]   (default: scs ts floor)
+#   bash benches/callgrind.sh [scs|ts|floor|ceiling|scs-signed|scs-header|scs-cache ...]   (default: scs ts floor)
 #   BENCH_WRITE_PCT=50 bash benches/callgrind.sh scs scs-cache                     (another mix)
 #
 # For each variant, three times: a fresh private redis-server and a fresh server under

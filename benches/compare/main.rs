@@ -32,7 +32,9 @@
 //! `scs,ts,floor`; `scs-signed` is A with signed tokens, `scs-header` is A with the token in
 //! an `x-session-token` header instead of the cookie, and `scs-cache` is A with its coherent
 //! local cache (`RedisStore::with_local_cache`; the server reports READY only once
-//! `local_cache_ready` says tracking is on), so that
+//! `local_cache_ready` says tracking is on), and `ceiling` is the floor's routes on a map in the
+//! server's memory (no Redis, no sessions: the most requests any server of these routes serves
+//! on this machine, so it bounds what a local cache can gain over the floor), so that
 //! `BENCH_VARIANTS=scs,scs-signed,scs-header,scs-cache` compares tower-scs's options with each
 //! other). `BENCH_WRITE_PCT` sets the mix: `BENCH_WRITE_PCT=50
 //! BENCH_VARIANTS=scs,scs-cache` is the write-heavy mix on which the cache must cost little.

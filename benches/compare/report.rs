@@ -174,13 +174,14 @@ fn ratios(out: &mut String, s: &Settings, rounds: &Rounds) {
     let at = |v: Variant| s.variants.iter().position(|&x| x == v);
     let mut pairs = Vec::new();
     for ours in [Variant::Scs, Variant::ScsCache] {
-        for other in [Variant::Ts, Variant::Floor] {
+        for other in [Variant::Ts, Variant::Floor, Variant::Ceiling] {
             pairs.push((ours, other));
         }
     }
     for option in [Variant::ScsSigned, Variant::ScsHeader, Variant::ScsCache] {
         pairs.push((option, Variant::Scs));
     }
+    pairs.push((Variant::Ceiling, Variant::Floor));
     let pairs: Vec<(usize, usize)> = pairs
         .into_iter()
         .filter_map(|(a, b)| Some((at(a)?, at(b)?)))

@@ -37,15 +37,19 @@ pub enum Variant {
     ScsCache,
     Ts,
     Floor,
+    /// No Redis and no sessions: the floor's routes on a map in the server's memory. No layer
+    /// that keeps sessions in Redis can serve more requests than this on this machine.
+    Ceiling,
 }
 
-pub const VARIANTS: [Variant; 6] = [
+pub const VARIANTS: [Variant; 7] = [
     Variant::Scs,
     Variant::ScsSigned,
     Variant::ScsHeader,
     Variant::ScsCache,
     Variant::Ts,
     Variant::Floor,
+    Variant::Ceiling,
 ];
 
 /// The variants a bench runs unless `BENCH_VARIANTS` names others.
@@ -64,6 +68,7 @@ impl Variant {
             Variant::ScsCache => "scs-cache",
             Variant::Ts => "ts",
             Variant::Floor => "floor",
+            Variant::Ceiling => "ceiling",
         }
     }
     pub fn label(self) -> &'static str {
@@ -74,11 +79,12 @@ impl Variant {
             Variant::ScsCache => "A/cache: tower-scs + local cache",
             Variant::Ts => "B: tower-sessions 0.14 + redis-store 0.16",
             Variant::Floor => "C: floor (1 raw fred command, no sessions)",
+            Variant::Ceiling => "D: ceiling (no Redis, no sessions: a map in memory)",
         }
     }
     /// Whether it has sessions to race on (the floor has no `/race`).
     pub fn has_race(self) -> bool {
-        self != Variant::Floor
+        !matches!(self, Variant::Floor | Variant::Ceiling)
     }
 }
 
@@ -124,6 +130,7 @@ pub fn serve(variant: &str, args: &[String]) -> Result<()> {
             ) => scs_app(&url, v).await?,
             Some(Variant::Ts) => ts_app(&url).await?,
             Some(Variant::Floor) => floor_app(&url).await?,
+            Some(Variant::Ceiling) => ceiling_app(),
             None => return Err(format!("unknown variant {variant:?} ({})", names()).into()),
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -359,4 +366,39 @@ async fn floor_app(url: &str) -> Result<Router> {
         .route("/put", get(put))
         .route("/get", get(read))
         .with_state(pool(url).await?))
+}
+
+// D: the ceiling.
+
+/// The floor's routes on a map in memory: the HTTP server, the cookie and the handlers with
+/// nothing behind them.
+fn ceiling_app() -> Router {
+    type Map = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
+
+    async fn put(State(map): State<Map>, headers: HeaderMap, Query(q): Query<Put>) -> Response {
+        let (sid, new) = match floor_sid(&headers) {
+            Some(sid) => (sid, false),
+            None => (new_floor_sid(), true),
+        };
+        let cookie = new.then(|| format!("{FLOOR_COOKIE}={sid}; Path=/; HttpOnly"));
+        map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sid, q.v);
+        match cookie {
+            Some(c) => ([(header::SET_COOKIE, c)], ()).into_response(),
+            None => ().into_response(),
+        }
+    }
+    async fn read(State(map): State<Map>, headers: HeaderMap) -> Response {
+        let Some(sid) = floor_sid(&headers) else {
+            return ().into_response();
+        };
+        let map = map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&sid).cloned().unwrap_or_default().into_response()
+    }
+
+    Router::new()
+        .route("/put", get(put))
+        .route("/get", get(read))
+        .with_state(Map::default())
 }
