@@ -108,3 +108,8 @@ pub use fred;
 #[cfg(all(doctest, feature = "axum", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// docs/guarantees.md's code blocks, compiled as doc tests.
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+#[doc = include_str!("../docs/guarantees.md")]
+struct GuaranteesDoctests;
