@@ -29,9 +29,14 @@ use crate::{
 
 /// A user's cookies, by name, and the token the header carrier answered with, if any.
 #[derive(Default)]
-struct Jar(BTreeMap<String, String>, Option<String>);
+pub struct Jar(BTreeMap<String, String>, Option<String>);
 
 impl Jar {
+    /// A jar holding one cookie (a session of `--live`'s population).
+    pub fn with_cookie(name: &str, value: &str) -> Jar {
+        Jar(BTreeMap::from([(name.to_owned(), value.to_owned())]), None)
+    }
+
     fn header(&self) -> String {
         let mut s = String::new();
         for (name, value) in &self.0 {
@@ -75,10 +80,10 @@ fn request(path: &str, jar: &Jar) -> Result<Request<Empty<Bytes>>> {
 }
 
 /// One user's keep-alive HTTP/1.1 connection.
-struct Conn(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
+pub struct Conn(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> Result<Self> {
+    pub async fn open(addr: SocketAddr) -> Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -87,7 +92,7 @@ impl Conn {
     }
 
     /// Sends `GET path` with the jar's cookies, updates the jar; returns status and body.
-    async fn get(&mut self, path: &str, jar: &mut Jar) -> Result<(StatusCode, Bytes)> {
+    pub async fn get(&mut self, path: &str, jar: &mut Jar) -> Result<(StatusCode, Bytes)> {
         self.0.ready().await?;
         let res = self.0.send_request(request(path, jar)?).await?;
         jar.update(res.headers());
@@ -115,7 +120,7 @@ pub struct UserStats {
 }
 
 impl UserStats {
-    fn fail(&mut self, what: String) {
+    pub fn fail(&mut self, what: String) {
         self.failures += 1;
         self.first_failure.get_or_insert(what);
     }
@@ -132,6 +137,11 @@ impl Users {
                 .map(|id| tokio::spawn(user(id, addr, write_pct, phase.clone())))
                 .collect(),
         )
+    }
+
+    /// Users already spawned as tasks (`--live`'s, which share a population of sessions).
+    pub fn from_tasks(tasks: Vec<JoinHandle<Result<UserStats>>>) -> Users {
+        Users(tasks)
     }
 
     /// Waits for every user to stop; their stats together, latencies sorted.

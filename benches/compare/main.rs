@@ -41,6 +41,15 @@
 //! With `scs-cache` the report also gives the share of reads the cache served: 1 − its
 //! `HGETALL`s per read (a read it does not serve is one `HGETALL`).
 //!
+//! `--live` ([`live`]) measures throughput with many live sessions: for each count of
+//! `BENCH_LIVE` (default `1000,1000000`) a private Redis filled with that many sessions through
+//! `SessionStore::commit`, reported with its `used_memory` and the time (and the bench's peak
+//! RSS growth) to drain `RedisStore::ids()` over them; then the variants of
+//! `BENCH_LIVE_VARIANTS` (default `scs`; `scs-cache` and `floor` too), each served once per
+//! Redis, in rounds alternating between the populations, every request on a session drawn
+//! uniformly among the N. `BENCH_SECS`, `BENCH_WARMUP_SECS`, `BENCH_ROUNDS`, `BENCH_USERS`,
+//! `BENCH_WRITE_PCT` and `BENCH_MAX_OTHER` apply as above.
+//!
 //! For instruction counts (DEVELOPERS.md, "Profiling the request path"), `--serve` runs one
 //! server alone and `--drive <port> --requests <n>` sends it exactly `n` requests of the same
 //! mix (`BENCH_USERS` users, `BENCH_WRITE_PCT`), every read checked.
@@ -48,10 +57,13 @@
 //! The parts: [`servers`] (the three servers and `--serve`), [`procs`] (the child processes and
 //! `--guard`), [`redis`] (the private `redis-server` and its counters), [`client`] (the
 //! closed-loop users and the race), [`measure`] (one measured run: CPU ticks, percentiles,
-//! medians) and [`report`] (the markdown report). This file reads the settings and runs the
-//! rounds.
+//! medians) and [`report`] (the markdown report); [`live`], [`live_users`] and [`live_report`]
+//! are `--live`'s. This file reads the settings and runs the rounds.
 
 mod client;
+mod live;
+mod live_report;
+mod live_users;
 mod measure;
 mod memory;
 mod procs;
@@ -87,6 +99,16 @@ fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if args.iter().any(|a| a == "--live") {
+        let code = match live::live() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("compare --live: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
     }
     if let Some(port) = flag(&args, "--drive") {
         if let Err(e) = drive(&port, &args) {

@@ -72,13 +72,26 @@ impl<'a> Ctx<'a> {
     pub async fn load_run(
         &self,
         s: &Settings,
-        (warmup, secs): (f64, f64),
+        timing: (f64, f64),
         port: u16,
         server_pid: u32,
     ) -> Result<Run> {
+        let users = |addr, phase: &Arc<AtomicU8>| Users::spawn(s.users, addr, s.write_pct, phase);
+        self.load_run_with(timing, port, server_pid, users).await
+    }
+
+    /// One run of the users `spawn` starts (given the server's address and the phase they
+    /// follow): `warmup` s unmeasured, then `secs` measured.
+    pub async fn load_run_with(
+        &self,
+        (warmup, secs): (f64, f64),
+        port: u16,
+        server_pid: u32,
+        spawn: impl FnOnce(SocketAddr, &Arc<AtomicU8>) -> Users,
+    ) -> Result<Run> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let phase = Arc::new(AtomicU8::new(WARMUP));
-        let users = Users::spawn(s.users, addr, s.write_pct, &phase);
+        let users = spawn(addr, &phase);
         tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
 
         let cpu0 = CpuSnapshot::take(server_pid, self.redis.pid())?;

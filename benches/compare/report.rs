@@ -262,7 +262,7 @@ fn command_mix(out: &mut String, s: &Settings, rounds: &Rounds) {
     }
 }
 
-fn cpu_model() -> String {
+pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -282,7 +282,7 @@ pub fn loadavg() -> String {
 }
 
 /// Today's date (UTC), `YYYY-MM-DD`.
-fn today() -> String {
+pub fn today() -> String {
     let date = time::OffsetDateTime::now_utc().date();
     let (year, month, day) = (date.year(), u8::from(date.month()), date.day());
     format!("{year:04}-{month:02}-{day:02}")

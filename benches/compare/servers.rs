@@ -304,7 +304,7 @@ async fn ts_app(url: &str) -> Result<Router> {
 // C: the floor.
 
 /// The floor's plain cookie.
-const FLOOR_COOKIE: &str = "sid";
+pub const FLOOR_COOKIE: &str = "sid";
 
 fn floor_sid(headers: &HeaderMap) -> Option<String> {
     headers
