@@ -10,7 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicU8, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::http::{StatusCode, header};
@@ -120,9 +120,29 @@ pub struct UserStats {
 }
 
 impl UserStats {
-    pub fn fail(&mut self, what: String) {
+    fn fail(&mut self, what: String) {
         self.failures += 1;
         self.first_failure.get_or_insert(what);
+    }
+
+    /// Counts one request that took `elapsed`, if it began in the measured phase
+    /// (`started_in`) and the phase is still that: warm-up and stop are left out.
+    pub fn record(
+        &mut self,
+        (started_in, phase): (u8, &AtomicU8),
+        elapsed: Duration,
+        read: bool,
+        failure: Option<String>,
+    ) {
+        if started_in != MEASURE || phase.load(Ordering::Acquire) != MEASURE {
+            return;
+        }
+        self.latencies_us
+            .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+        self.reads += u64::from(read);
+        if let Some(f) = failure {
+            self.fail(f);
+        }
     }
 }
 
@@ -159,25 +179,33 @@ impl Users {
     }
 }
 
+/// A user's xorshift64 generator, seeded from its id: the same sequence every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn for_user(id: usize) -> Rng {
+        Rng(0x9E37_79B9_7F4A_7C15_u64 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
+    pub fn roll(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// One user's state: the connection, the cookies, what it wrote last.
 struct User {
     id: usize,
     conn: Conn,
     jar: Jar,
-    rng: u64,
+    rng: Rng,
     seq: u64,
     last: Option<String>,
 }
 
 impl User {
-    /// xorshift64
-    fn roll(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     /// `/put?v=<a new value>`; the failed check, if any.
     async fn put(&mut self) -> Result<Option<String>> {
         self.seq += 1;
@@ -216,7 +244,7 @@ impl User {
             id,
             conn: Conn::open(addr).await?,
             jar: Jar::default(),
-            rng: 0x9E37_79B9_7F4A_7C15_u64 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            rng: Rng::for_user(id),
             seq: 0,
             last: None,
         })
@@ -226,7 +254,7 @@ impl User {
     /// the session exists), a read otherwise; whether it was a read, and the failed check, if
     /// any.
     async fn step(&mut self, write_pct: u64) -> Result<(bool, Option<String>)> {
-        let roll = self.roll();
+        let roll = self.rng.roll();
         if self.seq == 0 || roll % 100 < write_pct {
             Ok((false, self.put().await?))
         } else {
@@ -251,16 +279,7 @@ async fn user(
         }
         let start = Instant::now();
         let (read, failure) = u.step(write_pct).await?;
-        let elapsed = start.elapsed();
-        if started_in == MEASURE && phase.load(Ordering::Acquire) == MEASURE {
-            stats
-                .latencies_us
-                .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
-            stats.reads += u64::from(read);
-            if let Some(f) = failure {
-                stats.fail(f);
-            }
-        }
+        stats.record((started_in, &phase), start.elapsed(), read, failure);
     }
     Ok(stats)
 }

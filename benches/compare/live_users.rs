@@ -18,7 +18,7 @@ use rand::RngCore;
 
 use crate::{
     Result,
-    client::{Conn, Jar, MEASURE, STOP, UserStats, Users},
+    client::{Conn, Jar, Rng, STOP, UserStats, Users},
 };
 
 /// The value every session of the population is created with, under the key `v`.
@@ -98,8 +98,7 @@ impl Live {
                     live: self.clone(),
                     id,
                     users,
-                    rng: 0x9E37_79B9_7F4A_7C15
-                        ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    rng: Rng::for_user(id),
                 };
                 tokio::spawn(user.run(addr, write_pct, phase.clone()))
             })
@@ -113,18 +112,10 @@ struct LiveUser {
     live: Arc<Live>,
     id: usize,
     users: usize,
-    rng: u64,
+    rng: Rng,
 }
 
 impl LiveUser {
-    /// xorshift64
-    fn roll(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     async fn run(
         mut self,
         addr: SocketAddr,
@@ -146,21 +137,12 @@ impl LiveUser {
             if started_in == STOP {
                 break;
             }
-            let roll = self.roll();
+            let roll = self.rng.roll();
             let i = self.id + (roll >> 8) as usize % owned * self.users;
             let write = roll % 100 < write_pct;
             let start = Instant::now();
             let failure = self.step(&mut conn, i, write).await?;
-            let elapsed = start.elapsed();
-            if started_in == MEASURE && phase.load(Ordering::Acquire) == MEASURE {
-                stats
-                    .latencies_us
-                    .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
-                stats.reads += u64::from(!write);
-                if let Some(f) = failure {
-                    stats.fail(f);
-                }
-            }
+            stats.record((started_in, &phase), start.elapsed(), !write, failure);
         }
         Ok(stats)
     }
