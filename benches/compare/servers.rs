@@ -328,12 +328,26 @@ fn new_floor_sid() -> String {
     format!("{nanos:x}{:x}{n:x}", std::process::id())
 }
 
+/// The request's floor session id, or a new one (`true`).
+fn floor_sid_or_new(headers: &HeaderMap) -> (String, bool) {
+    match floor_sid(headers) {
+        Some(sid) => (sid, false),
+        None => (new_floor_sid(), true),
+    }
+}
+
+/// The answer to a stored `/put`: the cookie, for a new id.
+fn floor_stored(sid: &str, new: bool) -> Response {
+    if !new {
+        return ().into_response();
+    }
+    let cookie = format!("{FLOOR_COOKIE}={sid}; Path=/; HttpOnly");
+    ([(header::SET_COOKIE, cookie)], ()).into_response()
+}
+
 async fn floor_app(url: &str) -> Result<Router> {
     async fn put(State(pool): State<Pool>, headers: HeaderMap, Query(q): Query<Put>) -> Response {
-        let (sid, new) = match floor_sid(&headers) {
-            Some(sid) => (sid, false),
-            None => (new_floor_sid(), true),
-        };
+        let (sid, new) = floor_sid_or_new(&headers);
         let key = format!("floor:{sid}");
         // One command: the same expiry-carrying SET a session store would send.
         let set: Result<(), _> = pool
@@ -341,15 +355,7 @@ async fn floor_app(url: &str) -> Result<Router> {
             .await;
         match set {
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-            Ok(()) if new => (
-                [(
-                    header::SET_COOKIE,
-                    format!("{FLOOR_COOKIE}={sid}; Path=/; HttpOnly"),
-                )],
-                (),
-            )
-                .into_response(),
-            Ok(()) => ().into_response(),
+            Ok(()) => floor_stored(&sid, new),
         }
     }
     async fn read(State(pool): State<Pool>, headers: HeaderMap) -> Response {
@@ -376,18 +382,12 @@ fn ceiling_app() -> Router {
     type Map = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
 
     async fn put(State(map): State<Map>, headers: HeaderMap, Query(q): Query<Put>) -> Response {
-        let (sid, new) = match floor_sid(&headers) {
-            Some(sid) => (sid, false),
-            None => (new_floor_sid(), true),
-        };
-        let cookie = new.then(|| format!("{FLOOR_COOKIE}={sid}; Path=/; HttpOnly"));
+        let (sid, new) = floor_sid_or_new(&headers);
+        let answer = floor_stored(&sid, new);
         map.lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(sid, q.v);
-        match cookie {
-            Some(c) => ([(header::SET_COOKIE, c)], ()).into_response(),
-            None => ().into_response(),
-        }
+        answer
     }
     async fn read(State(map): State<Map>, headers: HeaderMap) -> Response {
         let Some(sid) = floor_sid(&headers) else {
