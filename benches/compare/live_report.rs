@@ -7,23 +7,9 @@ use std::fmt::Write as _;
 use crate::{
     Settings,
     live::{Population, Target},
-    measure::{Run, median},
-    report::{cpu_model, loadavg, today},
+    measure::Run,
+    report::{Rounds, cpu_model, loadavg, today},
 };
-
-/// The rounds the medians are taken over: the quiet ones (other processes used at most
-/// `BENCH_MAX_OTHER` cores in each run of the round) when there are at least 3, else all.
-fn used_rounds(s: &Settings, runs: &[Vec<Run>]) -> (Vec<usize>, usize) {
-    let count = runs.first().map_or(0, Vec::len);
-    let busiest = |r: usize| runs.iter().map(|v| v[r].other_cores).fold(0.0, f64::max);
-    let quiet: Vec<usize> = (0..count).filter(|&r| busiest(r) <= s.max_other).collect();
-    let n_quiet = quiet.len();
-    if n_quiet >= 3 {
-        (quiet, n_quiet)
-    } else {
-        ((0..count).collect(), n_quiet)
-    }
-}
 
 pub fn report(
     s: &Settings,
@@ -33,7 +19,8 @@ pub fn report(
     redis_version: &str,
     load_before: &str,
 ) {
-    let (used, quiet) = used_rounds(s, runs);
+    let rounds = Rounds::new(s, runs);
+    let (used, quiet) = (rounds.used.len(), rounds.quiet.len());
     let mut out = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
@@ -53,18 +40,11 @@ pub fn report(
          ones (every read checked); one unmeasured pass, then {} rounds alternating between the \
          populations (order rotating), each run {} s warm-up + {} s measured. Medians over {} \
          rounds ({quiet} of {} quiet: other processes at most {} cores).\n",
-        s.users,
-        s.write_pct,
-        s.rounds,
-        s.warmup_secs,
-        s.secs,
-        used.len(),
-        s.rounds,
-        s.max_other
+        s.users, s.write_pct, s.rounds, s.warmup_secs, s.secs, used, s.rounds, s.max_other
     );
     populations(&mut out, pops);
-    table(&mut out, pops, targets, runs, &used);
-    ratios(&mut out, pops, targets, runs, &used);
+    table(&mut out, pops, targets, &rounds);
+    ratios(&mut out, pops, targets, &rounds);
     every_run(&mut out, pops, targets, runs);
     println!("{out}");
 }
@@ -100,13 +80,7 @@ fn populations(out: &mut String, pops: &[Population]) {
 }
 
 /// Medians per variant and population.
-fn table(
-    out: &mut String,
-    pops: &[Population],
-    targets: &[Target],
-    runs: &[Vec<Run>],
-    used: &[usize],
-) {
+fn table(out: &mut String, pops: &[Population], targets: &[Target], rounds: &Rounds) {
     let _ = writeln!(
         out,
         "\n| variant | live sessions | req/s | p50 ms | p99 ms | server CPU µs/req | Redis CPU \
@@ -114,8 +88,8 @@ fn table(
     );
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|");
     for (i, t) in targets.iter().enumerate() {
-        let med = |f: fn(&Run) -> f64| median(used.iter().map(|&r| f(&runs[i][r])).collect());
-        let failures: u64 = runs[i].iter().map(|r| r.failures).sum();
+        let med = |f: fn(&Run) -> f64| rounds.median(i, f);
+        let failures: u64 = rounds.runs[i].iter().map(|r| r.failures).sum();
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {failures} |",
@@ -131,13 +105,7 @@ fn table(
 }
 
 /// Per variant, each population against the first, by the median of per-round ratios.
-fn ratios(
-    out: &mut String,
-    pops: &[Population],
-    targets: &[Target],
-    runs: &[Vec<Run>],
-    used: &[usize],
-) {
+fn ratios(out: &mut String, pops: &[Population], targets: &[Target], rounds: &Rounds) {
     let _ = writeln!(
         out,
         "\nMedian of per-round ratios (runs of one round are adjacent in time):"
@@ -147,15 +115,10 @@ fn ratios(
             if t.variant != base.variant || t.pop == 0 {
                 continue;
             }
-            let ratio = |f: fn(&Run) -> f64| -> (f64, Vec<f64>) {
-                let each: Vec<f64> = used
-                    .iter()
-                    .map(|&r| f(&runs[a][r]) / f(&runs[b][r]))
-                    .collect();
-                (median(each.clone()), each)
-            };
-            let (rps, each) = ratio(|r| r.rps);
-            let each: Vec<String> = each.iter().map(|x| format!("{:.1}%", 100.0 * x)).collect();
+            let ratio = |f: fn(&Run) -> f64| rounds.paired(a, b, f);
+            let each: Vec<String> = (rounds.per_round(a, b, |r| r.rps).iter())
+                .map(|x| format!("{:.1}%", 100.0 * x))
+                .collect();
             let _ = writeln!(
                 out,
                 "- {}, {} / {} sessions: req/s **{:.1}%** (per round: {}), p50 {:.2}×, p99 {:.2}×, \
@@ -163,11 +126,11 @@ fn ratios(
                 t.variant.label(),
                 thousands(pops[t.pop].n as u64),
                 thousands(pops[0].n as u64),
-                100.0 * rps,
+                100.0 * ratio(|r| r.rps),
                 each.join(", "),
-                ratio(|r| r.p50_ms).0,
-                ratio(|r| r.p99_ms).0,
-                ratio(|r| r.redis_cpu_us).0,
+                ratio(|r| r.p50_ms),
+                ratio(|r| r.p99_ms),
+                ratio(|r| r.redis_cpu_us),
             );
         }
     }

@@ -13,18 +13,19 @@ use crate::{
 
 /// The rounds the medians are taken over. A round is quiet when, in each of its three runs,
 /// other processes used at most `BENCH_MAX_OTHER` cores; medians use the quiet rounds when
-/// there are at least 3 of them, every round otherwise.
-struct Rounds<'a> {
+/// there are at least 3 of them, every round otherwise. (`--live` takes its medians the same
+/// way, its "variants" being each server on each population.)
+pub struct Rounds<'a> {
     /// Every run of variant `i` in `runs[i]`, one a round.
-    runs: &'a [Vec<Run>],
+    pub runs: &'a [Vec<Run>],
     count: usize,
-    quiet: Vec<usize>,
-    used: Vec<usize>,
+    pub quiet: Vec<usize>,
+    pub used: Vec<usize>,
 }
 
 impl<'a> Rounds<'a> {
-    fn new(s: &Settings, runs: &'a [Vec<Run>]) -> Self {
-        let count = runs[0].len();
+    pub fn new(s: &Settings, runs: &'a [Vec<Run>]) -> Self {
+        let count = runs.first().map_or(0, Vec::len);
         let quiet: Vec<usize> = (0..count)
             .filter(|&r| Self::busiest(runs, r) <= s.max_other)
             .collect();
@@ -47,17 +48,21 @@ impl<'a> Rounds<'a> {
     }
 
     /// The median of `f` over the rounds used, for variant `i`.
-    fn median(&self, i: usize, f: fn(&Run) -> f64) -> f64 {
+    pub fn median(&self, i: usize, f: fn(&Run) -> f64) -> f64 {
         median(self.used.iter().map(|&r| f(&self.runs[i][r])).collect())
     }
 
     /// Ratios of `f` within each round (its three runs are adjacent in time), then their median.
-    fn paired(&self, a: usize, b: usize, f: fn(&Run) -> f64) -> f64 {
-        let ratios = self
-            .used
+    pub fn paired(&self, a: usize, b: usize, f: fn(&Run) -> f64) -> f64 {
+        median(self.per_round(a, b, f))
+    }
+
+    /// The ratio of `f` of variant `a` to variant `b` in each round used.
+    pub fn per_round(&self, a: usize, b: usize, f: fn(&Run) -> f64) -> Vec<f64> {
+        self.used
             .iter()
-            .map(|&r| f(&self.runs[a][r]) / f(&self.runs[b][r]));
-        median(ratios.collect())
+            .map(|&r| f(&self.runs[a][r]) / f(&self.runs[b][r]))
+            .collect()
     }
 
     /// The round in which other processes used the least CPU.
