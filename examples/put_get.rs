@@ -328,8 +328,8 @@ fn refuse(why: &str) -> ! {
     std::process::exit(2);
 }
 
-/// A layer on Redis when `REDIS_URL` is set, else in memory; exits with code 1 when Redis
-/// cannot be used.
+/// A layer on Redis when `REDIS_URL` is set, else in memory; exits with code 1 when
+/// `REDIS_URL` is not a Redis URL.
 async fn store_layer() -> SessionLayer {
     let cache = cache_from_env();
     let Ok(url) = env::var("REDIS_URL") else {
@@ -343,6 +343,10 @@ async fn store_layer() -> SessionLayer {
         Ok(mut store) => {
             let prefix = store.prefix();
             println!("store: RedisStore (REDIS_URL), key prefix {prefix}");
+            // The store dials lazily: the server starts during a Redis outage too.
+            if let Err(e) = store.ready().await {
+                eprintln!("Redis does not answer yet ({e}): serving; sessions fail until it does");
+            }
             if let Some(cache) = cache {
                 store = store.with_local_cache(cache);
                 let ready = tokio::time::timeout(Duration::from_secs(2), store.local_cache_ready());

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fred::{
     clients::{Client, Pool},
+    error::ErrorKind,
     interfaces::ClientLike,
     prelude::{Builder, Config, ReconnectPolicy},
     types::config::UnresponsiveConfig,
@@ -67,6 +68,45 @@ impl FredClient for Pool {
     }
 }
 
+impl<C: FredClient> RedisStore<C> {
+    /// Whether Redis answers now: a `PING` through every connection of the client or pool,
+    /// each bounded by the client's command timeout (1 s when it has none). A readiness check
+    /// for a health endpoint, or, right after [`from_url`](RedisStore::from_url), a way to
+    /// refuse to start without Redis:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tower_scs::Error> {
+    /// let store = tower_scs::RedisStore::from_url("redis://127.0.0.1:6379").await?;
+    /// store.ready().await?; // fail fast: no Redis, no server
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// On Cluster a connection counts as connected once it reaches every primary, so one
+    /// primary down fails the check.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] with what went wrong (refused, timed out, not connected, the server's
+    /// error reply).
+    pub async fn ready(&self) -> Result<(), Error> {
+        let bound = self.command_timeout.unwrap_or(Duration::from_secs(1));
+        for client in self.client.clients() {
+            let pong = tokio::time::timeout(bound, client.ping::<fred::types::Value>(None));
+            match pong.await {
+                Ok(Ok(_)) if client.is_connected() => {}
+                Ok(Ok(_)) => return Err(not_ready(ErrorKind::IO, "Redis is not connected yet")),
+                Ok(Err(e)) => return Err(Error::store(e)),
+                Err(_) => return Err(not_ready(ErrorKind::Timeout, "no answer to PING in time")),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_ready(kind: ErrorKind, what: &'static str) -> Error {
+    Error::store(fred::error::Error::new(kind, what))
+}
+
 /// A stable hash of the last 8 bytes of `key`: session ids are random, so their tail spreads
 /// them evenly (over a pool's clients, or the local cache's stripes).
 pub(super) fn tail_hash(key: &str) -> usize {
@@ -80,9 +120,17 @@ impl RedisStore<Pool> {
     /// The default key prefix, as in SCS's redisstore: `scs:session:`.
     pub const DEFAULT_PREFIX: &'static str = "scs:session:";
 
-    /// Connects to the Redis at `url` (any URL fred accepts: `redis://`, `rediss://` with a fred
-    /// TLS feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`) with
-    /// settings fit for a session store:
+    /// A store on the Redis at `url` (any URL fred accepts: `redis://`, `rediss://` with the
+    /// `tls` feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`; a
+    /// username and password as in `redis://user:password@host:port`), with settings fit for
+    /// a session store:
+    ///
+    /// - it dials lazily, like SCS over redigo: it returns at once, without waiting for Redis,
+    ///   and connects in the background, so a server restarted during a Redis outage still comes
+    ///   up. Until Redis answers, requests that use their session get the layer's error response
+    ///   within the command timeout, and the others are served; full service begins by itself.
+    ///   To fail fast at start-up instead, call [`ready`](RedisStore::ready) and stop on its
+    ///   error;
     ///
     /// - a pool of 4 connections (each session key always uses the same one, so Redis runs one
     ///   session's commands in order);
@@ -99,9 +147,12 @@ impl RedisStore<Pool> {
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] when the URL is invalid or Redis cannot be reached at start.
+    /// [`Error::Store`] when the URL is invalid; an unreachable Redis is not an error here (see
+    /// [`ready`](RedisStore::ready)).
     pub async fn from_url(url: &str) -> Result<Self, Error> {
-        let config = Config::from_url(url).map_err(Error::store)?;
+        let mut config = Config::from_url(url).map_err(Error::store)?;
+        // The first connection follows the reconnect policy too, instead of failing `init`.
+        config.fail_fast = false;
         let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(1);
@@ -126,7 +177,9 @@ impl RedisStore<Pool> {
             .set_policy(ReconnectPolicy::new_constant(0, 100))
             .build_pool(4)
             .map_err(Error::store)?;
-        pool.init().await.map_err(Error::store)?;
+        // The connection tasks run detached; commands sent before they connect wait for them,
+        // within the command timeout.
+        drop(pool.connect_pool());
         Ok(Self::new(pool))
     }
 }

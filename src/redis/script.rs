@@ -3,7 +3,11 @@
 //! it clones every argument on every call, a cost on big sessions, and after a `NOSCRIPT` it
 //! sends `SCRIPT LOAD` to every node and then `EVALSHA` again, where one `EVAL` does both.)
 
-use fred::{clients::Client, interfaces::LuaInterface, types::Value};
+use fred::{
+    clients::Client,
+    interfaces::ClientLike,
+    types::{ClusterHash, CustomCommand, Value},
+};
 
 use super::decode::{from_millis, millis, millis_of};
 use crate::{
@@ -43,21 +47,31 @@ impl Script {
     }
 
     /// Runs the script on `key`. `args` is called again only for the `EVAL` after a `NOSCRIPT`.
+    ///
+    /// Sent as custom commands routed by the key's slot, not through fred's `evalsha`: that
+    /// one looks the key's node up before sending, so on a cluster whose routing state is not
+    /// known yet (the store dials lazily) it fails at once instead of waiting for the
+    /// connection like every other command.
     pub(super) async fn run(
         &self,
         client: &Client,
         key: String,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Value, Error> {
-        match client
-            .evalsha::<Value, _, _, _>(self.sha.as_str(), key.as_str(), args())
-            .await
-        {
+        let slot = redis_protocol::redis_keyslot(key.as_bytes());
+        let call = |name: &'static str, body: &str| {
+            let rest = args();
+            let mut all = Vec::with_capacity(3 + rest.len());
+            all.extend([body.into(), 1.into(), key.as_str().into()]);
+            all.extend(rest);
+            let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+            client.custom::<Value, Value>(command, all)
+        };
+        match call("EVALSHA", &self.sha).await {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
-            Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .eval(self.lua.as_str(), key, args())
-                .await
-                .map_err(script_error),
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                call("EVAL", &self.lua).await.map_err(script_error)
+            }
             other => other.map_err(script_error),
         }
     }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use tower_scs::{RedisStore, SessionLayer};
 
-use crate::harness::{Client, Inspector, Monitor, NONE, RedisServer, app, cached, sleep_ms};
+use crate::harness::{
+    Client, Inspector, Monitor, NONE, RedisServer, app, cached, connected, sleep_ms,
+};
 
 /// A store on `server` with a local cache whose tracking is on.
 async fn cached_store(server: &RedisServer) -> RedisStore {
@@ -177,7 +179,8 @@ async fn a_lost_connection_drops_the_cache_until_tracking_is_back() {
     wait_cached(&store, 0).await;
     // Changed while no invalidation can reach the cache.
     let key = format!("{}{token}", RedisStore::DEFAULT_PREFIX);
-    let other = app_over(&RedisStore::from_url(&server.url()).await.unwrap(), |l| l);
+    let other = connected(RedisStore::from_url(&server.url()).await.unwrap()).await;
+    let other = app_over(&other, |l| l);
     Client::with_token(&other, &token)
         .get("/put?key=a&value=2")
         .await;

@@ -53,10 +53,11 @@ fn temp_root(kind: &str) -> PathBuf {
     dir
 }
 
-/// One `redis-server` process.
+/// One `redis-server` process, and the arguments that (re)start it.
 struct Node {
     port: u16,
     child: Option<Child>,
+    args: Vec<String>,
 }
 
 impl Node {
@@ -68,24 +69,35 @@ impl Node {
             let port = free_port();
             let dir = root.join(format!("{name}-{attempt}"));
             std::fs::create_dir_all(&dir).expect("create the node dir");
-            let child = Command::new("redis-server")
-                .args(args(port, &dir))
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
             let mut node = Node {
                 port,
-                child: Some(child),
+                child: None,
+                args: args(port, &dir),
             };
-            if let Some(client) = redis::wait_ready(&mut node.child, port).await {
-                let _ = client.quit().await;
+            if node.run().await {
                 return node;
             }
-            node.kill();
         }
         panic!("redis-server ({name}) did not start after 5 attempts");
+    }
+
+    /// Starts the node's process on its port with its arguments; false (and no process) if it
+    /// did not come up.
+    async fn run(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        if let Some(client) = redis::wait_ready(&mut self.child, self.port).await {
+            let _ = client.quit().await;
+            return true;
+        }
+        self.kill();
+        false
     }
 
     fn alive(&self) -> bool {
@@ -347,6 +359,19 @@ impl RedisCluster {
             .find(|n| n.port == port)
             .expect("a node of this cluster");
         node.kill();
+    }
+
+    /// Starts again the node on `port` that [`kill_primary`](Self::kill_primary) killed: same
+    /// port, arguments and `nodes.conf`, so it rejoins the cluster with the slots it had (and no
+    /// data: persistence is off).
+    pub async fn restart_node(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        assert!(!node.alive(), "node {port} is running");
+        assert!(node.run().await, "node {port} did not restart");
     }
 
     /// Waits until every live node reports `cluster_state:ok` with all slots served, every

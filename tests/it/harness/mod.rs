@@ -73,9 +73,18 @@ macro_rules! both_stores {
     };
 }
 
+/// `store` once every connection of its pool is up (`ready`): `from_url` dials lazily, and a
+/// test that counts the commands it sends must not see a late connection's handshake.
+pub async fn connected(store: RedisStore) -> RedisStore {
+    store.ready().await.expect("the test Redis answers");
+    store
+}
+
 /// `store` with a local cache of `entries` sessions, once its tracking is on.
 pub async fn cached(store: RedisStore, entries: u64) -> RedisStore {
-    let store = store.with_local_cache(LocalCache::new(entries));
+    let store = connected(store)
+        .await
+        .with_local_cache(LocalCache::new(entries));
     tokio::time::timeout(Duration::from_secs(5), store.local_cache_ready())
         .await
         .expect("the local cache's tracking on within 5 s");
@@ -233,9 +242,10 @@ impl Backend {
                 calls,
             }),
             Kind::Redis(server) => {
-                let mut store = RedisStore::from_url(&server.url())
+                let store = RedisStore::from_url(&server.url())
                     .await
                     .expect("RedisStore::from_url on the test server");
+                let mut store = connected(store).await;
                 if let Some(entries) = self.cache {
                     store = cached(store, entries).await;
                 }
