@@ -29,6 +29,7 @@ mod layers;
 mod limits;
 mod outage;
 mod owners;
+mod pressure;
 mod races;
 mod redis_store;
 mod security;
