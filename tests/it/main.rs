@@ -24,6 +24,7 @@ mod example_cache;
 mod example_hyper;
 mod example_put_get;
 mod example_tonic;
+mod faults;
 mod fuzz;
 mod layers;
 mod limits;

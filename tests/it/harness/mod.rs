@@ -8,6 +8,8 @@ pub mod cluster;
 pub mod example;
 pub mod gate;
 pub mod headers;
+pub mod load;
+pub mod proxy;
 pub mod redis;
 
 use std::{
