@@ -299,6 +299,7 @@ impl<C: FredClient> RedisStore<C> {
         // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
         let reply = client.custom_raw(hgetall, vec![key]).await.map_err(|e| {
+            client::revive_after(client, &e);
             match (e.kind(), self.command_timeout) {
                 (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
                 _ => Error::store(e),

@@ -1,7 +1,11 @@
 //! The fred clients a [`RedisStore`] sends through ([`FredClient`], sealed), and
 //! [`RedisStore::from_url`]'s ready-made pool.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+    time::{Duration, Instant},
+};
 
 use fred::{
     clients::{Client, Pool},
@@ -105,6 +109,40 @@ impl<C: FredClient> RedisStore<C> {
 
 fn not_ready(kind: ErrorKind, what: &'static str) -> Error {
     Error::store(fred::error::Error::new(kind, what))
+}
+
+/// When each client was last made to reconnect by [`revive_after`], by fred client id.
+static REVIVED: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Mutex::default);
+
+/// After the error `e` of a command through `client`: when the command timed out on a
+/// connection fred still counts as connected, makes the client reconnect (at most once a
+/// second).
+///
+/// fred's unresponsive-connection check counts from a connection's *last* write, so under
+/// steady traffic a connection to a server that hangs without closing it (`SIGSTOP`, a silent
+/// partition) is never found unresponsive: new commands keep being written to it. A timed-out
+/// command is the sign; a reconnect is the cure, and behind Sentinel it asks the sentinels for
+/// the primary again, so a failover away from a hung primary is followed within about a second.
+pub(super) fn revive_after(client: &Client, e: &fred::error::Error) {
+    if *e.kind() != ErrorKind::Timeout || !client.is_connected() {
+        return;
+    }
+    let now = Instant::now();
+    {
+        let mut revived = REVIVED.lock().unwrap_or_else(|e| e.into_inner());
+        match revived.get(client.id()) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => return,
+            _ => revived.insert(client.id().to_owned(), now),
+        };
+    }
+    tracing::warn!(
+        client = client.id(),
+        "a Redis command timed out: reconnecting"
+    );
+    let client = client.clone();
+    tokio::spawn(async move {
+        let _ = client.force_reconnection().await;
+    });
 }
 
 /// A stable hash of the last 8 bytes of `key`: session ids are random, so their tail spreads

@@ -67,7 +67,11 @@ impl Script {
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
             client.custom::<Value, Value>(command, all)
         };
-        match call("EVALSHA", &self.sha).await {
+        let reply = call("EVALSHA", &self.sha).await;
+        if let Err(e) = &reply {
+            super::client::revive_after(client, e);
+        }
+        match reply {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 call("EVAL", &self.lua).await.map_err(script_error)

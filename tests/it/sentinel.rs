@@ -38,6 +38,29 @@ async fn repl_offset(setup: &RedisSentinel, port: u16, field: &str) -> i64 {
 /// lost (asynchronous replication): they are counted and printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_served_through_a_sentinel_failover() {
+    through_a_failover(Failure::Killed).await;
+}
+
+/// The same with a primary that hangs (`SIGSTOP`) instead of dying: its connections stay open
+/// and silent, so fred finds out through its unresponsive-connection check; every user is
+/// served again within `HUNG_LIMIT` of the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_served_soon_after_a_hung_primary_fails_over() {
+    through_a_failover(Failure::Hung).await;
+}
+
+/// How the primary fails.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Killed,
+    Hung,
+}
+
+/// How soon after the sentinel promoted the replica every user must be served again when the
+/// primary hung.
+const HUNG_LIMIT: Duration = Duration::from_secs(2);
+
+async fn through_a_failover(failure: Failure) {
     const USERS: usize = 8;
     let mut setup = RedisSentinel::start().await;
     let store = RedisStore::from_url(&setup.url())
@@ -83,7 +106,10 @@ async fn sessions_are_served_through_a_sentinel_failover() {
     }
     let traffic = Traffic::start(clients);
     traffic.wait_flowing(Duration::from_secs(10)).await;
-    setup.kill_primary();
+    match failure {
+        Failure::Killed => setup.kill_primary(),
+        Failure::Hung => setup.hang_primary(),
+    }
     traffic.killed_now();
     let setup = Arc::new(setup);
     let promoted = {
@@ -94,8 +120,17 @@ async fn sessions_are_served_through_a_sentinel_failover() {
     sleep_ms(500).await;
     let logs = traffic.stop().await;
     let promoted = promoted.await.expect("the sentinel promoted the replica");
-    println!("sentinel: replica {replica} promoted {promoted:?} after the primary was killed");
+    println!("sentinel: replica {replica} promoted {promoted:?} after the primary {failure:?}");
     report_and_check("sentinel", &logs, RESUME_LIMIT);
+    let last_back = logs.iter().filter_map(|l| l.back_after).max().unwrap();
+    let after_promotion = last_back.saturating_sub(promoted);
+    println!("sentinel: every user served again {after_promotion:?} after the promotion");
+    if let Failure::Hung = failure {
+        assert!(
+            after_promotion <= HUNG_LIMIT,
+            "{after_promotion:?} after the promotion"
+        );
+    }
 
     // Writes replicated before the kill survived; new sessions and writes go to the new primary.
     let mut survived = 0;

@@ -557,6 +557,17 @@ impl RedisSentinel {
         self.primary.kill();
     }
 
+    /// Stops the primary with `SIGSTOP`: it hangs, its connections stay open and answer
+    /// nothing, as behind a silent partition (killed on drop all the same).
+    pub fn hang_primary(&mut self) {
+        let pid = self.primary.child.as_ref().expect("a running primary").id();
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill -STOP");
+        assert!(stopped.success(), "kill -STOP {pid}");
+    }
+
     /// Waits until the sentinel reports the replica as the primary and the replica says it is
     /// one; returns the time it took.
     pub async fn wait_promoted(&self, limit: Duration) -> Duration {
