@@ -78,6 +78,8 @@ mod config;
 mod error;
 mod layer;
 mod memory;
+pub mod metrics;
+mod observe;
 #[cfg(feature = "redis")]
 mod redis;
 mod session;

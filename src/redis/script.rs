@@ -49,15 +49,19 @@ impl Script {
         key: String,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Value, Error> {
+        crate::observe::redis_command();
         match client
             .evalsha::<Value, _, _, _>(self.sha.as_str(), key.as_str(), args())
             .await
         {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
-            Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .eval(self.lua.as_str(), key, args())
-                .await
-                .map_err(script_error),
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                crate::observe::redis_command();
+                client
+                    .eval(self.lua.as_str(), key, args())
+                    .await
+                    .map_err(script_error)
+            }
             other => other.map_err(script_error),
         }
     }
@@ -155,12 +159,12 @@ pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<Str
     let items = match reply {
         Value::Null => return Ok(None),
         Value::Array(items) => items,
-        other => return Err(bad_reply(&other)),
+        _ => return Err(bad_reply()),
     };
     let [expiry, remember, owner] = items.as_slice() else {
-        return Err(bad_reply(&items));
+        return Err(bad_reply());
     };
-    let expiry = expiry.as_i64().ok_or_else(|| bad_reply(&items))?;
+    let expiry = expiry.as_i64().ok_or_else(bad_reply)?;
     let committed = Committed {
         expiry: from_millis(expiry),
         remember: remember.as_str().is_some_and(|r| r == "1"),
@@ -171,9 +175,10 @@ pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<Str
     )))
 }
 
-/// A script reply not of the shape the script returns.
-pub(super) fn bad_reply(reply: &impl std::fmt::Debug) -> Error {
-    Error::Malformed(format!("unexpected reply from a session script: {reply:?}"))
+/// A script reply not of the shape the script returns. The error does not show the reply: it
+/// can hold a session id (a replaced session's successor), and errors reach the logs.
+pub(super) fn bad_reply() -> Error {
+    Error::Malformed("unexpected reply from a session script".into())
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! Metrics of the session layer, through the [`metrics`](https://docs.rs/metrics) facade, with
+//! the `metrics` feature (off by default). Install any recorder (for Prometheus,
+//! [metrics-exporter-prometheus](https://docs.rs/metrics-exporter-prometheus)) and the layer's
+//! counters and histograms show there; without the feature, or without a recorder, they cost
+//! nothing but a check.
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `tower_scs_loads_total` | counter | | session loads from the store (a request's first read, a `SessionLoader::load`), hits of the local cache included |
+//! | `tower_scs_commits_total` | counter | | commits that went to the store: the layer's at the end of a request, and `Session::commit` |
+//! | `tower_scs_creates_total` | counter | | new sessions stored |
+//! | `tower_scs_renewals_total` | counter | | sessions renewed (new token, same data) |
+//! | `tower_scs_destroys_total` | counter | | sessions destroyed by their own request |
+//! | `tower_scs_revokes_total` | counter | | sessions revoked by another (a device, or all of an owner) |
+//! | `tower_scs_errors_total` | counter | `kind`, `op` | errors, by kind (below) and by the store call they came from (`op`, as for `tower_scs_store_seconds`; `commit` also for a write refused before any store call) |
+//! | `tower_scs_cache_hits_total` | counter | | loads the Redis store's local cache answered, with no Redis command |
+//! | `tower_scs_cache_misses_total` | counter | | loads the local cache could not answer, sent to Redis |
+//! | `tower_scs_store_seconds` | histogram | `op` | the time of each store call, seconds: `op` is `load`, `commit`, `delete`, `replace`, `take`, `delete_owner`, `owner_sessions` or `delete_owned` |
+//! | `tower_scs_session_bytes` | histogram | | the size of each session loaded: bytes of its keys and JSON values |
+//!
+//! The error kinds: `store` (the backend failed), `timeout` (no answer within the store
+//! timeout), `malformed` (a stored record not in the store's shape), `too_large`, `value` (a
+//! value that does not serialize), `unsupported`, `config`, `missing_layer`.
+//!
+//! Every name and label is a `&'static str`: no token, session id or key is ever a label, and a
+//! metric costs no allocation on the request path. Counters move once per event (a request
+//! that reads and writes its session counts one load and one commit).
+//!
+//! See the crate docs' *Observability* section for the `tracing` spans and example output.
+
+use crate::Error;
+
+/// Counter: session loads from the store.
+pub const LOADS_TOTAL: &str = "tower_scs_loads_total";
+/// Counter: commits that went to the store.
+pub const COMMITS_TOTAL: &str = "tower_scs_commits_total";
+/// Counter: new sessions stored.
+pub const CREATES_TOTAL: &str = "tower_scs_creates_total";
+/// Counter: sessions renewed.
+pub const RENEWALS_TOTAL: &str = "tower_scs_renewals_total";
+/// Counter: sessions destroyed by their own request.
+pub const DESTROYS_TOTAL: &str = "tower_scs_destroys_total";
+/// Counter: sessions revoked by another.
+pub const REVOKES_TOTAL: &str = "tower_scs_revokes_total";
+/// Counter, labels `kind` and `op`: errors.
+pub const ERRORS_TOTAL: &str = "tower_scs_errors_total";
+/// Counter: loads the local cache answered.
+pub const CACHE_HITS_TOTAL: &str = "tower_scs_cache_hits_total";
+/// Counter: loads the local cache sent on to Redis.
+pub const CACHE_MISSES_TOTAL: &str = "tower_scs_cache_misses_total";
+/// Histogram, label `op`: the time of each store call, in seconds.
+pub const STORE_SECONDS: &str = "tower_scs_store_seconds";
+/// Histogram: the size of each session loaded, in bytes.
+pub const SESSION_BYTES: &str = "tower_scs_session_bytes";
+
+/// A store call, the `op` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Load,
+    Commit,
+    Delete,
+    Replace,
+    Take,
+    DeleteOwner,
+    OwnerSessions,
+    DeleteOwned,
+}
+
+impl Op {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Load => "load",
+            Op::Commit => "commit",
+            Op::Delete => "delete",
+            Op::Replace => "replace",
+            Op::Take => "take",
+            Op::DeleteOwner => "delete_owner",
+            Op::OwnerSessions => "owner_sessions",
+            Op::DeleteOwned => "delete_owned",
+        }
+    }
+}
+
+/// The `kind` label of an error (also the `outcome` of a failed span).
+pub(crate) fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::Store(_) => "store",
+        Error::Timeout(_) => "timeout",
+        Error::Malformed(_) => "malformed",
+        Error::Value { .. } => "value",
+        Error::TooLarge(_) => "too_large",
+        Error::Unsupported(_) => "unsupported",
+        Error::Config(_) => "config",
+        Error::MissingLayer => "missing_layer",
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod on;
+#[cfg(feature = "metrics")]
+pub(crate) use self::on::*;
+
+/// Without the `metrics` feature: nothing.
+#[cfg(not(feature = "metrics"))]
+mod off {
+    use std::time::Duration;
+
+    use super::{Error, Op};
+    use crate::session::EventKind;
+
+    pub(crate) fn store_call(_: Op, _: Duration, _: Option<&Error>) {}
+    pub(crate) fn loaded(_: Option<&crate::store::Record>) {}
+    pub(crate) fn committed() {}
+    pub(crate) fn failed_before_store(_: &Error) {}
+    pub(crate) fn event(_: EventKind) {}
+    #[cfg(feature = "redis")]
+    pub(crate) fn cache(_: bool) {}
+}
+#[cfg(not(feature = "metrics"))]
+pub(crate) use self::off::*;
