@@ -6,7 +6,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `tower_scs_loads_total` | counter | | session loads from the store (a request's first read, a `SessionLoader::load`), hits of the local cache included |
+//! | `tower_scs_loads_total` | counter | | session loads from the store (a request's first read, a `SessionLoader::load`), failed ones and hits of the local cache included |
 //! | `tower_scs_commits_total` | counter | | commits that went to the store: the layer's at the end of a request, and `Session::commit` |
 //! | `tower_scs_creates_total` | counter | | new sessions stored |
 //! | `tower_scs_renewals_total` | counter | | sessions renewed (new token, same data) |

@@ -121,9 +121,7 @@ pub(crate) async fn load(
         Err(e) => metrics::kind(e),
     };
     recorded.record("outcome", outcome);
-    if let Ok(record) = &result {
-        metrics::loaded(record.as_ref());
-    }
+    metrics::loaded(result.as_ref().ok().and_then(Option::as_ref));
     result
 }
 
@@ -153,10 +151,15 @@ pub(crate) async fn commit(
         metrics::committed();
     }
     if let Err(e) = &result {
-        if !cost.failed {
+        // A store call's error was counted by it; so was a failed load that a request's
+        // commit only reports again.
+        let from_store = matches!(e, Error::Store(_) | Error::Timeout(_) | Error::Malformed(_));
+        if !cost.failed && !from_store {
             metrics::failed_before_store(e);
         }
-        tracing::warn!(op, outcome, error = %e, "session commit failed");
+        if cost.store_calls > 0 {
+            tracing::warn!(op, outcome, error = %e, "session commit failed");
+        }
     }
     result
 }

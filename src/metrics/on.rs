@@ -34,7 +34,7 @@ fn error_of(op: &'static str, e: &Error) {
     counter!(super::ERRORS_TOTAL, "kind" => kind(e), "op" => op).increment(1);
 }
 
-/// A load from the store answered `record` (`None`: no such session), or failed (not called).
+/// A load from the store answered `record` (`None`: no such session, or the load failed).
 pub(crate) fn loaded(record: Option<&Record>) {
     counter!(super::LOADS_TOTAL).increment(1);
     if let Some(record) = record {

@@ -27,6 +27,7 @@ mod example_tonic;
 mod fuzz;
 mod layers;
 mod limits;
+mod observability;
 mod outage;
 mod owners;
 mod races;
