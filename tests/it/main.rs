@@ -22,6 +22,7 @@ mod devices;
 mod example_account;
 mod example_cache;
 mod example_hyper;
+mod example_metrics;
 mod example_put_get;
 mod example_tonic;
 mod fuzz;
