@@ -26,7 +26,76 @@
 //! metric costs no allocation on the request path. Counters move once per event (a request
 //! that reads and writes its session counts one load and one commit).
 //!
-//! See the crate docs' *Observability* section for the `tracing` spans and example output.
+//! # Spans
+//!
+//! With or without the feature, the layer's loads and commits run inside `tracing` spans at
+//! `DEBUG` (target `tower_scs::observe`), which cost nothing when no subscriber wants them:
+//!
+//! | span | fields |
+//! |---|---|
+//! | `session_load` | `outcome`: `found`, `not_found`, or the error kind; `duration_us`; `store_calls`; `redis_commands` |
+//! | `session_commit` | `op`: `create`, `update`, `renew`, `destroy`, or `refused` (a write refused, or a load failed, before the commit); `outcome`: `stored`, `cleared` (destroyed), `nothing` (the session had ended), or the error kind; `duration_us`; `store_calls`; `redis_commands` |
+//!
+//! `store_calls` counts the calls of the [`SessionStore`](crate::store::SessionStore) trait,
+//! `redis_commands` the commands `RedisStore` sent for them (0 on other
+//! stores, and for a load the local cache answered). Events: `ERROR` *session error; sending the
+//! error response* when the layer answers with its error response, and `WARN` *session commit
+//! failed* (with `op`, `outcome`, `error`) when a commit's store calls fail. No span, field or
+//! event holds a token, a hash of one, a session id or a Redis key; error messages never do
+//! either.
+//!
+//! # Example output
+//!
+//! `examples/put_get` with `METRICS=1`, on Redis with `LOCAL_CACHE=1000`: a put, three gets, a
+//! renew and a destroy; a put, then Redis stopped and a get (the error response, after the
+//! 900 ms command timeout). An excerpt of `GET /metrics`:
+//!
+//! ```text
+//! # TYPE tower_scs_loads_total counter
+//! tower_scs_loads_total 5
+//! # TYPE tower_scs_cache_hits_total counter
+//! tower_scs_cache_hits_total 3
+//! # TYPE tower_scs_cache_misses_total counter
+//! tower_scs_cache_misses_total 2
+//! # TYPE tower_scs_errors_total counter
+//! tower_scs_errors_total{kind="timeout",op="load"} 1
+//! # TYPE tower_scs_commits_total counter
+//! tower_scs_commits_total 4
+//! # TYPE tower_scs_creates_total counter
+//! tower_scs_creates_total 2
+//! # TYPE tower_scs_renewals_total counter
+//! tower_scs_renewals_total 1
+//! # TYPE tower_scs_destroys_total counter
+//! tower_scs_destroys_total 1
+//! # TYPE tower_scs_store_seconds summary
+//! tower_scs_store_seconds{op="load",quantile="0"} 0.000097182
+//! tower_scs_store_seconds{op="load",quantile="0.5"} 0.0012848670523542731
+//! tower_scs_store_seconds{op="load",quantile="1"} 0.901455537
+//! tower_scs_store_seconds_sum{op="load"} 0.9026668480000001
+//! tower_scs_store_seconds_count{op="load"} 5
+//! tower_scs_store_seconds_count{op="commit"} 3
+//! tower_scs_store_seconds_count{op="replace"} 1
+//! tower_scs_store_seconds_count{op="delete"} 1
+//! ```
+//!
+//! And what a `tracing_subscriber::fmt()` subscriber at `DEBUG`, with span closes shown
+//! (`.with_span_events(FmtSpan::CLOSE)`), printed for the observability test's steps on Redis:
+//! a put, a get, a put, a renew (which reads first), a destroy, then a get with Redis stopped
+//! (timestamps cut). The first commit sends 2 commands: `EVALSHA`, then `EVAL`, since the fresh
+//! server did not know the script yet.
+//!
+//! ```text
+//! DEBUG session_commit{op="create" duration_us=1524 store_calls=1 redis_commands=2 outcome="stored"}: tower_scs::observe: close time.busy=583µs time.idle=974µs
+//! DEBUG session_load{duration_us=437 store_calls=1 redis_commands=1 outcome="found"}: tower_scs::observe: close time.busy=196µs time.idle=270µs
+//! DEBUG session_commit{op="update" duration_us=460 store_calls=1 redis_commands=1 outcome="stored"}: tower_scs::observe: close time.busy=154µs time.idle=327µs
+//! DEBUG session_load{duration_us=301 store_calls=1 redis_commands=1 outcome="found"}: tower_scs::observe: close time.busy=103µs time.idle=217µs
+//! DEBUG session_commit{op="renew" duration_us=976 store_calls=2 redis_commands=3 outcome="stored"}: tower_scs::observe: close time.busy=261µs time.idle=733µs
+//! DEBUG session_commit{op="destroy" duration_us=643 store_calls=1 redis_commands=2 outcome="cleared"}: tower_scs::observe: close time.busy=186µs time.idle=475µs
+//! DEBUG session_load{duration_us=901404 store_calls=1 redis_commands=1 outcome="timeout"}: tower_scs::observe: close time.busy=511µs time.idle=901ms
+//! ERROR tower_scs::error: session error error=session store did not answer within 900ms
+//! DEBUG session_commit{op="refused" duration_us=11 store_calls=0 redis_commands=0 outcome="timeout"}: tower_scs::observe: close time.busy=6.34µs time.idle=316µs
+//! ERROR tower_scs::layer::service: session error; sending the error response error=session store did not answer within 900ms
+//! ```
 
 use crate::Error;
 
