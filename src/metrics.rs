@@ -122,6 +122,9 @@ pub const STORE_SECONDS: &str = "tower_scs_store_seconds";
 /// Histogram: the size of each session loaded, in bytes.
 pub const SESSION_BYTES: &str = "tower_scs_session_bytes";
 
+/// Whether the metrics are recorded (the `metrics` feature): store calls are timed only then.
+pub(crate) const ON: bool = cfg!(feature = "metrics");
+
 /// A store call, the `op` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {

@@ -16,13 +16,11 @@ use crate::{
     wire::TokenOut,
 };
 
-/// What one load or commit cost.
+/// What one load or commit cost, while its span is on.
 #[derive(Default)]
 struct Tally {
     store_calls: Cell<u64>,
     redis_commands: Cell<u64>,
-    /// A store call failed (and its error was counted there).
-    failed: Cell<bool>,
 }
 
 tokio::task_local! {
@@ -35,45 +33,33 @@ pub(crate) fn redis_command() {
     let _ = TALLY.try_with(|t| t.redis_commands.set(t.redis_commands.get() + 1));
 }
 
-/// Runs one store call: times it, counts it for the load or commit in progress, and records it
-/// in the metrics.
+/// Runs one store call: counts it for the load or commit in progress, and, with the `metrics`
+/// feature, times it and records it.
 pub(crate) async fn store_call<T>(
     op: Op,
     call: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let start = Instant::now();
+    let start = metrics::ON.then(Instant::now);
     let result = call.await;
-    let error = result.as_ref().err();
-    metrics::store_call(op, start.elapsed(), error);
-    let _ = TALLY.try_with(|t| {
-        t.store_calls.set(t.store_calls.get() + 1);
-        t.failed.set(t.failed.get() || error.is_some());
-    });
+    if let Some(start) = start {
+        metrics::store_call(op, start.elapsed(), result.as_ref().err());
+    }
+    let _ = TALLY.try_with(|t| t.store_calls.set(t.store_calls.get() + 1));
     result
 }
 
-/// What a load or commit cost: its store calls, and whether one of them failed.
-struct Cost {
-    store_calls: u64,
-    failed: bool,
-}
-
 /// Runs `call` inside `span`, with a fresh tally, and records on the span how long it took and
-/// what it cost.
-async fn tallied<T>(span: tracing::Span, call: impl Future<Output = T>) -> (T, Cost) {
+/// what it cost. When no subscriber wants the span, only runs `call`: no clock read, no tally.
+async fn tallied<T>(span: tracing::Span, call: impl Future<Output = T>) -> T {
+    if span.is_disabled() {
+        return call.await;
+    }
     let recorded = span.clone();
     let start = Instant::now();
-    let (result, (store_calls, redis_commands, failed)) = TALLY
+    let (result, (store_calls, redis_commands)) = TALLY
         .scope(Tally::default(), async {
             let result = call.await;
-            let tally = TALLY.with(|t| {
-                let Tally {
-                    store_calls,
-                    redis_commands,
-                    failed,
-                } = t;
-                (store_calls.get(), redis_commands.get(), failed.get())
-            });
+            let tally = TALLY.with(|t| (t.store_calls.get(), t.redis_commands.get()));
             (result, tally)
         })
         .instrument(span)
@@ -81,20 +67,17 @@ async fn tallied<T>(span: tracing::Span, call: impl Future<Output = T>) -> (T, C
     recorded.record("duration_us", start.elapsed().as_micros() as u64);
     recorded.record("store_calls", store_calls);
     recorded.record("redis_commands", redis_commands);
-    (
-        result,
-        Cost {
-            store_calls,
-            failed,
-        },
-    )
+    result
 }
+
+/// The `op` of a commit that only reports an error met before it.
+const REFUSED: &str = "refused";
 
 /// The `op` of a commit's span: what `plan` does.
 pub(crate) fn op_of(plan: &Plan) -> &'static str {
     match plan {
         Plan::Nothing | Plan::Resend => "nothing",
-        Plan::Failed(_) => "refused",
+        Plan::Failed(_) => REFUSED,
         Plan::Destroy { .. } => "destroy",
         Plan::Write(w) if w.renewed_from.is_some() => "renew",
         Plan::Write(w) if w.change.is_create() => "create",
@@ -114,7 +97,7 @@ pub(crate) async fn load(
         redis_commands = Empty,
     );
     let recorded = span.clone();
-    let (result, _) = tallied(span, call).await;
+    let result = tallied(span, call).await;
     let outcome = match &result {
         Ok(Some(_)) => "found",
         Ok(None) => "not_found",
@@ -139,7 +122,7 @@ pub(crate) async fn commit(
         redis_commands = Empty,
     );
     let recorded = span.clone();
-    let (result, cost) = tallied(span, call).await;
+    let result = tallied(span, call).await;
     let outcome = match &result {
         Ok(Some(TokenOut::Set { .. })) => "stored",
         Ok(Some(TokenOut::Clear)) => "cleared",
@@ -147,19 +130,18 @@ pub(crate) async fn commit(
         Err(e) => metrics::kind(e),
     };
     recorded.record("outcome", outcome);
-    if cost.store_calls > 0 {
+    let refused = op == REFUSED;
+    if !refused {
         metrics::committed();
     }
-    if let Err(e) = &result {
-        // A store call's error was counted by it; so was a failed load that a request's
-        // commit only reports again.
-        let from_store = matches!(e, Error::Store(_) | Error::Timeout(_) | Error::Malformed(_));
-        if !cost.failed && !from_store {
+    match &result {
+        // A refused commit reports an error met before it: a failed load (counted by its
+        // store call), or a write the session refused (counted here).
+        Err(e @ (Error::TooLarge(_) | Error::Value { .. })) if refused => {
             metrics::failed_before_store(e);
         }
-        if cost.store_calls > 0 {
-            tracing::warn!(op, outcome, error = %e, "session commit failed");
-        }
+        Err(e) if !refused => tracing::warn!(op, outcome, error = %e, "session commit failed"),
+        _ => {}
     }
     result
 }

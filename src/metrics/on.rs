@@ -48,8 +48,8 @@ pub(crate) fn committed() {
     counter!(super::COMMITS_TOTAL).increment(1);
 }
 
-/// A commit failed before any store call failed (a write the session refused, or a store that
-/// refused to create a session).
+/// A commit refused a write before any store call (too large, or a value that does not
+/// serialize).
 pub(crate) fn failed_before_store(e: &Error) {
     error_of("commit", e);
 }
