@@ -334,6 +334,7 @@ fn with_metrics(app: Router) -> Router {
         Ok(handle) => handle,
         Err(e) => refuse(&format!("METRICS=1: cannot install the recorder: {e}")),
     };
+    tower_scs::metrics::describe();
     println!("metrics: Prometheus text at /metrics (METRICS)");
     let text = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
     app.route(

@@ -22,8 +22,9 @@
 //! timeout), `malformed` (a stored record not in the store's shape), `too_large`, `value` (a
 //! value that does not serialize), `unsupported`, `config`, `missing_layer`.
 //!
-//! Every name and label is a `&'static str`: no token, session id or key is ever a label, and a
-//! metric costs no allocation on the request path. Counters move once per event (a request
+//! `describe()` gives the recorder a line of description of each. Every name and label is a
+//! `&'static str`: no token, session id or key is ever a label, and a metric costs no
+//! allocation on the request path. Counters move once per event (a request
 //! that reads and writes its session counts one load and one commit).
 //!
 //! # Spans
@@ -48,52 +49,67 @@
 //!
 //! `examples/put_get` with `METRICS=1`, on Redis with `LOCAL_CACHE=1000`: a put, three gets, a
 //! renew and a destroy; a put, then Redis stopped and a get (the error response, after the
-//! 900 ms command timeout). An excerpt of `GET /metrics`:
+//! 900 ms command timeout). `GET /metrics`, trimmed (no quantiles 0.9 to 0.999, and only the
+//! counts of the ops other than `load`):
 //!
 //! ```text
+//! # HELP tower_scs_loads_total Session loads from the store.
 //! # TYPE tower_scs_loads_total counter
 //! tower_scs_loads_total 5
+//! # HELP tower_scs_cache_hits_total Loads the local cache answered.
 //! # TYPE tower_scs_cache_hits_total counter
 //! tower_scs_cache_hits_total 3
-//! # TYPE tower_scs_cache_misses_total counter
-//! tower_scs_cache_misses_total 2
-//! # TYPE tower_scs_errors_total counter
-//! tower_scs_errors_total{kind="timeout",op="load"} 1
+//! # HELP tower_scs_commits_total Session commits that went to the store.
 //! # TYPE tower_scs_commits_total counter
 //! tower_scs_commits_total 4
-//! # TYPE tower_scs_creates_total counter
-//! tower_scs_creates_total 2
-//! # TYPE tower_scs_renewals_total counter
-//! tower_scs_renewals_total 1
+//! # HELP tower_scs_destroys_total Sessions destroyed by their own request.
 //! # TYPE tower_scs_destroys_total counter
 //! tower_scs_destroys_total 1
+//! # HELP tower_scs_creates_total New sessions stored.
+//! # TYPE tower_scs_creates_total counter
+//! tower_scs_creates_total 2
+//! # HELP tower_scs_cache_misses_total Loads the local cache sent on to Redis.
+//! # TYPE tower_scs_cache_misses_total counter
+//! tower_scs_cache_misses_total 2
+//! # HELP tower_scs_errors_total Session errors, by kind and store call.
+//! # TYPE tower_scs_errors_total counter
+//! tower_scs_errors_total{kind="timeout",op="load"} 1
+//! # HELP tower_scs_renewals_total Sessions renewed (new token, same data).
+//! # TYPE tower_scs_renewals_total counter
+//! tower_scs_renewals_total 1
+//! # HELP tower_scs_store_seconds Time of each store call.
 //! # TYPE tower_scs_store_seconds summary
-//! tower_scs_store_seconds{op="load",quantile="0"} 0.000097182
-//! tower_scs_store_seconds{op="load",quantile="0.5"} 0.0012848670523542731
-//! tower_scs_store_seconds{op="load",quantile="1"} 0.901455537
-//! tower_scs_store_seconds_sum{op="load"} 0.9026668480000001
+//! tower_scs_store_seconds{op="load",quantile="0"} 0.00007345
+//! tower_scs_store_seconds{op="load",quantile="0.5"} 0.001285895357266706
+//! tower_scs_store_seconds{op="load",quantile="1"} 0.902183214
+//! tower_scs_store_seconds_sum{op="load"} 0.903125933
 //! tower_scs_store_seconds_count{op="load"} 5
-//! tower_scs_store_seconds_count{op="commit"} 3
 //! tower_scs_store_seconds_count{op="replace"} 1
+//! tower_scs_store_seconds_count{op="commit"} 3
 //! tower_scs_store_seconds_count{op="delete"} 1
+//! # HELP tower_scs_session_bytes Size of each session loaded.
+//! # TYPE tower_scs_session_bytes summary
+//! tower_scs_session_bytes_sum 44
+//! tower_scs_session_bytes_count 4
 //! ```
 //!
 //! And what a `tracing_subscriber::fmt()` subscriber at `DEBUG`, with span closes shown
 //! (`.with_span_events(FmtSpan::CLOSE)`), printed for the observability test's steps on Redis:
-//! a put, a get, a put, a renew (which reads first), a destroy, then a get with Redis stopped
-//! (timestamps cut). The first commit sends 2 commands: `EVALSHA`, then `EVAL`, since the fresh
-//! server did not know the script yet.
+//! a put, a get, a put, a renew (which reads first), a destroy, a put, then a get with Redis
+//! stopped (timestamps cut). The first use of each script sends 2 commands (`EVALSHA`, then
+//! `EVAL`, as the fresh server did not know the script yet): the first create, and the destroy.
 //!
 //! ```text
-//! DEBUG session_commit{op="create" duration_us=1524 store_calls=1 redis_commands=2 outcome="stored"}: tower_scs::observe: close time.busy=583µs time.idle=974µs
-//! DEBUG session_load{duration_us=437 store_calls=1 redis_commands=1 outcome="found"}: tower_scs::observe: close time.busy=196µs time.idle=270µs
-//! DEBUG session_commit{op="update" duration_us=460 store_calls=1 redis_commands=1 outcome="stored"}: tower_scs::observe: close time.busy=154µs time.idle=327µs
-//! DEBUG session_load{duration_us=301 store_calls=1 redis_commands=1 outcome="found"}: tower_scs::observe: close time.busy=103µs time.idle=217µs
-//! DEBUG session_commit{op="renew" duration_us=976 store_calls=2 redis_commands=3 outcome="stored"}: tower_scs::observe: close time.busy=261µs time.idle=733µs
-//! DEBUG session_commit{op="destroy" duration_us=643 store_calls=1 redis_commands=2 outcome="cleared"}: tower_scs::observe: close time.busy=186µs time.idle=475µs
-//! DEBUG session_load{duration_us=901404 store_calls=1 redis_commands=1 outcome="timeout"}: tower_scs::observe: close time.busy=511µs time.idle=901ms
+//! DEBUG session_commit{op="create" duration_us=1332 store_calls=1 redis_commands=2 outcome="stored"}: tower_scs::observe: close time.busy=461µs time.idle=901µs
+//! DEBUG session_load{duration_us=415 store_calls=1 redis_commands=1 outcome="found"}: tower_scs::observe: close time.busy=188µs time.idle=252µs
+//! DEBUG session_commit{op="update" duration_us=522 store_calls=1 redis_commands=1 outcome="stored"}: tower_scs::observe: close time.busy=147µs time.idle=393µs
+//! DEBUG session_load{duration_us=276 store_calls=1 redis_commands=1 outcome="found"}: tower_scs::observe: close time.busy=97.7µs time.idle=195µs
+//! DEBUG session_commit{op="renew" duration_us=1044 store_calls=2 redis_commands=3 outcome="stored"}: tower_scs::observe: close time.busy=238µs time.idle=825µs
+//! DEBUG session_commit{op="destroy" duration_us=645 store_calls=1 redis_commands=2 outcome="cleared"}: tower_scs::observe: close time.busy=209µs time.idle=454µs
+//! DEBUG session_commit{op="create" duration_us=364 store_calls=1 redis_commands=1 outcome="stored"}: tower_scs::observe: close time.busy=136µs time.idle=243µs
+//! DEBUG session_load{duration_us=903128 store_calls=1 redis_commands=1 outcome="timeout"}: tower_scs::observe: close time.busy=234µs time.idle=903ms
 //! ERROR tower_scs::error: session error error=session store did not answer within 900ms
-//! DEBUG session_commit{op="refused" duration_us=11 store_calls=0 redis_commands=0 outcome="timeout"}: tower_scs::observe: close time.busy=6.34µs time.idle=316µs
+//! DEBUG session_commit{op="refused" duration_us=9 store_calls=0 redis_commands=0 outcome="timeout"}: tower_scs::observe: close time.busy=5.06µs time.idle=16.3µs
 //! ERROR tower_scs::layer::service: session error; sending the error response error=session store did not answer within 900ms
 //! ```
 
@@ -121,6 +137,29 @@ pub const CACHE_MISSES_TOTAL: &str = "tower_scs_cache_misses_total";
 pub const STORE_SECONDS: &str = "tower_scs_store_seconds";
 /// Histogram: the size of each session loaded, in bytes.
 pub const SESSION_BYTES: &str = "tower_scs_session_bytes";
+
+/// Gives the installed recorder each metric's description and unit (Prometheus shows them as
+/// `# HELP` lines). Call it once, after installing the recorder; the metrics are recorded
+/// without it too.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub fn describe() {
+    use ::metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(LOADS_TOTAL, "Session loads from the store.");
+    describe_counter!(COMMITS_TOTAL, "Session commits that went to the store.");
+    describe_counter!(CREATES_TOTAL, "New sessions stored.");
+    describe_counter!(RENEWALS_TOTAL, "Sessions renewed (new token, same data).");
+    describe_counter!(DESTROYS_TOTAL, "Sessions destroyed by their own request.");
+    describe_counter!(REVOKES_TOTAL, "Sessions revoked by another.");
+    describe_counter!(ERRORS_TOTAL, "Session errors, by kind and store call.");
+    describe_counter!(CACHE_HITS_TOTAL, "Loads the local cache answered.");
+    describe_counter!(
+        CACHE_MISSES_TOTAL,
+        "Loads the local cache sent on to Redis."
+    );
+    describe_histogram!(STORE_SECONDS, Unit::Seconds, "Time of each store call.");
+    describe_histogram!(SESSION_BYTES, Unit::Bytes, "Size of each session loaded.");
+}
 
 /// Whether the metrics are recorded (the `metrics` feature): store calls are timed only then.
 pub(crate) const ON: bool = cfg!(feature = "metrics");

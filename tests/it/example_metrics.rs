@@ -64,6 +64,8 @@ async fn metrics_on_serve_prometheus_text_that_counts_the_requests() {
             text.contains("# TYPE tower_scs_loads_total counter"),
             "{text}"
         );
+        let help = "# HELP tower_scs_loads_total Session loads from the store.";
+        assert!(text.contains(help), "{text}");
         assert!(!text.contains("tower_scs_errors_total"), "{text}");
         assert!(!text.contains(&token), "{text}");
     }
