@@ -169,3 +169,23 @@ async fn metrics_count_each_step(mut backend: Backend) {
 }
 
 both_stores!(metrics_count_each_step);
+
+/// A write the session refuses (over the size limit) is one error, `too_large` on `commit`,
+/// and no commit: nothing went to the store.
+#[tokio::test]
+async fn a_refused_write_counts_one_error_and_no_commit() {
+    let (recorder, handle) = recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let backend = Backend::memory();
+    let app = backend.app(|l| l.max_session_bytes(Some(8))).await;
+    let refused = Client::new(&app)
+        .get("/put?key=k&value=far-too-long-for-eight-bytes")
+        .await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let text = handle.render();
+    let too_large = r#"tower_scs_errors_total{kind="too_large",op="commit"}"#;
+    assert_eq!(sample(&text, too_large), 1.0, "{text}");
+    assert_eq!(sum(&text, "tower_scs_errors_total"), 1.0, "{text}");
+    assert_eq!(sample(&text, "tower_scs_commits_total"), 0.0, "{text}");
+    assert_eq!(sample(&text, "tower_scs_creates_total"), 0.0, "{text}");
+}
