@@ -85,17 +85,26 @@ pub(crate) fn op_of(plan: &Plan) -> &'static str {
     }
 }
 
+/// The span `$name` of a load or commit, with the fields `$field` and those recorded when it
+/// ends.
+macro_rules! session_span {
+    ($name:literal $(, $field:ident)*) => {
+        tracing::debug_span!(
+            $name,
+            $($field,)*
+            outcome = Empty,
+            duration_us = Empty,
+            store_calls = Empty,
+            redis_commands = Empty,
+        )
+    };
+}
+
 /// A session's load from the store: the span `session_load`.
 pub(crate) async fn load(
     call: impl Future<Output = Result<Option<Record>, Error>>,
 ) -> Result<Option<Record>, Error> {
-    let span = tracing::debug_span!(
-        "session_load",
-        outcome = Empty,
-        duration_us = Empty,
-        store_calls = Empty,
-        redis_commands = Empty,
-    );
+    let span = session_span!("session_load");
     let recorded = span.clone();
     let result = tallied(span, call).await;
     let outcome = match &result {
@@ -113,14 +122,7 @@ pub(crate) async fn commit(
     op: &'static str,
     call: impl Future<Output = Result<Option<TokenOut>, Error>>,
 ) -> Result<Option<TokenOut>, Error> {
-    let span = tracing::debug_span!(
-        "session_commit",
-        op,
-        outcome = Empty,
-        duration_us = Empty,
-        store_calls = Empty,
-        redis_commands = Empty,
-    );
+    let span = session_span!("session_commit", op);
     let recorded = span.clone();
     let result = tallied(span, call).await;
     let outcome = match &result {
