@@ -24,6 +24,8 @@
 //!   process's memory, up to that many, and reads of them send no Redis command; Redis tells
 //!   every process about each change (`CLIENT TRACKING`), so another process's write, renew or
 //!   destroy is seen (see `LocalCache`).
+//! - `METRICS=1` (unset, or `0`, by default: off): the layer's metrics (see `tower_scs::metrics`)
+//!   in the Prometheus text format at `GET /metrics`, which is not behind the session layer.
 //!
 //! Any other value exits with a message saying which variable is wrong, the usage, and code 2
 //! (a bad signing key is named by its position, never shown). The cookie's `Secure` flag is off
@@ -318,12 +320,36 @@ fn cache_from_env() -> Option<LocalCache> {
     }
 }
 
+/// With `METRICS=1`, a Prometheus recorder for the process, and `app` with `/metrics` serving
+/// its text (outside the session layer, so scraping never touches a session).
+fn with_metrics(app: Router) -> Router {
+    match env::var("METRICS").as_deref() {
+        Err(_) | Ok("0") => return app,
+        Ok("1") => {}
+        Ok(other) => refuse(&format!(
+            "METRICS={other:?} is not valid: expected 1, or 0 for off"
+        )),
+    }
+    let handle = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => refuse(&format!("METRICS=1: cannot install the recorder: {e}")),
+    };
+    tower_scs::metrics::describe();
+    println!("metrics: Prometheus text at /metrics (METRICS)");
+    let text = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    app.route(
+        "/metrics",
+        get(move || async move { (text, handle.render()) }),
+    )
+}
+
 /// Says why the example cannot run with its environment, and how to run it; exits with code 2.
 fn refuse(why: &str) -> ! {
     eprintln!("{why}");
     eprintln!(
         "usage: [ADDR=host:port] [REDIS_URL=url] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
-         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] [LOCAL_CACHE=entries] put_get"
+         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] [LOCAL_CACHE=entries] \
+         [METRICS=1] put_get"
     );
     std::process::exit(2);
 }
@@ -392,7 +418,7 @@ async fn main() {
         );
         layer = layer.signing_keys(keys);
     }
-    serve(&addr, app(layer)).await;
+    serve(&addr, with_metrics(app(layer))).await;
 }
 
 /// Serves `app` on `addr` until Ctrl-C; exits with code 1 when it cannot.

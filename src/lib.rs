@@ -25,8 +25,18 @@
 //! |---|---|---|
 //! | `axum` | on | `Session` and `Sessions` as axum extractors, `Error` as an axum response |
 //! | `redis` | on | `RedisStore` over [fred](https://docs.rs/fred), re-exported as `tower_scs::fred` |
+//! | `tls` | off | `rediss://` URLs: TLS to Redis through fred's rustls support (implies `redis`) |
+//! | `metrics` | off | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade: see [`metrics`](mod@metrics) |
 //!
 //! With `default-features = false` the crate compiles no Redis client: [`MemoryStore`] only.
+//!
+//! ## Observability
+//!
+//! Loads and commits run in `tracing` spans (`session_load`, `session_commit`, at `DEBUG`) that
+//! say what happened, how long it took and how many store calls and Redis commands it cost; with
+//! the `metrics` feature, counters and histograms (`tower_scs_loads_total`, …) go to whatever
+//! `metrics` recorder the application installs. Neither ever holds a token. The spans, every
+//! metric and example output: the [`metrics`](mod@metrics) module.
 //!
 //! ## Example
 //!
@@ -78,6 +88,8 @@ mod config;
 mod error;
 mod layer;
 mod memory;
+pub mod metrics;
+mod observe;
 #[cfg(feature = "redis")]
 mod redis;
 mod session;

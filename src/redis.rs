@@ -186,8 +186,10 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         };
         cache.tracking.start(cache, self.client.clients());
         if let Some(record) = cache.get(id, client, SystemTime::now()) {
+            crate::metrics::cache(true);
             return Ok(Some(record));
         }
+        crate::metrics::cache(false);
         let ticket = cache.ticket(id, client);
         let record = self.fetch(client, key).await?;
         if let (Some(ticket), Some(record)) = (ticket, &record) {
@@ -238,7 +240,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let owner = match reply {
             Value::Array(items) => match items.as_slice() {
                 [_, owner] => owner.as_string(),
-                _ => return Err(bad_reply(&items)),
+                _ => return Err(bad_reply()),
             },
             _ => return Ok(false),
         };
@@ -298,6 +300,7 @@ impl<C: FredClient> RedisStore<C> {
     ) -> Result<Option<Record>, Error> {
         // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
+        crate::observe::redis_command();
         let reply = client.custom_raw(hgetall, vec![key]).await.map_err(|e| {
             client::revive_after(client, &e);
             match (e.kind(), self.command_timeout) {
@@ -326,10 +329,10 @@ impl<C: FredClient> RedisStore<C> {
                 .await?;
             self.settle(client, &key).await?;
             let Value::Array(items) = reply else {
-                return Err(bad_reply(&reply));
+                return Err(bad_reply());
             };
             let [status, moved, stored_owner] = items.as_slice() else {
-                return Err(bad_reply(&items));
+                return Err(bad_reply());
             };
             match status.as_i64() {
                 Some(-1) => return Ok(None),

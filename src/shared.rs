@@ -6,6 +6,8 @@ use std::{future::Future, sync::Arc};
 use crate::{
     Error,
     config::Config,
+    metrics::Op,
+    observe,
     store::{Change, Committed, DynStore, Record},
     token,
 };
@@ -34,20 +36,31 @@ impl Shared {
         token::store_id(token, self.config.hash_token_in_store)
     }
 
-    /// Bounds a store call by the store timeout.
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    /// Bounds a store call by the store timeout, and observes it (its time, its errors).
+    async fn bounded<T>(
+        &self,
+        op: Op,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         let limit = self.config.store_timeout;
-        tokio::time::timeout(limit, call)
-            .await
-            .unwrap_or(Err(Error::Timeout(limit)))
+        let bounded = async {
+            tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or(Err(Error::Timeout(limit)))
+        };
+        observe::store_call(op, bounded).await
     }
 
+    /// Loads the session of `token`, in the span `session_load`.
     pub(crate) async fn load(&self, token: &str) -> Result<Option<Record>, Error> {
         let id = self.store_id(token);
-        if self.store_bounds_loads {
-            return self.store.load(&id).await;
-        }
-        self.bounded(self.store.load(&id)).await
+        observe::load(async {
+            if self.store_bounds_loads {
+                return observe::store_call(Op::Load, self.store.load(&id)).await;
+            }
+            self.bounded(Op::Load, self.store.load(&id)).await
+        })
+        .await
     }
 
     pub(crate) async fn commit(
@@ -56,32 +69,37 @@ impl Shared {
         change: &Change,
     ) -> Result<Option<Committed>, Error> {
         let id = self.store_id(token);
-        self.bounded(self.store.commit(&id, change)).await
+        self.bounded(Op::Commit, self.store.commit(&id, change))
+            .await
     }
 
     pub(crate) async fn delete_owner(&self, owner: &str) -> Result<u64, Error> {
-        self.bounded(self.store.delete_owner(owner)).await
+        self.bounded(Op::DeleteOwner, self.store.delete_owner(owner))
+            .await
     }
 
     pub(crate) async fn owner_sessions(&self, owner: &str) -> Result<Vec<(String, Record)>, Error> {
-        self.bounded(self.store.owner_sessions(owner)).await
+        self.bounded(Op::OwnerSessions, self.store.owner_sessions(owner))
+            .await
     }
 
     pub(crate) async fn delete_owned(&self, id: &str, owner: &str) -> Result<bool, Error> {
-        self.bounded(self.store.delete_owned(id, owner)).await
+        self.bounded(Op::DeleteOwned, self.store.delete_owned(id, owner))
+            .await
     }
 
     pub(crate) async fn take(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
-        self.bounded(self.store.take(id, key)).await
+        self.bounded(Op::Take, self.store.take(id, key)).await
     }
 
     pub(crate) async fn replace(&self, id: &str, successor: &str) -> Result<bool, Error> {
-        self.bounded(self.store.replace(id, successor)).await
+        self.bounded(Op::Replace, self.store.replace(id, successor))
+            .await
     }
 
     pub(crate) async fn delete(&self, ids: &[String]) -> Result<(), Error> {
         for id in ids {
-            self.bounded(self.store.delete(id)).await?;
+            self.bounded(Op::Delete, self.store.delete(id)).await?;
         }
         Ok(())
     }

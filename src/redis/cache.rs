@@ -278,6 +278,7 @@ impl<C: FredClient> RedisStore<C> {
         }
         let slot = redis_protocol::redis_keyslot(key.as_bytes());
         let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
+        crate::observe::redis_command();
         let _: Value = client
             .custom(ping, Vec::<Value>::new())
             .await

@@ -41,6 +41,7 @@ impl<C: FredClient> RedisStore<C> {
     /// The ids `owner`'s index lists (`ZRANGE`).
     pub(super) async fn indexed(&self, owner: &str) -> Result<Vec<String>, Error> {
         let index = self.owner_key(owner);
+        crate::observe::redis_command();
         (self.client.client_for(&index))
             .zrange(index.as_str(), 0, -1, None, false, None, false)
             .await
@@ -58,6 +59,7 @@ impl<C: FredClient> RedisStore<C> {
         }
         let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
         let index = self.owner_key(owner);
+        crate::observe::redis_command();
         (self.client.client_for(&index))
             .zrem::<(), _, _>(index, ids)
             .await

@@ -65,6 +65,7 @@ impl Script {
             all.extend([body.into(), 1.into(), key.as_str().into()]);
             all.extend(rest);
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+            crate::observe::redis_command();
             client.custom::<Value, Value>(command, all)
         };
         let reply = call("EVALSHA", &self.sha).await;
@@ -173,12 +174,12 @@ pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<Str
     let items = match reply {
         Value::Null => return Ok(None),
         Value::Array(items) => items,
-        other => return Err(bad_reply(&other)),
+        _ => return Err(bad_reply()),
     };
     let [expiry, remember, owner] = items.as_slice() else {
-        return Err(bad_reply(&items));
+        return Err(bad_reply());
     };
-    let expiry = expiry.as_i64().ok_or_else(|| bad_reply(&items))?;
+    let expiry = expiry.as_i64().ok_or_else(bad_reply)?;
     let committed = Committed {
         expiry: from_millis(expiry),
         remember: remember.as_str().is_some_and(|r| r == "1"),
@@ -189,9 +190,10 @@ pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<Str
     )))
 }
 
-/// A script reply not of the shape the script returns.
-pub(super) fn bad_reply(reply: &impl std::fmt::Debug) -> Error {
-    Error::Malformed(format!("unexpected reply from a session script: {reply:?}"))
+/// A script reply not of the shape the script returns. The error does not show the reply: it
+/// can hold a session id (a replaced session's successor), and errors reach the logs.
+pub(super) fn bad_reply() -> Error {
+    Error::Malformed("unexpected reply from a session script".into())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::{
 
 use super::{Current, EventKind, Generation, Inner, Plan, Session, State, Status, Write};
 use crate::{
-    Error,
+    Error, observe,
     shared::Shared,
     store::{Committed, Mode},
     token,
@@ -165,7 +165,9 @@ impl Session {
         let owner = self.owner_for_events(&plan, generation).await;
         let result = match plan {
             Plan::Resend => self.resend(generation).await,
-            plan => store(shared, plan, owner.as_deref()).await,
+            plan => {
+                observe::commit(observe::op_of(&plan), store(shared, plan, owner.as_deref())).await
+            }
         };
         let mut state = self.state();
         state.committing = false;

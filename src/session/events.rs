@@ -47,9 +47,10 @@ pub struct SessionEvent {
 pub(crate) type EventHook = Arc<dyn Fn(&SessionEvent) + Send + Sync>;
 
 impl Shared {
-    /// Tells the hook, if there is one, that `kind` happened to the session stored under
-    /// `store_id` (`None`: every session of `owner`).
+    /// Counts the event in the metrics, and tells the hook, if there is one, that `kind`
+    /// happened to the session stored under `store_id` (`None`: every session of `owner`).
     pub(crate) fn emit(&self, kind: EventKind, store_id: Option<&str>, owner: Option<&str>) {
+        crate::metrics::event(kind);
         if let Some(hook) = &self.config.on_event {
             hook(&SessionEvent {
                 kind,

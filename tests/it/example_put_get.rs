@@ -129,7 +129,7 @@ const UNBINDABLE: &str = "127.0.0.1:99999";
 
 /// Runs the `put_get` example to its exit with `env` (and `ADDR` = [`UNBINDABLE`]; the other
 /// variables it reads unset): its exit code and stderr.
-fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let bin = example::binary("put_get");
     let mut command = Command::new(&bin);
     for var in EXAMPLE_VARS {

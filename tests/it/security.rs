@@ -15,7 +15,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{self, Write},
+    io,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -35,14 +35,13 @@ use tokio::{
 use tower::Layer;
 use tracing_subscriber::{
     filter::LevelFilter,
-    fmt::MakeWriter,
     layer::{Layer as _, SubscriberExt as _},
     util::SubscriberInitExt as _,
 };
 
 use crate::harness::{
-    Backend, Client, Gate, Inspector, Kind, NONE, RedisServer, Resp, app, assert_valid_token,
-    get_with_cookie_header, hashed, made_up_token, monitor, sleep_ms,
+    Backend, Captured, Client, Gate, Inspector, Kind, NONE, RedisServer, Resp, app,
+    assert_valid_token, get_with_cookie_header, hashed, made_up_token, monitor, sleep_ms,
 };
 use tower_scs::store::{Change, Committed, Record, SessionStore};
 use tower_scs::{Error, MemoryStore, RedisStore, Session, SessionLayer};
@@ -417,33 +416,6 @@ async fn hash_token_in_store_keeps_raw_tokens_out_of_redis() {
 // ---------------------------------------------------------------------------------------------
 // Tokens never appear in logs or Debug output
 // ---------------------------------------------------------------------------------------------
-
-/// Everything the global `tracing` subscriber wrote (see [`captured_logs`]).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// Installs, once, a global subscriber that writes every event, at every level (and, through
 /// `tracing-log`, every `log` record, such as fred's), into a buffer.

@@ -31,7 +31,7 @@ use super::redis::free_port;
 
 /// The environment variables the examples read; a test sets the ones it wants, the others are
 /// removed so that the developer's own environment does not leak in.
-pub const EXAMPLE_VARS: [&str; 7] = [
+pub const EXAMPLE_VARS: [&str; 8] = [
     "ADDR",
     "REDIS_URL",
     "LIFETIME_SECS",
@@ -39,6 +39,7 @@ pub const EXAMPLE_VARS: [&str; 7] = [
     "SESSION_HEADER",
     "SESSION_SIGNING_KEYS",
     "LOCAL_CACHE",
+    "METRICS",
 ];
 
 /// What the examples print once their listener is bound.

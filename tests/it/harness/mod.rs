@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod capture;
 pub mod cluster;
 pub mod example;
 pub mod gate;
@@ -34,6 +35,7 @@ const DEFAULT_PREFIX: &str = RedisStore::DEFAULT_PREFIX;
 
 pub use self::{
     app::{NONE, app},
+    capture::Captured,
     gate::Gate,
     headers::{
         Header, HeaderClient, TOKEN_HEADER, Via, a_session_on_each_carrier, authorization,
