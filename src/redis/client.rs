@@ -80,8 +80,8 @@ impl RedisStore<Pool> {
     /// The default key prefix, as in SCS's redisstore: `scs:session:`.
     pub const DEFAULT_PREFIX: &'static str = "scs:session:";
 
-    /// Connects to the Redis at `url` (any URL fred accepts: `redis://`, `rediss://` with a fred
-    /// TLS feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`) with
+    /// Connects to the Redis at `url` (any URL fred accepts: `redis://`, `rediss://` with the
+    /// `tls` feature, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`) with
     /// settings fit for a session store:
     ///
     /// - a pool of 4 connections (each session key always uses the same one, so Redis runs one
@@ -102,6 +102,58 @@ impl RedisStore<Pool> {
     /// [`Error::Store`] when the URL is invalid or Redis cannot be reached at start.
     pub async fn from_url(url: &str) -> Result<Self, Error> {
         let config = Config::from_url(url).map_err(Error::store)?;
+        Self::from_config(config).await
+    }
+
+    /// Like [`from_url`](Self::from_url), with fred's [`Config`] built by the caller: the same
+    /// pool and settings, on a server, credentials and TLS of your choice. The way to reach a
+    /// Redis whose certificate is signed by your own CA, or that wants a client certificate.
+    ///
+    /// # TLS
+    ///
+    /// With the `tls` feature (fred's rustls support, `ring` provider), a `rediss://` URL given
+    /// to [`from_url`](Self::from_url) trusts the system's root certificates. For a private CA,
+    /// or mutual TLS, set the config's `tls` field to a rustls `ClientConfig` of your own (fred
+    /// re-exports rustls as `tower_scs::fred::rustls`):
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "tls")]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_scs::fred::prelude::Config;
+    /// use tower_scs::fred::rustls::{ClientConfig, RootCertStore};
+    /// use tower_scs::fred::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    /// use tower_scs::fred::types::config::TlsConnector;
+    /// use tower_scs::RedisStore;
+    ///
+    /// // Trust only the CA that signed the server's certificate.
+    /// let mut roots = RootCertStore::empty();
+    /// for cert in CertificateDer::pem_file_iter("/etc/redis/ca.pem")? {
+    ///     roots.add(cert?)?;
+    /// }
+    /// let tls = ClientConfig::builder().with_root_certificates(roots);
+    /// // Without a client certificate: `tls.with_no_client_auth()`. With one (mutual TLS,
+    /// // redis-server's `--tls-auth-clients yes`):
+    /// let chain: Vec<_> =
+    ///     CertificateDer::pem_file_iter("/etc/redis/client.pem")?.collect::<Result<_, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("/etc/redis/client.key")?;
+    /// let tls = tls.with_client_auth_cert(chain, key)?;
+    ///
+    /// let mut config = Config::from_url("rediss://sessions:secret@redis.internal:6380")?;
+    /// config.tls = Some(TlsConnector::from(tls).into());
+    /// let store = RedisStore::from_config(config).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// The certificate is checked against the host name (or IP address) in the config; in a
+    /// Cluster whose nodes announce IP addresses, fred's `TlsConfig::hostnames` maps them to
+    /// the names on the certificates.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the pool cannot be built or Redis cannot be reached at start.
+    pub async fn from_config(config: Config) -> Result<Self, Error> {
         let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(1);

@@ -35,3 +35,4 @@ mod security;
 mod sentinel;
 mod settings;
 mod signing;
+mod tls;

@@ -9,6 +9,7 @@ pub mod example;
 pub mod gate;
 pub mod headers;
 pub mod redis;
+pub mod tls;
 
 use std::{
     io,
@@ -41,8 +42,9 @@ pub use self::{
 };
 
 /// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name`, a
-/// `redis::name` and a `redis_cached::name` test (Redis with the local cache on), so that the
-/// same suite runs against both stores and the cache.
+/// `redis::name`, a `redis_cached::name` (Redis with the local cache on) and a
+/// `redis_tls::name` test (Redis over TLS only, see [`Backend::redis_tls`]), so that the same
+/// suite runs against both stores, the cache and TLS.
 #[macro_export]
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
@@ -67,6 +69,14 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::harness::Backend::redis_cached().await).await
+                }
+            )*
+        }
+        mod redis_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::redis_tls().await).await
                 }
             )*
         }
@@ -210,6 +220,16 @@ impl Backend {
         }
     }
 
+    /// Redis speaking TLS only, with certificates the test made; the stores trust its CA
+    /// (`RedisStore::from_config` with the harness's [`RedisServer::config`]).
+    pub async fn redis_tls() -> Self {
+        Backend {
+            kind: Kind::Redis(RedisServer::start_tls().await),
+            calls: Arc::default(),
+            cache: None,
+        }
+    }
+
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match &self.kind {
             Kind::Redis(server) => Some(server),
@@ -233,9 +253,7 @@ impl Backend {
                 calls,
             }),
             Kind::Redis(server) => {
-                let mut store = RedisStore::from_url(&server.url())
-                    .await
-                    .expect("RedisStore::from_url on the test server");
+                let mut store = server.store().await;
                 if let Some(entries) = self.cache {
                     store = cached(store, entries).await;
                 }

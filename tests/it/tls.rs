@@ -1,0 +1,88 @@
+//! Redis over TLS (the `tls` feature): a server that speaks TLS only, with certificates the test
+//! made (`harness::tls`). The behaviour suite runs over it as `redis_tls::*` (`both_stores!`);
+//! here, what a client that does not trust the server's certificate gets: a clear error, soon,
+//! never a hang and never a plain-text fallback.
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::Config;
+use http::StatusCode;
+use tower_scs::{RedisStore, SessionLayer};
+
+use crate::harness::{
+    Client, RedisServer, app,
+    redis::{connect, connect_on},
+    tls,
+};
+
+/// How long a refused store may take to say so, at start-up or on a request.
+const BOUND: Duration = Duration::from_secs(5);
+
+/// Whether an error's text says the server's certificate was issued by a CA the client does
+/// not trust (rustls: `InvalidCertificate(UnknownIssuer)`, as fred and `Error::Store` show it).
+fn names_the_certificate(error: &str) -> bool {
+    error.contains("InvalidCertificate(UnknownIssuer)")
+}
+
+/// A store on `config`, which must not be trusted: either `from_config` fails within the bound
+/// with an error naming the certificate, or (if the store starts lazily) its first request gets
+/// the error response within the bound.
+async fn assert_refused(config: Config) {
+    let started = Instant::now();
+    let store = tokio::time::timeout(BOUND, RedisStore::from_config(config))
+        .await
+        .expect("RedisStore::from_config returns within the bound");
+    let store = match store {
+        Err(e) => {
+            assert!(names_the_certificate(&e.to_string()), "{e}");
+            return;
+        }
+        Ok(store) => store,
+    };
+    let app = app(SessionLayer::new(store));
+    let res = tokio::time::timeout(BOUND, Client::new(&app).get("/put?key=k&value=v"))
+        .await
+        .expect("the request is answered within the bound");
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR, "{res:?}");
+    assert!(started.elapsed() < BOUND * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_is_refused_with_a_clear_error() {
+    let server = RedisServer::start_tls().await;
+    let certs = server.certs().expect("a TLS server");
+    let mut wrong = server.config();
+    wrong.tls = Some(tls::trusting(&certs.other_ca_file()));
+
+    let e = connect_on(wrong.clone())
+        .await
+        .expect_err("a client trusting another CA connects");
+    assert!(names_the_certificate(&e.to_string()), "{e}");
+    assert_refused(wrong).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_only_the_system_roots_is_refused() {
+    let server = RedisServer::start_tls().await;
+    // The system's roots do not include the test CA.
+    let config = Config::from_url(&server.url()).expect("a rediss:// URL");
+    assert!(config.tls.is_some(), "rediss:// turns TLS on");
+    assert_refused(config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_server_has_no_plain_text_port() {
+    let server = RedisServer::start_tls().await;
+    assert!(
+        connect(server.port()).await.is_err(),
+        "plain text on the TLS port"
+    );
+    // The trusted config works.
+    let client = connect_on(server.config())
+        .await
+        .expect("TLS with the test CA");
+    let pong: String = fred::interfaces::ClientLike::ping(&client, None)
+        .await
+        .expect("PING over TLS");
+    assert_eq!(pong, "PONG");
+}
