@@ -25,6 +25,7 @@
 //! |---|---|---|
 //! | `axum` | on | `Session` and `Sessions` as axum extractors, `Error` as an axum response |
 //! | `redis` | on | `RedisStore` over [fred](https://docs.rs/fred), re-exported as `tower_scs::fred` |
+//! | `tls` | off | `rediss://` through fred's rustls (`ring`); custom CA and mutual TLS through `RedisStore::from_config` |
 //!
 //! With `default-features = false` the crate compiles no Redis client: [`MemoryStore`] only.
 //!
