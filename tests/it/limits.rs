@@ -16,7 +16,7 @@ async fn patient_app(backend: &Backend) -> axum::Router {
     let Some(server) = backend.redis_server() else {
         return backend.app(|l| l.store_timeout(patience)).await;
     };
-    let config = server.config();
+    let config = server.store_config();
     let pool = Builder::from_config(config)
         .with_performance_config(|p| p.default_command_timeout = patience)
         .build_pool(2)

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod acl;
 mod behaviour;
 mod browser;
 mod browser_account;

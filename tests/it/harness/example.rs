@@ -66,7 +66,7 @@ impl Example {
         redis: &super::redis::RedisServer,
         env: &[(&str, &str)],
     ) -> Self {
-        let url = redis.url();
+        let url = redis.store_url();
         let env: Vec<(&str, &str)> = [("REDIS_URL", url.as_str())]
             .into_iter()
             .chain(env.iter().copied())

@@ -43,40 +43,31 @@ pub use self::{
 
 /// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name`, a
 /// `redis::name`, a `redis_cached::name` (Redis with the local cache on) and a
-/// `redis_tls::name` test (Redis over TLS only, see [`Backend::redis_tls`]), so that the same
-/// suite runs against both stores, the cache and TLS.
+/// `redis_tls::name` test (Redis over TLS only, see [`Backend::redis_tls`]), and a
+/// `redis_acl::name` and `redis_acl_cached::name` test (the store logged in as a user allowed
+/// only the documented ACL, see [`Backend::redis_acl`]), so that the same suite runs against
+/// both stores, the cache, TLS and least privilege.
 #[macro_export]
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
-        mod memory {
+        $crate::both_stores!(@on memory, $crate::harness::Backend::memory(); $($name),*);
+        $crate::both_stores!(@on redis, $crate::harness::Backend::redis().await; $($name),*);
+        $crate::both_stores!(
+            @on redis_cached, $crate::harness::Backend::redis_cached().await; $($name),*
+        );
+        $crate::both_stores!(@on redis_tls, $crate::harness::Backend::redis_tls().await; $($name),*);
+        $crate::both_stores!(@on redis_acl, $crate::harness::Backend::redis_acl().await; $($name),*);
+        $crate::both_stores!(
+            @on redis_acl_cached, $crate::harness::Backend::redis_acl_cached().await; $($name),*
+        );
+    };
+    // One module of tests, each given the backend `$backend` makes.
+    (@on $module:ident, $backend:expr; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::harness::Backend::memory()).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::harness::Backend::redis().await).await
-                }
-            )*
-        }
-        mod redis_cached {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::harness::Backend::redis_cached().await).await
-                }
-            )*
-        }
-        mod redis_tls {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::harness::Backend::redis_tls().await).await
+                    super::$name($backend).await
                 }
             )*
         }
@@ -227,6 +218,27 @@ impl Backend {
             kind: Kind::Redis(RedisServer::start_tls().await),
             calls: Arc::default(),
             cache: None,
+        }
+    }
+
+    /// Redis, the stores logged in (name and password in the URL) as a user allowed only
+    /// [`STORE_ACL`](redis::STORE_ACL).
+    pub async fn redis_acl() -> Self {
+        Backend {
+            kind: Kind::Redis(RedisServer::start_as(redis::STORE_ACL).await),
+            calls: Arc::default(),
+            cache: None,
+        }
+    }
+
+    /// [`Backend::redis_acl`] with the local cache on, the user also allowed what the cache
+    /// needs ([`CACHE_ACL`](redis::CACHE_ACL)).
+    pub async fn redis_acl_cached() -> Self {
+        let rules = format!("{} {}", redis::STORE_ACL, redis::CACHE_ACL);
+        Backend {
+            kind: Kind::Redis(RedisServer::start_as(&rules).await),
+            calls: Arc::default(),
+            cache: Some(10_000),
         }
     }
 

@@ -41,7 +41,22 @@ pub struct RedisServer {
     client: Option<Client>,
     /// With certificates, the server listens for TLS only (`--port 0 --tls-port <port>`).
     tls: Option<Certs>,
+    /// The restricted user the stores log in as (`start_as`), `name:password`; the harness's
+    /// own connections stay the default user.
+    user: Option<String>,
 }
+
+/// The ACL a store needs, with the default prefix `scs:session:`: `docs/guarantees.md`
+/// ("Least privilege") documents exactly this text, which `acl::` checks.
+pub const STORE_ACL: &str = "resetkeys ~scs:session:* resetchannels -@all +hgetall +evalsha \
+    +eval +scan +zrange +del +exists +hdel +hkeys +hmget +hset +hstrlen +pexpire +type +zadd +zrem \
+    +zremrangebyscore +client|id +info";
+
+/// What the local cache needs on top of [`STORE_ACL`] (documented with it).
+pub const CACHE_ACL: &str = "&__redis__:invalidate +subscribe +client|tracking +ping";
+
+/// The restricted user of [`RedisServer::start_as`].
+pub const USER: (&str, &str) = ("sessions", "s3ss10ns-pw");
 
 impl RedisServer {
     pub async fn start() -> Self {
@@ -63,6 +78,22 @@ impl RedisServer {
         Self::start_on(&[], Some(Certs::generate())).await
     }
 
+    /// A server whose stores log in as the user [`USER`], allowed `rules` (an ACL, e.g.
+    /// [`STORE_ACL`]) and also the keys under `admin:session:` (the second prefix of
+    /// `layers::`): [`store_url`](Self::store_url) and [`store`](Self::store) carry its name and
+    /// password, the inspector and MONITOR stay the default user.
+    pub async fn start_as(rules: &str) -> Self {
+        let (name, password) = USER;
+        let mut user = vec!["--user", name, "on"];
+        let password = format!(">{password}");
+        user.push(&password);
+        user.extend(rules.split_whitespace());
+        user.push("~admin:session:*");
+        let mut server = Self::start_with(&user).await;
+        server.user = Some(format!("{name}:{}", USER.1));
+        server
+    }
+
     async fn start_on(args: &[&str], mut tls: Option<Certs>) -> Self {
         require("redis-server");
         for attempt in 0..5 {
@@ -79,6 +110,7 @@ impl RedisServer {
                 args: args.iter().map(|a| a.to_string()).collect(),
                 client: None,
                 tls: tls.take(),
+                user: None,
             };
             if server.spawn().await {
                 return server;
@@ -158,9 +190,26 @@ impl RedisServer {
         config
     }
 
-    /// A store on this server: `RedisStore::from_config(self.config())`.
+    /// The URL the stores use: [`url`](Self::url), with the restricted user's name and
+    /// password when the server has one (`start_as`).
+    pub fn store_url(&self) -> String {
+        match &self.user {
+            None => self.url(),
+            Some(user) => self.url().replacen("://", &format!("://{user}@"), 1),
+        }
+    }
+
+    /// fred's config for a store on this server: [`store_url`](Self::store_url)'s, trusting
+    /// the test CA when the server speaks TLS.
+    pub fn store_config(&self) -> Config {
+        let mut config = Config::from_url(&self.store_url()).expect("the test server's URL");
+        config.tls = self.config().tls;
+        config
+    }
+
+    /// A store on this server: `RedisStore::from_config(self.store_config())`.
     pub async fn store(&self) -> RedisStore {
-        RedisStore::from_config(self.config())
+        RedisStore::from_config(self.store_config())
             .await
             .expect("RedisStore::from_config on the test server")
     }
