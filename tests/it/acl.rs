@@ -5,19 +5,14 @@
 //! (the store's and the example's), and that a missing permission is the error response and a
 //! log line naming it, never a silent wrong answer.
 
-use std::{
-    io::Write,
-    pin::pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{pin::pin, time::Duration};
 
 use futures_util::TryStreamExt;
 use http::StatusCode;
 use tower_scs::{LocalCache, RedisStore, SessionLayer};
 
 use crate::harness::{
-    Client, RedisServer, app, cached,
+    Client, Logs, RedisServer, app, cached,
     example::{Example, get, http_client, token_of},
     redis::{CACHE_ACL, STORE_ACL, USER},
     wait_for,
@@ -141,34 +136,4 @@ async fn the_example_takes_a_name_and_password_in_redis_url() {
     assert_eq!(got.body, "least-privilege");
     let denied = server.inspector().command("ACL", &["LOG"]).await;
     assert!(denied.array_len() == Some(0), "ACL LOG: {denied:?}");
-}
-
-/// What a `tracing` subscriber set as this thread's default wrote.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
-        let logs = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .finish()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::Config;
 use http::StatusCode;
-use tower_scs::{RedisStore, SessionLayer};
+use tower_scs::{LocalCache, RedisStore, SessionLayer};
 
 use crate::harness::{
-    Client, RedisServer, app,
+    Client, Logs, RedisServer, app,
     redis::{connect, connect_on},
-    tls,
+    tls, wait_for,
 };
 
 /// How long a refused store may take to say so, at start-up or on a request.
@@ -85,4 +85,28 @@ async fn the_tls_server_has_no_plain_text_port() {
         .await
         .expect("PING over TLS");
     assert_eq!(pong, "PONG");
+}
+
+/// A known limit: the local cache's subscriber is a plain socket of ours (not fred's, see
+/// `src/redis/cache/socket.rs`), which cannot speak TLS. Over TLS its tracking never comes on,
+/// it says so, and every read goes to Redis, right.
+#[tokio::test]
+async fn the_local_cache_over_tls_stays_off_says_so_and_reads_stay_right() {
+    let server = RedisServer::start_tls().await;
+    let logs = Logs::default();
+    let _capture = tracing::subscriber::set_default(logs.subscriber());
+    let store = server.store().await.with_local_cache(LocalCache::new(100));
+    let app = app(SessionLayer::new(store));
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+    assert_eq!(c.get("/get?key=a").await.body, "1");
+    let mut other = Client::with_token(&app, c.token.as_deref().expect("a session"));
+    other.get("/put?key=a&value=2").await;
+    assert_eq!(c.get("/get?key=a").await.body, "2");
+    wait_for(BOUND, "the cache's warning", || async {
+        let text = logs.text();
+        let said = text.contains("cannot turn Redis tracking on");
+        if said { Ok(()) } else { Err(text) }
+    })
+    .await;
 }

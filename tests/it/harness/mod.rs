@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod example;
 pub mod gate;
 pub mod headers;
+pub mod logs;
 pub mod redis;
 pub mod tls;
 
@@ -38,6 +39,7 @@ pub use self::{
         Header, HeaderClient, TOKEN_HEADER, Via, a_session_on_each_carrier, authorization,
         get_with, session_cookie, token_header,
     },
+    logs::Logs,
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
