@@ -5,17 +5,16 @@
 //! (the store's and the example's), and that a missing permission is the error response and a
 //! log line naming it, never a silent wrong answer.
 
-use std::{pin::pin, time::Duration};
+use std::pin::pin;
 
 use futures_util::TryStreamExt;
 use http::StatusCode;
-use tower_scs::{LocalCache, RedisStore, SessionLayer};
+use tower_scs::{RedisStore, SessionLayer};
 
 use crate::harness::{
-    Client, Logs, RedisServer, app, cached,
+    Client, Logs, RedisServer, app, cache_refused, cached,
     example::{Example, get, http_client, token_of},
     redis::{CACHE_ACL, STORE_ACL, USER},
-    wait_for,
 };
 
 const GUARANTEES: &str = include_str!("../../docs/guarantees.md");
@@ -104,21 +103,10 @@ async fn a_missing_permission_is_the_error_response_and_a_log_line_naming_it() {
 #[tokio::test]
 async fn a_cache_without_its_permissions_says_so_and_reads_stay_right() {
     let server = RedisServer::start_as(&format!("{STORE_ACL} +ping")).await;
-    let logs = Logs::default();
-    let _capture = tracing::subscriber::set_default(logs.subscriber());
-    let store = server.store().await.with_local_cache(LocalCache::new(100));
-    let app = app(SessionLayer::new(store));
-    let mut c = Client::new(&app);
-    c.get("/put?key=a&value=1").await;
-    assert_eq!(c.get("/get?key=a").await.body, "1");
-    let mut other = Client::with_token(&app, c.token.as_deref().expect("a session"));
-    other.get("/put?key=a&value=2").await;
-    assert_eq!(c.get("/get?key=a").await.body, "2");
-    wait_for(Duration::from_secs(5), "the cache's warning", || async {
-        let text = logs.text();
-        let said = text.contains("cannot turn Redis tracking on") && text.contains("NOPERM");
-        if said { Ok(()) } else { Err(text) }
-    })
+    cache_refused(
+        &server,
+        "NOPERM this user has no permissions to run the 'subscribe'",
+    )
     .await;
 }
 

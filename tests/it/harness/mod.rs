@@ -85,6 +85,28 @@ pub async fn cached(store: RedisStore, entries: u64) -> RedisStore {
     store
 }
 
+/// A store on `server` with a local cache whose tracking Redis refuses: a write through one
+/// client is read right through another (every read goes to Redis), and the cache's warning,
+/// with `says` in it, comes within 5 s. On a current-thread runtime (see [`Logs`]).
+pub async fn cache_refused(server: &RedisServer, says: &str) {
+    let logs = Logs::default();
+    let _capture = tracing::subscriber::set_default(logs.subscriber());
+    let store = server.store().await.with_local_cache(LocalCache::new(100));
+    let app = app(SessionLayer::new(store));
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+    assert_eq!(c.get("/get?key=a").await.body, "1");
+    let mut other = Client::with_token(&app, c.token.as_deref().expect("a session"));
+    other.get("/put?key=a&value=2").await;
+    assert_eq!(c.get("/get?key=a").await.body, "2");
+    wait_for(Duration::from_secs(5), "the cache's warning", || async {
+        let text = logs.text();
+        let said = text.contains("cannot turn Redis tracking on") && text.contains(says);
+        if said { Ok(()) } else { Err(text) }
+    })
+    .await;
+}
+
 /// Calls the session layer made to its store, counted by [`Counting`]. `fail` makes every call
 /// fail.
 #[derive(Default, Debug)]
