@@ -1,7 +1,8 @@
 //! Redis over TLS (the `tls` feature): a server that speaks TLS only, with certificates the test
 //! made (`harness::tls`). The behaviour suite runs over it as `redis_tls::*` (`both_stores!`);
 //! here, what a client that does not trust the server's certificate gets: a clear error, soon,
-//! never a hang and never a plain-text fallback.
+//! never a hang and never a plain-text fallback; mutual TLS with a client certificate; and the
+//! local cache's known limit over TLS.
 
 use std::time::{Duration, Instant};
 
@@ -25,16 +26,16 @@ fn names_the_certificate(error: &str) -> bool {
 }
 
 /// A store on `config`, which must not be trusted: either `from_config` fails within the bound
-/// with an error naming the certificate, or (if the store starts lazily) its first request gets
-/// the error response within the bound.
-async fn assert_refused(config: Config) {
+/// with an error that `says`, or (if the store starts lazily) its first request gets the error
+/// response within the bound.
+async fn assert_refused(config: Config, says: impl Fn(&str) -> bool) {
     let started = Instant::now();
     let store = tokio::time::timeout(BOUND, RedisStore::from_config(config))
         .await
         .expect("RedisStore::from_config returns within the bound");
     let store = match store {
         Err(e) => {
-            assert!(names_the_certificate(&e.to_string()), "{e}");
+            assert!(says(&e.to_string()), "{e}");
             return;
         }
         Ok(store) => store,
@@ -58,7 +59,7 @@ async fn a_wrong_ca_is_refused_with_a_clear_error() {
         .await
         .expect_err("a client trusting another CA connects");
     assert!(names_the_certificate(&e.to_string()), "{e}");
-    assert_refused(wrong).await;
+    assert_refused(wrong, names_the_certificate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +68,7 @@ async fn rediss_with_only_the_system_roots_is_refused() {
     // The system's roots do not include the test CA.
     let config = Config::from_url(&server.url()).expect("a rediss:// URL");
     assert!(config.tls.is_some(), "rediss:// turns TLS on");
-    assert_refused(config).await;
+    assert_refused(config, names_the_certificate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,4 +96,23 @@ async fn the_local_cache_over_tls_stays_off_says_so_and_reads_stay_right() {
     let server = RedisServer::start_tls().await;
     // Redis drops the connection on a first byte that is no TLS handshake.
     cache_refused(&server, "error=IO Error: ").await;
+}
+
+/// Mutual TLS (`--tls-auth-clients yes`), as `RedisStore::from_config`'s rustdoc shows it:
+/// with the client certificate the store serves sessions; without one it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_with_the_client_certificate_and_refuses_without() {
+    let server = RedisServer::start_mutual_tls().await;
+    let app = app(SessionLayer::new(server.store().await));
+    let mut c = Client::new(&app);
+    assert_eq!(c.get("/put?key=k&value=v").await.status, StatusCode::OK);
+    assert_eq!(c.get("/get?key=k").await.body, "v");
+
+    let certs = server.certs().expect("a TLS server");
+    let mut anonymous = server.config();
+    anonymous.tls = Some(tls::trusting(&certs.ca_file()));
+    let required = |e: &str| e.contains("AlertReceived(CertificateRequired)");
+    let e = (connect_on(anonymous.clone()).await).expect_err("a client without a certificate");
+    assert!(required(&e.to_string()), "{e}");
+    assert_refused(anonymous, required).await;
 }

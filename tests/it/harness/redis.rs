@@ -78,6 +78,13 @@ impl RedisServer {
         Self::start_on(&[], Some(Certs::generate())).await
     }
 
+    /// Like [`start_tls`](Self::start_tls), the server also wanting a client certificate
+    /// signed by its CA (`--tls-auth-clients yes`), which [`config`](Self::config) has.
+    pub async fn start_mutual_tls() -> Self {
+        let args = ["--tls-auth-clients", "yes"];
+        Self::start_on(&args, Some(Certs::generate())).await
+    }
+
     /// A server whose stores log in as the user [`USER`], allowed `rules` (an ACL, e.g.
     /// [`STORE_ACL`]) and also the keys under `admin:session:` (the second prefix of
     /// `layers::`): [`store_url`](Self::store_url) and [`store`](Self::store) carry its name and
@@ -181,11 +188,12 @@ impl RedisServer {
     }
 
     /// fred's config for this server: [`url`](Self::url)'s, trusting the test CA when the
-    /// server speaks TLS.
+    /// server speaks TLS, with the client certificate for a server that asks for one (rustls
+    /// shows it only then).
     pub fn config(&self) -> Config {
         let mut config = Config::from_url(&self.url()).expect("the test server's URL");
         if let Some(certs) = &self.tls {
-            config.tls = Some(tls::trusting(&certs.ca_file()));
+            config.tls = Some(tls::with_client_cert(&certs.ca_file(), certs));
         }
         config
     }

@@ -9,8 +9,9 @@ use std::{
 
 use fred::{
     rustls::{
-        ClientConfig, RootCertStore,
-        pki_types::{CertificateDer, pem::PemObject},
+        ClientConfig, ConfigBuilder, RootCertStore,
+        client::WantsClientCert,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     },
     types::config::{TlsConfig, TlsConnector},
 };
@@ -22,8 +23,9 @@ static DIRS: AtomicU64 = AtomicU64::new(0);
 /// A new P-256 key, unencrypted, for `openssl req`.
 const EC_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
 
-/// A CA, a server certificate for `127.0.0.1` and `localhost` signed by it, and a second CA
-/// that signed nothing (for the wrong-CA tests). Removed on drop.
+/// A CA, a server certificate for `127.0.0.1` and `localhost` and a client certificate
+/// (`client.pem`, `client.key`, for mutual TLS) signed by it, and a second CA that signed
+/// nothing (for the wrong-CA tests). Removed on drop.
 pub struct Certs {
     dir: PathBuf,
 }
@@ -47,14 +49,27 @@ impl Certs {
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .expect("write server.ext");
-        certs.openssl(&format!(
-            "req -new {EC_KEY} -subj /CN=localhost -keyout server.key -out server.csr"
-        ));
-        certs.openssl(
-            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 1 \
-             -extfile server.ext -out server.pem",
-        );
+        certs.signed("server", "localhost", 2);
+        std::fs::write(
+            certs.path("client.ext"),
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth\n",
+        )
+        .expect("write client.ext");
+        certs.signed("client", "sessions", 3);
         certs
+    }
+
+    /// A key `<name>.key` and a certificate `<name>.pem` for `cn`, signed by the CA, with the
+    /// extensions in `<name>.ext`.
+    fn signed(&self, name: &str, cn: &str, serial: u32) {
+        self.openssl(&format!(
+            "req -new {EC_KEY} -subj /CN={cn} -keyout {name}.key -out {name}.csr"
+        ));
+        self.openssl(&format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 1 \
+             -extfile {name}.ext -out {name}.pem"
+        ));
     }
 
     /// A self-signed CA certificate `<name>.pem` and its key `<name>.key`.
@@ -120,14 +135,29 @@ impl Drop for Certs {
 
 /// fred's TLS settings trusting the CA in the PEM file `ca` only (no client certificate).
 pub fn trusting(ca: &Path) -> TlsConfig {
+    TlsConnector::from(roots(ca).with_no_client_auth()).into()
+}
+
+/// [`trusting`] `ca`, and showing the client certificate of `certs` (mutual TLS).
+pub fn with_client_cert(ca: &Path, certs: &Certs) -> TlsConfig {
+    let chain = CertificateDer::pem_file_iter(certs.path("client.pem"))
+        .expect("read client.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates");
+    let key = PrivateKeyDer::from_pem_file(certs.path("client.key")).expect("client.key");
+    let config = roots(ca)
+        .with_client_auth_cert(chain, key)
+        .expect("a client certificate rustls takes");
+    TlsConnector::from(config).into()
+}
+
+/// A rustls client config builder trusting the CA in the PEM file `ca` only.
+fn roots(ca: &Path) -> ConfigBuilder<ClientConfig, WantsClientCert> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("read the CA file") {
         roots
             .add(cert.expect("a PEM certificate"))
             .expect("a CA certificate rustls takes");
     }
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(config).into()
+    ClientConfig::builder().with_root_certificates(roots)
 }
