@@ -12,7 +12,7 @@ use http::StatusCode;
 use tower_scs::{RedisStore, SessionLayer};
 
 use crate::harness::{
-    Client, Logs, RedisServer, app, cache_refused, cached,
+    Client, Logs, RedisServer, app, assert_refused, cache_refused, cached,
     example::{Example, get, http_client, token_of},
     redis::{CACHE_ACL, STORE_ACL, USER},
 };
@@ -108,6 +108,15 @@ async fn a_cache_without_its_permissions_says_so_and_reads_stay_right() {
         "NOPERM this user has no permissions to run the 'subscribe'",
     )
     .await;
+}
+
+/// A wrong password in the URL: a clear error (`WRONGPASS`), soon, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_with_a_clear_error() {
+    let server = RedisServer::start_as(STORE_ACL).await;
+    let url = server.store_url().replace(USER.1, "not-the-password");
+    let config = fred::prelude::Config::from_url(&url).expect("a URL with a user");
+    assert_refused(config, |e| e.contains("WRONGPASS")).await;
 }
 
 /// `REDIS_URL=redis://sessions:<password>@127.0.0.1:<port>`: the example serves a put and a get

@@ -4,48 +4,20 @@
 //! never a hang and never a plain-text fallback; mutual TLS with a client certificate; and the
 //! local cache's known limit over TLS.
 
-use std::time::{Duration, Instant};
-
 use fred::prelude::Config;
 use http::StatusCode;
-use tower_scs::{RedisStore, SessionLayer};
+use tower_scs::SessionLayer;
 
 use crate::harness::{
-    Client, RedisServer, app, cache_refused,
+    Client, RedisServer, app, assert_refused, cache_refused,
     redis::{connect, connect_on},
     tls,
 };
-
-/// How long a refused store may take to say so, at start-up or on a request.
-const BOUND: Duration = Duration::from_secs(5);
 
 /// Whether an error's text says the server's certificate was issued by a CA the client does
 /// not trust (rustls: `InvalidCertificate(UnknownIssuer)`, as fred and `Error::Store` show it).
 fn names_the_certificate(error: &str) -> bool {
     error.contains("InvalidCertificate(UnknownIssuer)")
-}
-
-/// A store on `config`, which must not be trusted: either `from_config` fails within the bound
-/// with an error that `says`, or (if the store starts lazily) its first request gets the error
-/// response within the bound.
-async fn assert_refused(config: Config, says: impl Fn(&str) -> bool) {
-    let started = Instant::now();
-    let store = tokio::time::timeout(BOUND, RedisStore::from_config(config))
-        .await
-        .expect("RedisStore::from_config returns within the bound");
-    let store = match store {
-        Err(e) => {
-            assert!(says(&e.to_string()), "{e}");
-            return;
-        }
-        Ok(store) => store,
-    };
-    let app = app(SessionLayer::new(store));
-    let res = tokio::time::timeout(BOUND, Client::new(&app).get("/put?key=k&value=v"))
-        .await
-        .expect("the request is answered within the bound");
-    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR, "{res:?}");
-    assert!(started.elapsed() < BOUND * 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

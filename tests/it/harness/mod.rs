@@ -85,6 +85,32 @@ pub async fn cached(store: RedisStore, entries: u64) -> RedisStore {
     store
 }
 
+/// How long a refused store may take to say so, at start-up or on a request.
+const REFUSED_WITHIN: Duration = Duration::from_secs(5);
+
+/// A store on `config`, which must not be trusted: either `from_config` fails within the bound
+/// with an error that `says`, or (if the store starts lazily) its first request gets the error
+/// response within the bound.
+pub async fn assert_refused(config: fred::prelude::Config, says: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    let store = tokio::time::timeout(REFUSED_WITHIN, RedisStore::from_config(config))
+        .await
+        .expect("RedisStore::from_config returns within the bound");
+    let store = match store {
+        Err(e) => {
+            assert!(says(&e.to_string()), "{e}");
+            return;
+        }
+        Ok(store) => store,
+    };
+    let app = app(SessionLayer::new(store));
+    let res = tokio::time::timeout(REFUSED_WITHIN, Client::new(&app).get("/put?key=k&value=v"))
+        .await
+        .expect("the request is answered within the bound");
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR, "{res:?}");
+    assert!(started.elapsed() < REFUSED_WITHIN * 2);
+}
+
 /// A store on `server` with a local cache whose tracking Redis refuses: a write through one
 /// client is read right through another (every read goes to Redis), and the cache's warning,
 /// with `says` in it, comes within 5 s. On a current-thread runtime (see [`Logs`]).
