@@ -333,8 +333,8 @@ fn cache_from_env() -> Option<LocalCache> {
 fn refuse(why: &str) -> ! {
     eprintln!("{why}");
     eprintln!(
-        "usage: [ADDR=host:port] [REDIS_URL=url [REDIS_CA_FILE=pem]] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
-         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] [LOCAL_CACHE=entries] put_get"
+        "usage: [ADDR=host:port] [REDIS_URL=url [REDIS_CA_FILE=pem]] [LIFETIME_SECS=secs] \
+         [IDLE_TIMEOUT_SECS=secs] [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] [LOCAL_CACHE=entries] put_get"
     );
     std::process::exit(2);
 }

@@ -36,8 +36,9 @@ fn the_documented_acl_is_the_tested_one() {
     }
 }
 
-/// Every kind of request, the owner index, `ids()` and the local cache, as the restricted user
-/// (name and password in the URL given to `from_url`): all served, and Redis denied nothing.
+/// Every kind of request, the owner index, `ids()`, a lost script cache and the local cache,
+/// as the restricted user (name and password in the URL given to `from_url`): all served, and
+/// Redis denied nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_workload_under_the_acl_is_never_denied() {
     let server = RedisServer::start_as(&format!("{STORE_ACL} {CACHE_ACL}")).await;
@@ -55,6 +56,9 @@ async fn a_whole_workload_under_the_acl_is_never_denied() {
     for uri in ["/put?key=a&value=1", "/set_owner?owner=alice", "/renew"] {
         assert_eq!(c.get(uri).await.status, StatusCode::OK, "{uri}");
     }
+    // Redis loses its scripts (a restart, a failover): the next write falls back to EVAL.
+    server.inspector().ok("SCRIPT", &["FLUSH"]).await;
+    assert_eq!(c.get("/put?key=b&value=2").await.status, StatusCode::OK);
     assert_eq!(c.get("/get?key=a").await.body, "1");
     assert_eq!(c.get("/get?key=a").await.body, "1", "a cache hit");
     assert_eq!(c.get("/pop?key=a").await.body, "1");

@@ -57,8 +57,12 @@ macro_rules! both_stores {
         $crate::both_stores!(
             @on redis_cached, $crate::harness::Backend::redis_cached().await; $($name),*
         );
-        $crate::both_stores!(@on redis_tls, $crate::harness::Backend::redis_tls().await; $($name),*);
-        $crate::both_stores!(@on redis_acl, $crate::harness::Backend::redis_acl().await; $($name),*);
+        $crate::both_stores!(
+            @on redis_tls, $crate::harness::Backend::redis_tls().await; $($name),*
+        );
+        $crate::both_stores!(
+            @on redis_acl, $crate::harness::Backend::redis_acl().await; $($name),*
+        );
         $crate::both_stores!(
             @on redis_acl_cached, $crate::harness::Backend::redis_acl_cached().await; $($name),*
         );

@@ -76,7 +76,8 @@ impl Certs {
     fn ca(&self, name: &str, cn: &str) {
         self.openssl(&format!(
             "req -x509 {EC_KEY} -days 1 -subj /CN={cn} -keyout {name}.key -out {name}.pem \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+             -addext basicConstraints=critical,CA:TRUE \
+             -addext keyUsage=critical,keyCertSign,cRLSign"
         ));
     }
 
