@@ -148,9 +148,9 @@ impl RedisStore<Pool> {
     ///
     /// The certificate is checked against the host name (or IP address) in the config; in a
     /// Cluster whose nodes announce IP addresses, fred's `TlsConfig::hostnames` maps them to
-    /// the names on the certificates. A [`LocalCache`](crate::LocalCache) does not work over TLS
-    /// yet (its subscriber connection is plain TCP): its tracking never comes on, it logs a
-    /// warning, and every read goes to Redis.
+    /// the names on the certificates. A [`LocalCache`](crate::LocalCache)'s own subscriber
+    /// connection uses the same rustls settings (it needs fred's rustls connector, not
+    /// native-tls).
     ///
     /// # Errors
     ///

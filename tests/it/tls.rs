@@ -2,15 +2,15 @@
 //! made (`harness::tls`). The behaviour suite runs over it as `redis_tls::*` (`both_stores!`);
 //! here, what a client that does not trust the server's certificate gets: a clear error, soon,
 //! never a hang and never a plain-text fallback; mutual TLS with a client certificate; and the
-//! local cache's known limit over TLS.
+//! local cache over TLS.
 
 use fred::prelude::Config;
 use http::StatusCode;
 use tower_scs::SessionLayer;
 
 use crate::harness::{
-    Client, RedisServer, app, assert_refused, cache_refused,
-    redis::{connect, connect_on},
+    Client, RedisServer, app, assert_refused, cached,
+    redis::{connect, connect_on, info_field},
     tls,
 };
 
@@ -60,14 +60,41 @@ async fn the_tls_server_has_no_plain_text_port() {
     assert_eq!(pong, "PONG");
 }
 
-/// A known limit: the local cache's subscriber is a plain socket of ours (not fred's, see
-/// `src/redis/cache/socket.rs`), which cannot speak TLS. Over TLS its tracking never comes on,
-/// it says so, and every read goes to Redis, right.
-#[tokio::test]
-async fn the_local_cache_over_tls_stays_off_says_so_and_reads_stay_right() {
+/// The local cache over TLS (its subscriber speaks TLS too): a repeated read is served from
+/// memory, and each write through another store is seen by the very next read here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_cache_over_tls_hits_and_hears_every_write() {
     let server = RedisServer::start_tls().await;
-    // Redis drops the connection on a first byte that is no TLS handshake.
-    cache_refused(&server, "error=IO Error: ").await;
+    let here = app(SessionLayer::new(cached(server.store().await, 100).await));
+    let there = app(SessionLayer::new(cached(server.store().await, 100).await));
+    let mut writer = Client::new(&there);
+    writer.get("/put?key=k&value=0").await;
+    let mut reader = Client::with_token(&here, writer.token.as_deref().expect("a session"));
+    assert_eq!(reader.get("/get?key=k").await.body, "0");
+    let loads = hgetalls(&server).await;
+    assert_eq!(reader.get("/get?key=k").await.body, "0");
+    assert_eq!(
+        hgetalls(&server).await,
+        loads,
+        "a hit loads nothing from Redis"
+    );
+    for i in 1..=50 {
+        writer.get(&format!("/put?key=k&value={i}")).await;
+        assert_eq!(reader.get("/get?key=k").await.body, i.to_string());
+    }
+}
+
+/// How many `HGETALL`s the server has run.
+async fn hgetalls(server: &RedisServer) -> u64 {
+    let stats = server.inspector().command("INFO", &["commandstats"]).await;
+    let stats = stats.as_str().expect("INFO text").into_owned();
+    let calls = info_field(&stats, "cmdstat_hgetall").unwrap_or("calls=0,");
+    let calls = calls
+        .strip_prefix("calls=")
+        .and_then(|c| c.split(',').next());
+    calls
+        .and_then(|c| c.parse().ok())
+        .expect("cmdstat_hgetall calls")
 }
 
 /// Mutual TLS (`--tls-auth-clients yes`), as `RedisStore::from_config`'s rustdoc shows it:

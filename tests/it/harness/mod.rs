@@ -45,7 +45,8 @@ pub use self::{
 
 /// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name`, a
 /// `redis::name`, a `redis_cached::name` (Redis with the local cache on) and a
-/// `redis_tls::name` test (Redis over TLS only, see [`Backend::redis_tls`]), and a
+/// `redis_tls::name` and `redis_tls_cached::name` test (Redis over TLS only, see
+/// [`Backend::redis_tls`]), and a
 /// `redis_acl::name` and `redis_acl_cached::name` test (the store logged in as a user allowed
 /// only the documented ACL, see [`Backend::redis_acl`]), so that the same suite runs against
 /// both stores, the cache, TLS and least privilege.
@@ -59,6 +60,9 @@ macro_rules! both_stores {
         );
         $crate::both_stores!(
             @on redis_tls, $crate::harness::Backend::redis_tls().await; $($name),*
+        );
+        $crate::both_stores!(
+            @on redis_tls_cached, $crate::harness::Backend::redis_tls_cached().await; $($name),*
         );
         $crate::both_stores!(
             @on redis_acl, $crate::harness::Backend::redis_acl().await; $($name),*
@@ -272,6 +276,14 @@ impl Backend {
             kind: Kind::Redis(RedisServer::start_tls().await),
             calls: Arc::default(),
             cache: None,
+        }
+    }
+
+    /// [`Backend::redis_tls`] with the local cache on (its subscriber speaks TLS too).
+    pub async fn redis_tls_cached() -> Self {
+        Backend {
+            cache: Some(10_000),
+            ..Self::redis_tls().await
         }
     }
 
