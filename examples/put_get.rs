@@ -8,7 +8,10 @@
 //! Environment:
 //! - `ADDR` (default `127.0.0.1:4000`);
 //! - `REDIS_URL` (any URL fred accepts, `redis-cluster://` included; without it the in-memory
-//!   store is used);
+//!   store is used), `rediss://` for TLS, with a username and password if the server wants them
+//!   (`redis://user:password@host:port`);
+//! - `REDIS_CA_FILE=<pem>` (`rediss://` only; unset by default: the system's roots): the CA
+//!   that signed the Redis server's certificate, the only one trusted;
 //! - `LIFETIME_SECS` (default 24 h) and `IDLE_TIMEOUT_SECS` (default, or `0`: none), in seconds
 //!   from 0.001 (the layer's 1 ms minimum) to 1e19, fractions allowed;
 //! - `SESSION_HEADER=<name>` (unset by default): the token travels in this request header
@@ -76,6 +79,14 @@ use axum::{
     routing::get,
 };
 use serde::Deserialize;
+use tower_scs::fred::{
+    prelude::Config,
+    rustls::{
+        ClientConfig, RootCertStore,
+        pki_types::{CertificateDer, pem::PemObject},
+    },
+    types::config::TlsConnector,
+};
 use tower_scs::{
     Carrier, Error, LocalCache, MIN_KEY_BYTES, MemoryStore, RedisStore, Session, SessionLayer,
     SigningKeys,
@@ -347,9 +358,9 @@ fn with_metrics(app: Router) -> Router {
 fn refuse(why: &str) -> ! {
     eprintln!("{why}");
     eprintln!(
-        "usage: [ADDR=host:port] [REDIS_URL=url] [LIFETIME_SECS=secs] [IDLE_TIMEOUT_SECS=secs] \
-         [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] [LOCAL_CACHE=entries] \
-         [METRICS=1] put_get"
+        "usage: [ADDR=host:port] [REDIS_URL=url [REDIS_CA_FILE=pem]] [LIFETIME_SECS=secs] \
+         [IDLE_TIMEOUT_SECS=secs] [SESSION_HEADER=name] [SESSION_SIGNING_KEYS=key[,key...]] \
+         [LOCAL_CACHE=entries] [METRICS=1] put_get"
     );
     std::process::exit(2);
 }
@@ -365,7 +376,7 @@ async fn store_layer() -> SessionLayer {
         println!("store: MemoryStore (set REDIS_URL to use Redis)");
         return SessionLayer::new(MemoryStore::new());
     };
-    match RedisStore::from_url(&url).await {
+    match RedisStore::from_config(redis_config(&url)).await {
         Ok(mut store) => {
             let prefix = store.prefix();
             println!("store: RedisStore (REDIS_URL), key prefix {prefix}");
@@ -390,6 +401,39 @@ async fn store_layer() -> SessionLayer {
             std::process::exit(1);
         }
     }
+}
+
+/// fred's config for `REDIS_URL`, trusting only the CA in `REDIS_CA_FILE` when that is set;
+/// exits with code 1 on a URL fred does not take, 2 on a CA file that cannot be used.
+fn redis_config(url: &str) -> Config {
+    let mut config = Config::from_url(url).unwrap_or_else(|e| {
+        eprintln!("cannot use REDIS_URL: {e}");
+        std::process::exit(1);
+    });
+    let Ok(ca) = env::var("REDIS_CA_FILE") else {
+        return config;
+    };
+    if config.tls.is_none() {
+        refuse("REDIS_CA_FILE is for a TLS Redis: REDIS_URL must be rediss://");
+    }
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&ca).and_then(Iterator::collect::<Result<Vec<_>, _>>);
+    match certs {
+        Ok(certs) if !certs.is_empty() => {
+            for cert in certs {
+                if let Err(e) = roots.add(cert) {
+                    refuse(&format!("REDIS_CA_FILE={ca}: not a CA certificate: {e}"));
+                }
+            }
+        }
+        Ok(_) => refuse(&format!("REDIS_CA_FILE={ca}: no PEM certificate in it")),
+        Err(e) => refuse(&format!("REDIS_CA_FILE={ca}: {e}")),
+    }
+    let tls = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.tls = Some(TlsConnector::from(tls).into());
+    config
 }
 
 #[tokio::main]

@@ -25,7 +25,7 @@
 //! |---|---|---|
 //! | `axum` | on | `Session` and `Sessions` as axum extractors, `Error` as an axum response |
 //! | `redis` | on | `RedisStore` over [fred](https://docs.rs/fred), re-exported as `tower_scs::fred` |
-//! | `tls` | off | `rediss://` URLs: TLS to Redis through fred's rustls support (implies `redis`) |
+//! | `tls` | off | `rediss://` through fred's rustls (`ring`); custom CA and mutual TLS through `RedisStore::from_config` |
 //! | `metrics` | off | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade: see [`metrics`](mod@metrics) |
 //!
 //! With `default-features = false` the crate compiles no Redis client: [`MemoryStore`] only.

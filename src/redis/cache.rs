@@ -38,6 +38,7 @@ use super::{FredClient, RedisStore};
 use crate::{Error, store::Record};
 
 mod socket;
+mod tls;
 mod tracking;
 
 pub(super) use self::tracking::Tracking;

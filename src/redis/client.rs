@@ -188,7 +188,62 @@ impl RedisStore<Pool> {
     /// [`Error::Store`] when the URL is invalid; an unreachable Redis is not an error here (see
     /// [`ready`](RedisStore::ready)).
     pub async fn from_url(url: &str) -> Result<Self, Error> {
-        let mut config = Config::from_url(url).map_err(Error::store)?;
+        let config = Config::from_url(url).map_err(Error::store)?;
+        Self::from_config(config).await
+    }
+
+    /// Like [`from_url`](Self::from_url), with fred's [`Config`] built by the caller: the same
+    /// pool and settings, on a server, credentials and TLS of your choice. The way to reach a
+    /// Redis whose certificate is signed by your own CA, or that wants a client certificate.
+    ///
+    /// # TLS
+    ///
+    /// With the `tls` feature (fred's rustls support, `ring` provider), a `rediss://` URL given
+    /// to [`from_url`](Self::from_url) trusts the system's root certificates. For a private CA,
+    /// or mutual TLS, set the config's `tls` field to a rustls `ClientConfig` of your own (fred
+    /// re-exports rustls as `tower_scs::fred::rustls`):
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "tls")]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_scs::fred::prelude::Config;
+    /// use tower_scs::fred::rustls::{ClientConfig, RootCertStore};
+    /// use tower_scs::fred::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    /// use tower_scs::fred::types::config::TlsConnector;
+    /// use tower_scs::RedisStore;
+    ///
+    /// // Trust only the CA that signed the server's certificate.
+    /// let mut roots = RootCertStore::empty();
+    /// for cert in CertificateDer::pem_file_iter("/etc/redis/ca.pem")? {
+    ///     roots.add(cert?)?;
+    /// }
+    /// let tls = ClientConfig::builder().with_root_certificates(roots);
+    /// // Without a client certificate: `tls.with_no_client_auth()`. With one (mutual TLS,
+    /// // redis-server's `--tls-auth-clients yes`):
+    /// let chain: Vec<_> =
+    ///     CertificateDer::pem_file_iter("/etc/redis/client.pem")?.collect::<Result<_, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("/etc/redis/client.key")?;
+    /// let tls = tls.with_client_auth_cert(chain, key)?;
+    ///
+    /// let mut config = Config::from_url("rediss://sessions:secret@redis.internal:6380")?;
+    /// config.tls = Some(TlsConnector::from(tls).into());
+    /// let store = RedisStore::from_config(config).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// The certificate is checked against the host name (or IP address) in the config; in a
+    /// Cluster whose nodes announce IP addresses, fred's `TlsConfig::hostnames` maps them to
+    /// the names on the certificates. A [`LocalCache`](crate::LocalCache)'s own subscriber
+    /// connection uses the same rustls settings (it needs fred's rustls connector, not
+    /// native-tls).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the pool cannot be built; like `from_url`, it dials lazily, and an
+    /// unreachable Redis is not an error here (see [`ready`](RedisStore::ready)).
+    pub async fn from_config(mut config: Config) -> Result<Self, Error> {
         // The first connection follows the reconnect policy too, instead of failing `init`.
         config.fail_fast = false;
         let pool = Builder::from_config(config)

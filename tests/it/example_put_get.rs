@@ -285,6 +285,68 @@ async fn session_header_carries_the_token_on_memory() {
     routes_over_the_header(&http_client(), &example.addr).await;
 }
 
+/// `REDIS_URL=rediss://…` with `REDIS_CA_FILE`, the CA that signed the TLS-only server's
+/// certificate: a put and a get over TLS, and the session is in Redis.
+#[tokio::test]
+async fn rediss_with_redis_ca_file_puts_and_gets() {
+    let redis = RedisServer::start_tls().await;
+    let ca = redis.certs().expect("a TLS server").ca_file();
+    let ca = ca.to_str().expect("a UTF-8 temp path");
+    let example = Example::on_redis_with("put_get", &redis, &[("REDIS_CA_FILE", ca)]);
+    assert!(
+        redis.url().starts_with("rediss://127.0.0.1:"),
+        "{}",
+        redis.url()
+    );
+    let (http, a) = (http_client(), example.addr.as_str());
+
+    let put = get(&http, a, "/put?message=over-tls", None).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let token = token_of(put.set_cookie.as_deref().expect("a session cookie"));
+    let got = get(&http, a, "/get", Some(&token)).await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "over-tls")
+    );
+    assert_eq!(redis.inspector().sessions().await.len(), 1);
+}
+
+/// A CA file that cannot be used, or one given for a plain-text URL, exits with code 2 naming
+/// `REDIS_CA_FILE`, before any connection is made.
+#[test]
+fn an_unusable_redis_ca_file_exits_with_code_2() {
+    let not_pem = std::env::temp_dir().join(format!("tower-scs-not-pem-{}", std::process::id()));
+    std::fs::write(&not_pem, "not a certificate\n").expect("write a file");
+    let not_pem = not_pem.to_str().expect("a UTF-8 temp path").to_owned();
+    let cases = [
+        (
+            "redis://127.0.0.1:1",
+            not_pem.as_str(),
+            "REDIS_URL must be rediss://",
+        ),
+        (
+            "rediss://127.0.0.1:1",
+            "/nonexistent/ca.pem",
+            "REDIS_CA_FILE=/nonexistent/ca.pem: ",
+        ),
+        (
+            "rediss://127.0.0.1:1",
+            not_pem.as_str(),
+            "no PEM certificate in it",
+        ),
+    ];
+    for (url, ca, says) in cases {
+        let (code, stderr) = run_to_exit(&[("REDIS_URL", url), ("REDIS_CA_FILE", ca)]);
+        assert_eq!(code, Some(2), "{url} {ca}: {stderr}");
+        assert!(
+            stderr.contains("REDIS_CA_FILE") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(stderr.contains("\nusage: "), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&not_pem);
+}
+
 #[tokio::test]
 async fn session_header_carries_the_token_on_redis() {
     let redis = RedisServer::start().await;

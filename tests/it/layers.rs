@@ -2,7 +2,7 @@
 
 use axum::{Router, routing::get};
 use http::{Request, header};
-use tower_scs::{MemoryStore, RedisStore, Session, SessionLayer, Sessions};
+use tower_scs::{MemoryStore, Session, SessionLayer, Sessions};
 
 use crate::harness::{Backend, Kind, send};
 
@@ -39,7 +39,7 @@ async fn two_layers_keep_separate_sessions(backend: Backend) {
             SessionLayer::new(MemoryStore::new()),
         ),
         Kind::Redis(server) => {
-            let store = RedisStore::from_url(&server.url()).await.unwrap();
+            let store = server.store().await;
             (
                 SessionLayer::new(store.clone()),
                 SessionLayer::new(store.with_prefix("admin:session:")),

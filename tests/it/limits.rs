@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use fred::{
-    interfaces::ClientLike,
-    prelude::{Builder, Config},
-};
+use fred::{interfaces::ClientLike, prelude::Builder};
 use http::StatusCode;
 
 use crate::harness::{Backend, Client, NONE, app};
@@ -19,7 +16,7 @@ async fn patient_app(backend: &Backend) -> axum::Router {
     let Some(server) = backend.redis_server() else {
         return backend.app(|l| l.store_timeout(patience)).await;
     };
-    let config = Config::from_url(&server.url()).expect("the test server's URL");
+    let config = server.store_config();
     let pool = Builder::from_config(config)
         .with_performance_config(|p| p.default_command_timeout = patience)
         .build_pool(2)

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod acl;
 mod behaviour;
 mod browser;
 mod browser_account;
@@ -40,3 +41,4 @@ mod sentinel;
 mod settings;
 mod signing;
 mod startup;
+mod tls;

@@ -27,7 +27,7 @@ async fn all_ids(backend: &Backend) -> Vec<String> {
     match &backend.kind {
         Kind::Memory(store) => collect(store.ids()).await,
         Kind::Redis(server) => {
-            let store = RedisStore::from_url(&server.url()).await.unwrap();
+            let store = server.store().await;
             collect(store.ids()).await
         }
     }

@@ -27,16 +27,20 @@ use redis_protocol::resp2::{
 };
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpStream};
 
+use super::tls::Tls;
+
 /// The channel Redis publishes invalidations on, for connections that redirect to a subscriber.
 const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
 /// How much is read from the socket at a time.
-const CHUNK: usize = 16 * 1024;
+pub(super) const CHUNK: usize = 16 * 1024;
 
 /// A socket's read side: what has arrived, and the buffer it is read into.
 #[derive(Debug)]
 struct Inbox {
     pending: Vec<u8>,
     chunk: Box<[u8]>,
+    /// The TLS session, when the store's connections use TLS: what is read is decrypted here.
+    tls: Option<Tls>,
 }
 
 /// What one invalidation message says.
@@ -83,23 +87,20 @@ impl Socket {
             .await
             .map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
+        let mut tls = Tls::connect(&config, server, &mut stream).await?;
         let mut pending = Vec::new();
         if let Some(password) = &config.password {
             let mut auth = vec!["AUTH"];
             auth.extend(config.username.as_deref());
             auth.push(password);
-            request(&mut stream, &mut pending, &auth).await?;
+            request(&mut stream, &mut tls, &mut pending, &auth).await?;
         }
-        let id = match request(&mut stream, &mut pending, &["CLIENT", "ID"]).await? {
+        let id = match request(&mut stream, &mut tls, &mut pending, &["CLIENT", "ID"]).await? {
             OwnedFrame::Integer(id) => id,
             other => return Err(unexpected(&other)),
         };
-        request(
-            &mut stream,
-            &mut pending,
-            &["SUBSCRIBE", INVALIDATE_CHANNEL],
-        )
-        .await?;
+        let subscribe = ["SUBSCRIBE", INVALIDATE_CHANNEL];
+        request(&mut stream, &mut tls, &mut pending, &subscribe).await?;
         let std = stream.into_std().map_err(io)?;
         let now = std.try_clone().map_err(io)?;
         let stream = TcpStream::from_std(std).map_err(io)?;
@@ -109,6 +110,7 @@ impl Socket {
             inbox: Mutex::new(Inbox {
                 pending,
                 chunk: vec![0; CHUNK].into_boxed_slice(),
+                tls,
             }),
             closed: AtomicBool::new(false),
             id,
@@ -127,7 +129,11 @@ impl Socket {
         let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         // One buffer for the socket's lifetime: a hit reads (and mostly finds nothing) without
         // allocating or zeroing one.
-        let Inbox { pending, chunk } = &mut *inbox;
+        let Inbox {
+            pending,
+            chunk,
+            tls,
+        } = &mut *inbox;
         loop {
             let read = if at_once {
                 std::io::Read::read(&mut &self.now, chunk)
@@ -137,7 +143,14 @@ impl Socket {
             match read {
                 Ok(0) => self.closed.store(true, SeqCst),
                 Ok(n) => {
-                    pending.extend_from_slice(&chunk[..n]);
+                    let Some(tls) = tls else {
+                        pending.extend_from_slice(&chunk[..n]);
+                        continue;
+                    };
+                    if tls.take_in(&chunk[..n], pending).is_err() {
+                        self.closed.store(true, SeqCst);
+                        break;
+                    }
                     continue;
                 }
                 Err(e) if e.kind() == IoErrorKind::WouldBlock => {}
@@ -195,6 +208,7 @@ fn invalidation(frame: OwnedFrame) -> Option<Invalidated> {
 /// Sends one command during the handshake and reads its reply.
 async fn request(
     stream: &mut TcpStream,
+    tls: &mut Option<Tls>,
     pending: &mut Vec<u8>,
     args: &[&str],
 ) -> Result<OwnedFrame, FredError> {
@@ -206,7 +220,10 @@ async fn request(
     let mut out = vec![0; frame.encode_len(false)];
     encode(&mut out, &frame, false)
         .map_err(|e| FredError::new(ErrorKind::Protocol, e.to_string()))?;
-    stream.write_all(&out).await.map_err(io)?;
+    match tls {
+        None => stream.write_all(&out).await.map_err(io)?,
+        Some(tls) => tls.send(stream, &out).await?,
+    }
     loop {
         if let Some((reply, used)) =
             decode(pending).map_err(|e| FredError::new(ErrorKind::Protocol, e.to_string()))?
@@ -218,9 +235,10 @@ async fn request(
             };
         }
         let mut chunk = vec![0; CHUNK];
-        match stream.read(&mut chunk).await.map_err(io)? {
-            0 => return Err(FredError::new(ErrorKind::IO, "connection closed")),
-            n => pending.extend_from_slice(&chunk[..n]),
+        match (stream.read(&mut chunk).await.map_err(io)?, &mut *tls) {
+            (0, None) => return Err(FredError::new(ErrorKind::IO, "connection closed")),
+            (n, None) => pending.extend_from_slice(&chunk[..n]),
+            (n, Some(tls)) => tls.take_in(&chunk[..n], pending)?,
         }
     }
 }

@@ -31,9 +31,10 @@ use super::redis::free_port;
 
 /// The environment variables the examples read; a test sets the ones it wants, the others are
 /// removed so that the developer's own environment does not leak in.
-pub const EXAMPLE_VARS: [&str; 8] = [
+pub const EXAMPLE_VARS: [&str; 9] = [
     "ADDR",
     "REDIS_URL",
+    "REDIS_CA_FILE",
     "LIFETIME_SECS",
     "IDLE_TIMEOUT_SECS",
     "SESSION_HEADER",
@@ -66,7 +67,7 @@ impl Example {
         redis: &super::redis::RedisServer,
         env: &[(&str, &str)],
     ) -> Self {
-        let url = redis.url();
+        let url = redis.store_url();
         let env: Vec<(&str, &str)> = [("REDIS_URL", url.as_str())]
             .into_iter()
             .chain(env.iter().copied())

@@ -10,8 +10,10 @@ pub mod example;
 pub mod gate;
 pub mod headers;
 pub mod load;
+pub mod logs;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 
 use std::{
     io,
@@ -41,36 +43,45 @@ pub use self::{
         Header, HeaderClient, TOKEN_HEADER, Via, a_session_on_each_carrier, authorization,
         get_with, session_cookie, token_header,
     },
+    logs::Logs,
     redis::{Inspector, Monitor, RedisServer, free_port},
 };
 
 /// Generates, for each listed `async fn name(backend: Backend)`, a `memory::name`, a
-/// `redis::name` and a `redis_cached::name` test (Redis with the local cache on), so that the
-/// same suite runs against both stores and the cache.
+/// `redis::name`, a `redis_cached::name` (Redis with the local cache on) and a
+/// `redis_tls::name` and `redis_tls_cached::name` test (Redis over TLS only, see
+/// [`Backend::redis_tls`]), and a
+/// `redis_acl::name` and `redis_acl_cached::name` test (the store logged in as a user allowed
+/// only the documented ACL, see [`Backend::redis_acl`]), so that the same suite runs against
+/// both stores, the cache, TLS and least privilege.
 #[macro_export]
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
-        mod memory {
+        $crate::both_stores!(@on memory, $crate::harness::Backend::memory(); $($name),*);
+        $crate::both_stores!(@on redis, $crate::harness::Backend::redis().await; $($name),*);
+        $crate::both_stores!(
+            @on redis_cached, $crate::harness::Backend::redis_cached().await; $($name),*
+        );
+        $crate::both_stores!(
+            @on redis_tls, $crate::harness::Backend::redis_tls().await; $($name),*
+        );
+        $crate::both_stores!(
+            @on redis_tls_cached, $crate::harness::Backend::redis_tls_cached().await; $($name),*
+        );
+        $crate::both_stores!(
+            @on redis_acl, $crate::harness::Backend::redis_acl().await; $($name),*
+        );
+        $crate::both_stores!(
+            @on redis_acl_cached, $crate::harness::Backend::redis_acl_cached().await; $($name),*
+        );
+    };
+    // One module of tests, each given the backend `$backend` makes.
+    (@on $module:ident, $backend:expr; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::harness::Backend::memory()).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::harness::Backend::redis().await).await
-                }
-            )*
-        }
-        mod redis_cached {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::harness::Backend::redis_cached().await).await
+                    super::$name($backend).await
                 }
             )*
         }
@@ -93,6 +104,54 @@ pub async fn cached(store: RedisStore, entries: u64) -> RedisStore {
         .await
         .expect("the local cache's tracking on within 5 s");
     store
+}
+
+/// How long a refused store may take to say so, at start-up or on a request.
+const REFUSED_WITHIN: Duration = Duration::from_secs(5);
+
+/// A store on `config`, which must not be trusted: either `from_config` fails within the bound
+/// with an error that `says`, or (if the store starts lazily) its first request gets the error
+/// response within the bound.
+pub async fn assert_refused(config: fred::prelude::Config, says: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    let store = tokio::time::timeout(REFUSED_WITHIN, RedisStore::from_config(config))
+        .await
+        .expect("RedisStore::from_config returns within the bound");
+    let store = match store {
+        Err(e) => {
+            assert!(says(&e.to_string()), "{e}");
+            return;
+        }
+        Ok(store) => store,
+    };
+    let app = app(SessionLayer::new(store));
+    let res = tokio::time::timeout(REFUSED_WITHIN, Client::new(&app).get("/put?key=k&value=v"))
+        .await
+        .expect("the request is answered within the bound");
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR, "{res:?}");
+    assert!(started.elapsed() < REFUSED_WITHIN * 2);
+}
+
+/// A store on `server` with a local cache whose tracking Redis refuses: a write through one
+/// client is read right through another (every read goes to Redis), and the cache's warning,
+/// with `says` in it, comes within 5 s. On a current-thread runtime (see [`Logs`]).
+pub async fn cache_refused(server: &RedisServer, says: &str) {
+    let logs = Logs::default();
+    let _capture = tracing::subscriber::set_default(logs.subscriber());
+    let store = server.store().await.with_local_cache(LocalCache::new(100));
+    let app = app(SessionLayer::new(store));
+    let mut c = Client::new(&app);
+    c.get("/put?key=a&value=1").await;
+    assert_eq!(c.get("/get?key=a").await.body, "1");
+    let mut other = Client::with_token(&app, c.token.as_deref().expect("a session"));
+    other.get("/put?key=a&value=2").await;
+    assert_eq!(c.get("/get?key=a").await.body, "2");
+    wait_for(Duration::from_secs(5), "the cache's warning", || async {
+        let text = logs.text();
+        let said = text.contains("cannot turn Redis tracking on") && text.contains(says);
+        if said { Ok(()) } else { Err(text) }
+    })
+    .await;
 }
 
 /// Calls the session layer made to its store, counted by [`Counting`]. `fail` makes every call
@@ -223,6 +282,45 @@ impl Backend {
         }
     }
 
+    /// Redis speaking TLS only, with certificates the test made; the stores trust its CA
+    /// (`RedisStore::from_config` with the harness's [`RedisServer::config`]).
+    pub async fn redis_tls() -> Self {
+        Backend {
+            kind: Kind::Redis(RedisServer::start_tls().await),
+            calls: Arc::default(),
+            cache: None,
+        }
+    }
+
+    /// [`Backend::redis_tls`] with the local cache on (its subscriber speaks TLS too).
+    pub async fn redis_tls_cached() -> Self {
+        Backend {
+            cache: Some(10_000),
+            ..Self::redis_tls().await
+        }
+    }
+
+    /// Redis, the stores logged in (name and password in the URL) as a user allowed only
+    /// [`STORE_ACL`](redis::STORE_ACL).
+    pub async fn redis_acl() -> Self {
+        Backend {
+            kind: Kind::Redis(RedisServer::start_as(redis::STORE_ACL).await),
+            calls: Arc::default(),
+            cache: None,
+        }
+    }
+
+    /// [`Backend::redis_acl`] with the local cache on, the user also allowed what the cache
+    /// needs ([`CACHE_ACL`](redis::CACHE_ACL)).
+    pub async fn redis_acl_cached() -> Self {
+        let rules = format!("{} {}", redis::STORE_ACL, redis::CACHE_ACL);
+        Backend {
+            kind: Kind::Redis(RedisServer::start_as(&rules).await),
+            calls: Arc::default(),
+            cache: Some(10_000),
+        }
+    }
+
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match &self.kind {
             Kind::Redis(server) => Some(server),
@@ -246,10 +344,7 @@ impl Backend {
                 calls,
             }),
             Kind::Redis(server) => {
-                let store = RedisStore::from_url(&server.url())
-                    .await
-                    .expect("RedisStore::from_url on the test server");
-                let mut store = connected(store).await;
+                let mut store = connected(server.store().await).await;
                 if let Some(entries) = self.cache {
                     store = cached(store, entries).await;
                 }

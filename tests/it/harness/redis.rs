@@ -21,6 +21,9 @@ use fred::{
     types::{FromValue, Value},
 };
 use futures_util::{Stream, StreamExt};
+use tower_scs::RedisStore;
+
+use super::tls::{self, Certs};
 
 /// How long the harness waits for a connection to a test server, or for its answer to one
 /// command.
@@ -36,7 +39,24 @@ pub struct RedisServer {
     args: Vec<String>,
     /// The connection that found the server ready, kept for the inspector.
     client: Option<Client>,
+    /// With certificates, the server listens for TLS only (`--port 0 --tls-port <port>`).
+    tls: Option<Certs>,
+    /// The restricted user the stores log in as (`start_as`), `name:password`; the harness's
+    /// own connections stay the default user.
+    user: Option<String>,
 }
+
+/// The ACL a store needs, with the default prefix `scs:session:`: `docs/guarantees.md`
+/// ("Least privilege") documents exactly this text, which `acl::` checks.
+pub const STORE_ACL: &str = "resetkeys ~scs:session:* resetchannels -@all +hgetall +evalsha \
+    +eval +scan +zrange +del +exists +hdel +hkeys +hmget +hset +hstrlen +pexpire +type +zadd +zrem \
+    +zremrangebyscore +client|id +info +ping";
+
+/// What the local cache needs on top of [`STORE_ACL`] (documented with it).
+pub const CACHE_ACL: &str = "&__redis__:invalidate +subscribe +client|tracking";
+
+/// The restricted user of [`RedisServer::start_as`].
+pub const USER: (&str, &str) = ("sessions", "s3ss10ns-pw");
 
 impl RedisServer {
     pub async fn start() -> Self {
@@ -48,6 +68,40 @@ impl RedisServer {
     /// server's own temp dir. `restart` keeps the same arguments, port and dir, so a server that
     /// persists comes back with its data.
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_on(args, None).await
+    }
+
+    /// A server that speaks TLS only, with a certificate for `127.0.0.1` signed by a CA made
+    /// for it (see [`Certs`]): [`config`](Self::config) trusts that CA, [`url`](Self::url) is
+    /// `rediss://`.
+    pub async fn start_tls() -> Self {
+        Self::start_on(&[], Some(Certs::generate())).await
+    }
+
+    /// Like [`start_tls`](Self::start_tls), the server also wanting a client certificate
+    /// signed by its CA (`--tls-auth-clients yes`), which [`config`](Self::config) has.
+    pub async fn start_mutual_tls() -> Self {
+        let args = ["--tls-auth-clients", "yes"];
+        Self::start_on(&args, Some(Certs::generate())).await
+    }
+
+    /// A server whose stores log in as the user [`USER`], allowed `rules` (an ACL, e.g.
+    /// [`STORE_ACL`]) and also the keys under `admin:session:` (the second prefix of
+    /// `layers::`): [`store_url`](Self::store_url) and [`store`](Self::store) carry its name and
+    /// password, the inspector and MONITOR stay the default user.
+    pub async fn start_as(rules: &str) -> Self {
+        let (name, password) = USER;
+        let mut user = vec!["--user", name, "on"];
+        let password = format!(">{password}");
+        user.push(&password);
+        user.extend(rules.split_whitespace());
+        user.push("~admin:session:*");
+        let mut server = Self::start_with(&user).await;
+        server.user = Some(format!("{name}:{}", USER.1));
+        server
+    }
+
+    async fn start_on(args: &[&str], mut tls: Option<Certs>) -> Self {
         require("redis-server");
         for attempt in 0..5 {
             let port = free_port();
@@ -62,10 +116,13 @@ impl RedisServer {
                 dir,
                 args: args.iter().map(|a| a.to_string()).collect(),
                 client: None,
+                tls: tls.take(),
+                user: None,
             };
             if server.spawn().await {
                 return server;
             }
+            tls = server.tls.take();
             // Dropping `server` kills the child and removes its directory; try another port.
         }
         panic!("redis-server did not start after 5 attempts");
@@ -73,8 +130,16 @@ impl RedisServer {
 
     /// Starts redis-server on `self.port`; false if it did not come up.
     async fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(certs) => {
+                (command.args(["--port", "0", "--tls-port", &port])).args(certs.server_args())
+            }
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .args(&self.args)
@@ -83,7 +148,8 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        self.client = wait_ready(&mut self.child, self.port).await;
+        let config = self.config();
+        self.client = wait_ready_on(&mut self.child, config).await;
         self.client.is_some()
     }
 
@@ -110,8 +176,55 @@ impl RedisServer {
         &self.dir
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` for a TLS server (which a client trusting
+    /// only the system's roots refuses: use [`config`](Self::config)).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// fred's config for this server: [`url`](Self::url)'s, trusting the test CA when the
+    /// server speaks TLS, with the client certificate for a server that asks for one (rustls
+    /// shows it only then).
+    pub fn config(&self) -> Config {
+        let mut config = Config::from_url(&self.url()).expect("the test server's URL");
+        if let Some(certs) = &self.tls {
+            config.tls = Some(tls::with_client_cert(&certs.ca_file(), certs));
+        }
+        config
+    }
+
+    /// The URL the stores use: [`url`](Self::url), with the restricted user's name and
+    /// password when the server has one (`start_as`).
+    pub fn store_url(&self) -> String {
+        match &self.user {
+            None => self.url(),
+            Some(user) => self.url().replacen("://", &format!("://{user}@"), 1),
+        }
+    }
+
+    /// fred's config for a store on this server: [`store_url`](Self::store_url)'s, trusting
+    /// the test CA when the server speaks TLS.
+    pub fn store_config(&self) -> Config {
+        let mut config = Config::from_url(&self.store_url()).expect("the test server's URL");
+        config.tls = self.config().tls;
+        config
+    }
+
+    /// A store on this server: `RedisStore::from_config(self.store_config())`.
+    pub async fn store(&self) -> RedisStore {
+        RedisStore::from_config(self.store_config())
+            .await
+            .expect("RedisStore::from_config on the test server")
+    }
+
+    /// The certificates of a TLS server.
+    pub fn certs(&self) -> Option<&Certs> {
+        self.tls.as_ref()
     }
 
     /// Kills the server (to make the store fail).
@@ -140,7 +253,7 @@ impl RedisServer {
     /// has slept. Returns when the reply comes, that is when the sleep is over; the sleep
     /// started at least `secs` before that.
     pub async fn debug_sleep(&self, secs: u64) -> Instant {
-        let client = connect(self.port).await.expect("connect for DEBUG SLEEP");
+        let client = (connect_on(self.config()).await).expect("connect for DEBUG SLEEP");
         // The reply comes after the sleep: wait for it longer than the harness usually does.
         let patient = Options {
             timeout: Some(HARNESS_TIMEOUT + Duration::from_secs(secs)),
@@ -175,10 +288,11 @@ pub fn free_port() -> u16 {
 /// A fred client connected to `127.0.0.1:port`: one connection, never re-established, the
 /// connection and every command bounded by `HARNESS_TIMEOUT`.
 pub async fn connect(port: u16) -> Result<Client, Error> {
-    let config = Config {
-        server: ServerConfig::new_centralized("127.0.0.1", port),
-        ..Config::default()
-    };
+    connect_on(plain(port)).await
+}
+
+/// Like [`connect`], to the server (and with the TLS settings) of `config`.
+pub async fn connect_on(config: Config) -> Result<Client, Error> {
     let client = Builder::from_config(config)
         .with_connection_config(|c| {
             c.connection_timeout = HARNESS_TIMEOUT;
@@ -212,6 +326,19 @@ pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
 /// the connection that checked, or `None` if the child exited, another process answers, or
 /// nothing answered within 10 s.
 pub async fn wait_ready(child: &mut Option<Child>, port: u16) -> Option<Client> {
+    wait_ready_on(child, plain(port)).await
+}
+
+/// fred's config for a plain (not TLS) server on `127.0.0.1:port`.
+fn plain(port: u16) -> Config {
+    Config {
+        server: ServerConfig::new_centralized("127.0.0.1", port),
+        ..Config::default()
+    }
+}
+
+/// Like [`wait_ready`], for the server (and with the TLS settings) of `config`.
+pub async fn wait_ready_on(child: &mut Option<Child>, config: Config) -> Option<Client> {
     let pid = child
         .as_ref()
         .map(Child::id)
@@ -224,7 +351,7 @@ pub async fn wait_ready(child: &mut Option<Child>, port: u16) -> Option<Client> 
                 return None;
             }
         }
-        if let Ok(client) = connect(port).await {
+        if let Ok(client) = connect_on(config.clone()).await {
             let pong: Result<String, _> = client.ping(None).await;
             if pong.is_ok_and(|p| p == "PONG") {
                 let info: Result<String, _> = client.custom(cmd!("INFO"), vec!["server"]).await;
@@ -341,8 +468,7 @@ static MARKERS: AtomicU64 = AtomicU64::new(0);
 
 impl Monitor {
     pub async fn start(server: &RedisServer) -> Self {
-        let config = Config::from_url(&server.url()).expect("redis url");
-        let commands = fred::monitor::run(config).await.expect("MONITOR");
+        let commands = fred::monitor::run(server.config()).await.expect("MONITOR");
         Monitor {
             commands: Box::pin(commands),
         }
