@@ -66,13 +66,15 @@ impl Script {
             all.extend(rest);
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
             crate::observe::redis_command();
-            client.custom::<Value, Value>(command, all)
+            async move {
+                let reply = client.custom::<Value, Value>(command, all).await;
+                if let Err(e) = &reply {
+                    super::client::revive_after(client, e);
+                }
+                reply
+            }
         };
-        let reply = call("EVALSHA", &self.sha).await;
-        if let Err(e) = &reply {
-            super::client::revive_after(client, e);
-        }
-        match reply {
+        match call("EVALSHA", &self.sha).await {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 call("EVAL", &self.lua).await.map_err(script_error)
