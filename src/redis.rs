@@ -204,21 +204,28 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     }
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
-        let _forgetting = self.forgetting(id);
+        let forgetting = self.forgetting(id);
         let key = self.key(id);
         let client = self.client.client_for(&key);
+        // With the local cache on, the script returns what it wrote, for the cache to keep.
+        let ticket = self.write_ticket(id, client);
         let reply = self
             .commit
-            .run(client, key.clone(), || commit_args(change))
+            .run(client, key.clone(), || {
+                commit_args(change, ticket.is_some())
+            })
             .await?;
         self.settle(client, &key).await?;
-        let Some((committed, owner)) = commit_reply(reply)? else {
+        let Some(applied) = commit_reply(reply)? else {
             return Ok(None);
         };
-        if let Some(owner) = owner {
-            self.index(&owner, id, committed.expiry).await?;
+        if let (Some(ticket), Some(fields)) = (ticket, &applied.record) {
+            forgetting.fill(ticket, client, fields);
         }
-        Ok(Some(committed))
+        if let Some(owner) = applied.owner {
+            self.index(&owner, id, applied.committed.expiry).await?;
+        }
+        Ok(Some(applied.committed))
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {

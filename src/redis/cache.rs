@@ -18,7 +18,9 @@
 //! be older than an invalidation already handled. Each read therefore takes a [`Ticket`] (the
 //! cache's epoch and the key's stripe counter) before it is sent; an invalidation or flush bumps
 //! them before it removes anything, and a reply is kept only if neither moved, checked again
-//! after the insert. The store's own writes forget the entry before and after they run.
+//! after the insert. The store's own writes forget the entry before they run; a commit then
+//! keeps the record its script read back after writing (which Redis tracks), the others forget
+//! it again.
 
 use std::{
     sync::{
@@ -62,8 +64,8 @@ const STRIPES: usize = 1024;
 /// ```
 ///
 /// What it guarantees:
-/// - within a process, read-your-writes: the store's own commits, renews and deletes forget the
-///   entry before they return;
+/// - within a process, read-your-writes: the store's own commits leave the record they wrote in
+///   the cache, its renews and deletes forget the entry, before they return;
 /// - across processes, a session is as fresh as the delivery of Redis's invalidation to this
 ///   process (see `docs/guarantees.md` for the measured window);
 /// - nothing that may have missed an invalidation is served: on any lost or replaced connection
@@ -200,6 +202,31 @@ impl Cache {
         }
     }
 
+    /// Keeps `record`, which a write of this store returned (its script read it after writing,
+    /// so Redis tracks the key for the connection again), unless anything moved since `ticket`,
+    /// taken before the write was sent. Returns whether the reads in flight were voided (what the
+    /// write's second forget does otherwise): the stripe moves from the ticket's count to the
+    /// next, so a read that took its ticket before is not kept, and this one is kept only if no
+    /// invalidation came since.
+    pub(super) fn fill(&self, id: &str, ticket: Ticket, client: &Client, record: Record) -> bool {
+        let stripe = self.stripe(id);
+        let next = ticket.stripe.wrapping_add(1);
+        if self.epoch.load(SeqCst) != ticket.epoch
+            || stripe
+                .compare_exchange(ticket.stripe, next, SeqCst, SeqCst)
+                .is_err()
+        {
+            return false;
+        }
+        if self.tracking.intact(client) {
+            self.entries.insert(id.to_owned(), Arc::new(record));
+            if self.epoch.load(SeqCst) != ticket.epoch || stripe.load(SeqCst) != next {
+                self.entries.invalidate(id);
+            }
+        }
+        true
+    }
+
     fn unmoved(&self, id: &str, ticket: Ticket) -> bool {
         self.epoch.load(SeqCst) == ticket.epoch && self.stripe(id).load(SeqCst) == ticket.stripe
     }
@@ -264,6 +291,12 @@ impl<C: FredClient> RedisStore<C> {
         Forgetting(cache, id)
     }
 
+    /// A ticket for a write of `id` that returns the record it wrote, taken after the write's
+    /// first forget: `None` without a cache or while tracking through `client` is off.
+    pub(super) fn write_ticket(&self, id: &str, client: &Client) -> Option<Ticket> {
+        self.cache.as_ref()?.ticket(id, client)
+    }
+
     /// With the local cache on, one `PING` to the server holding `key`, after a script changed
     /// it. Redis 7.0 sends the invalidations of the keys a script wrote only in its next
     /// event-loop iteration; the `PING` makes that iteration happen before the response leaves,
@@ -290,6 +323,23 @@ impl<C: FredClient> RedisStore<C> {
 
 /// See [`RedisStore::forgetting`].
 pub(super) struct Forgetting<'a>(Option<&'a Cache>, &'a str);
+
+impl Forgetting<'_> {
+    /// Ends the change by caching the record it wrote (`fields`, its `HGETALL`), read with
+    /// `ticket` (see [`Cache::fill`]), instead of forgetting the session again; so the next
+    /// load of it in this process sends nothing. A record that does not decode is forgotten.
+    pub(super) fn fill(mut self, ticket: Ticket, client: &Client, fields: &[Value]) {
+        let Some(cache) = self.0 else {
+            return;
+        };
+        let record = super::decode::decode_values(fields).ok().flatten();
+        if let Some(record) = record
+            && cache.fill(self.1, ticket, client, record)
+        {
+            self.0 = None;
+        }
+    }
+}
 
 impl Drop for Forgetting<'_> {
     fn drop(&mut self) {

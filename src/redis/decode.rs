@@ -6,7 +6,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use fred::{error::ErrorKind, types::Resp3Frame};
+use fred::{
+    error::ErrorKind,
+    types::{Resp3Frame, Value},
+};
 
 use self::meta::{Raw, parse_meta};
 use crate::{Error, store::Record};
@@ -25,7 +28,7 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             let mut fields = Fields::with_capacity(data.len() / 2);
             let mut items = data.into_iter();
             while let (Some(name), Some(value)) = (items.next(), items.next()) {
-                fields.add(&name, &value)?;
+                fields.add(text(&name)?, text(&value)?)?;
             }
             fields.finish()
         }
@@ -35,7 +38,7 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             }
             let mut fields = Fields::with_capacity(data.len());
             for (name, value) in data {
-                fields.add(&name, &value)?;
+                fields.add(text(&name)?, text(&value)?)?;
             }
             fields.finish()
         }
@@ -46,6 +49,27 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             "unexpected HGETALL reply {other:?}"
         ))),
     }
+}
+
+/// Decodes the flat field/value list of an `HGETALL` a script returned; an empty one is a
+/// missing session.
+pub(super) fn decode_values(pairs: &[Value]) -> Result<Option<Record>, Error> {
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Ok(None);
+    }
+    fn text(v: &Value) -> Result<&str, Error> {
+        match v {
+            Value::String(s) => Ok(s),
+            _ => Err(Error::Malformed(
+                "session hash holds a field that is not UTF-8".into(),
+            )),
+        }
+    }
+    let mut fields = Fields::with_capacity(pairs.len() / 2);
+    for pair in pairs.chunks_exact(2) {
+        fields.add(text(&pair[0])?, text(&pair[1])?)?;
+    }
+    fields.finish()
 }
 
 /// A session hash's fields, read one at a time.
@@ -82,8 +106,7 @@ impl Fields {
         }
     }
 
-    fn add(&mut self, name: &Resp3Frame, value: &Resp3Frame) -> Result<(), Error> {
-        let (name, value) = (text(name)?, text(value)?);
+    fn add(&mut self, name: &str, value: &str) -> Result<(), Error> {
         if let Some(key) = name.strip_prefix("v:") {
             self.record.values.insert(key.to_owned(), value.to_owned());
             return Ok(());

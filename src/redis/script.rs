@@ -111,15 +111,16 @@ enum Arg {
     MaxBytes,
     UserAgent,
     Ip,
+    Fill,
     Removed,
 }
 
 /// How many fixed arguments `commit.lua` takes.
 const FIXED_ARGS: usize = Arg::Removed as usize + 1;
 
-/// The arguments of `commit.lua` for `change`. Numbers go as integers and fixed strings as
-/// static ones: nothing is allocated but the fields.
-pub(super) fn commit_args(change: &Change) -> Vec<Value> {
+/// The arguments of `commit.lua` for `change`, asking for the written record back if `fill`.
+/// Numbers go as integers and fixed strings as static ones: nothing is allocated but the fields.
+pub(super) fn commit_args(change: &Change, fill: bool) -> Vec<Value> {
     let fixed = |s: &'static str| Value::from_static_str(s);
     let mut head: [Value; FIXED_ARGS] = std::array::from_fn(|_| Value::Null);
     let mut put = |arg: Arg, value: Value| head[arg as usize] = value;
@@ -159,6 +160,7 @@ pub(super) fn commit_args(change: &Change) -> Vec<Value> {
         change.user_agent.as_deref().unwrap_or_default().into(),
     );
     put(Arg::Ip, change.ip.as_deref().unwrap_or_default().into());
+    put(Arg::Fill, fixed(if fill { "1" } else { "0" }));
     put(Arg::Removed, (change.removed.len() as i64).into());
     let mut args = Vec::with_capacity(FIXED_ARGS + change.removed.len() + 2 * change.set.len());
     args.extend(head);
@@ -170,12 +172,29 @@ pub(super) fn commit_args(change: &Change) -> Vec<Value> {
     args
 }
 
-/// `commit.lua`'s reply: what was committed and the session's owner, or `None` when an update
-/// found no live session.
-pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<String>)>, Error> {
-    let items = match reply {
+/// What `commit.lua` answered for a session it wrote.
+#[derive(Debug, PartialEq)]
+pub(super) struct Applied {
+    pub(super) committed: Committed,
+    /// The session's owner, if it has one.
+    pub(super) owner: Option<String>,
+    /// The record as written (its `HGETALL`), when asked for and the session still lives.
+    pub(super) record: Option<Vec<Value>>,
+}
+
+/// `commit.lua`'s reply, or `None` when an update found no live session.
+pub(super) fn commit_reply(reply: Value) -> Result<Option<Applied>, Error> {
+    let mut items = match reply {
         Value::Null => return Ok(None),
         Value::Array(items) => items,
+        _ => return Err(bad_reply()),
+    };
+    let record = match items.len() {
+        3 => None,
+        4 => match items.pop() {
+            Some(Value::Array(fields)) => Some(fields),
+            _ => return Err(bad_reply()),
+        },
         _ => return Err(bad_reply()),
     };
     let [expiry, remember, owner] = items.as_slice() else {
@@ -186,10 +205,12 @@ pub(super) fn commit_reply(reply: Value) -> Result<Option<(Committed, Option<Str
         expiry: from_millis(expiry),
         remember: remember.as_str().is_some_and(|r| r == "1"),
     };
-    Ok(Some((
+    let owner = owner.as_string().filter(|o| !o.is_empty());
+    Ok(Some(Applied {
         committed,
-        owner.as_string().filter(|o| !o.is_empty()),
-    )))
+        owner,
+        record,
+    }))
 }
 
 /// A script reply not of the shape the script returns. The error does not show the reply: it
@@ -231,6 +252,7 @@ mod tests {
             Arg::MaxBytes,
             Arg::UserAgent,
             Arg::Ip,
+            Arg::Fill,
             Arg::Removed,
         ];
         assert_eq!(all.len(), FIXED_ARGS);
@@ -271,16 +293,16 @@ mod tests {
             ip: Some("::1".into()),
             ..change
         };
-        let args: Vec<String> = commit_args(&change).iter().map(text).collect();
+        let args: Vec<String> = commit_args(&change, true).iter().map(text).collect();
         let expected = [
-            "u", "1000", "500", "", "1", "1", "ann", "64", "curl/8", "::1", "1",
+            "u", "1000", "500", "", "1", "1", "ann", "64", "curl/8", "::1", "1", "1",
         ];
         assert_eq!(args[..FIXED_ARGS], expected);
         assert_eq!(args[FIXED_ARGS..], ["v:gone", "v:k", "\"v\""]);
 
         let deadline = now + Duration::from_secs(60);
         let create = Change::create(now, deadline).with_max_bytes(Some(u64::MAX));
-        let args: Vec<String> = commit_args(&create).iter().map(text).collect();
+        let args: Vec<String> = commit_args(&create, false).iter().map(text).collect();
         let expected = [
             "c",
             "1000",
@@ -293,6 +315,7 @@ mod tests {
             "",
             "",
             "0",
+            "0",
         ];
         assert_eq!(args, expected);
     }
@@ -300,17 +323,24 @@ mod tests {
     #[test]
     fn commit_replies_decode_or_are_refused() {
         let reply = Value::Array(vec![5_000.into(), "1".into(), "ann".into()]);
-        let (committed, owner) = commit_reply(reply).unwrap().unwrap();
-        assert_eq!(committed.expiry, UNIX_EPOCH + Duration::from_secs(5));
-        assert!(committed.remember);
-        assert_eq!(owner.as_deref(), Some("ann"));
-        let reply = Value::Array(vec![5_000.into(), "0".into(), "".into()]);
-        let (committed, owner) = commit_reply(reply).unwrap().unwrap();
-        assert!(!committed.remember);
-        assert_eq!(owner, None);
+        let applied = commit_reply(reply).unwrap().unwrap();
+        assert_eq!(
+            applied.committed.expiry,
+            UNIX_EPOCH + Duration::from_secs(5)
+        );
+        assert!(applied.committed.remember);
+        assert_eq!(applied.owner.as_deref(), Some("ann"));
+        assert_eq!(applied.record, None);
+        let fields = Value::Array(vec!["d".into(), "5000".into()]);
+        let reply = Value::Array(vec![5_000.into(), "0".into(), "".into(), fields]);
+        let applied = commit_reply(reply).unwrap().unwrap();
+        assert!(!applied.committed.remember);
+        assert_eq!(applied.owner, None);
+        assert_eq!(applied.record, Some(vec!["d".into(), "5000".into()]));
         assert_eq!(commit_reply(Value::Null).unwrap(), None);
         for bad in [
             Value::Array(vec![5_000.into(), "1".into()]),
+            Value::Array(vec![5_000.into(), "1".into(), "".into(), "d".into()]),
             Value::Array(vec!["soon".into(), "1".into(), "".into()]),
             Value::Integer(1),
         ] {

@@ -640,9 +640,14 @@ pub async fn monitor(backend: &Backend) -> Option<(Monitor, Inspector)> {
     Some((monitor, inspector))
 }
 
+/// In the commands `assert_calls` expects: the `HGETALL` of a session whose last write was this
+/// store's own. Sent without a local cache; with one, the write left the record it wrote in the
+/// cache, so the load sends nothing.
+pub const READ_OF_OWN_WRITE: &str = "hgetall of this store's own last write";
+
 /// Asserts the store calls since `before`, and for Redis the commands the store sent since the
 /// previous check (counted with MONITOR: commands sent by clients, not those run inside the
-/// commit script).
+/// commit script). See [`READ_OF_OWN_WRITE`].
 pub async fn assert_calls(
     backend: &Backend,
     monitor: &mut Option<(Monitor, Inspector)>,
@@ -665,7 +670,13 @@ pub async fn assert_calls(
             // `RedisStore::settle`); `cache.rs` counts those.
             sent.retain(|c| c != "ping");
         }
-        assert_eq!(sent, commands, "Redis commands sent");
+        let cached = backend.cache.is_some();
+        let expected: Vec<&str> = commands
+            .iter()
+            .filter(|&&c| !(cached && c == READ_OF_OWN_WRITE))
+            .map(|&c| if c == READ_OF_OWN_WRITE { "hgetall" } else { c })
+            .collect();
+        assert_eq!(sent, expected, "Redis commands sent");
     }
 }
 
