@@ -220,7 +220,11 @@ impl Cache {
         }
         if self.tracking.intact(client) {
             self.entries.insert(id.to_owned(), Arc::new(record));
-            if self.epoch.load(SeqCst) != ticket.epoch || stripe.load(SeqCst) != next {
+            let ours = Ticket {
+                stripe: next,
+                ..ticket
+            };
+            if !self.unmoved(id, ours) {
                 self.entries.invalidate(id);
             }
         }

@@ -21,26 +21,12 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
     // RESP2 answers a flat array of fields and values (fred hands it over as a RESP3 array),
     // RESP3 a map.
     match reply {
-        Resp3Frame::Array { data, .. } if data.len() % 2 == 0 => {
-            if data.is_empty() {
-                return Ok(None);
-            }
-            let mut fields = Fields::with_capacity(data.len() / 2);
-            let mut items = data.into_iter();
-            while let (Some(name), Some(value)) = (items.next(), items.next()) {
-                fields.add(text(&name)?, text(&value)?)?;
-            }
-            fields.finish()
-        }
+        Resp3Frame::Array { data, .. } if data.len() % 2 == 0 => record_of(
+            data.chunks_exact(2)
+                .map(|p| Ok((text(&p[0])?, text(&p[1])?))),
+        ),
         Resp3Frame::Map { data, .. } => {
-            if data.is_empty() {
-                return Ok(None);
-            }
-            let mut fields = Fields::with_capacity(data.len());
-            for (name, value) in data {
-                fields.add(text(&name)?, text(&value)?)?;
-            }
-            fields.finish()
+            record_of(data.iter().map(|(n, v)| Ok((text(n)?, text(v)?))))
         }
         Resp3Frame::Null => Ok(None),
         Resp3Frame::SimpleError { data, .. } => Err(reply_error(&data)),
@@ -54,20 +40,33 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
 /// Decodes the flat field/value list of an `HGETALL` a script returned; an empty one is a
 /// missing session.
 pub(super) fn decode_values(pairs: &[Value]) -> Result<Option<Record>, Error> {
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
-        return Ok(None);
+    if pairs.len() % 2 != 0 {
+        return Err(Error::Malformed("HGETALL reply of odd length".into()));
     }
     fn text(v: &Value) -> Result<&str, Error> {
         match v {
             Value::String(s) => Ok(s),
-            _ => Err(Error::Malformed(
-                "session hash holds a field that is not UTF-8".into(),
-            )),
+            _ => Err(not_text()),
         }
     }
-    let mut fields = Fields::with_capacity(pairs.len() / 2);
-    for pair in pairs.chunks_exact(2) {
-        fields.add(text(&pair[0])?, text(&pair[1])?)?;
+    record_of(
+        pairs
+            .chunks_exact(2)
+            .map(|p| Ok((text(&p[0])?, text(&p[1])?))),
+    )
+}
+
+/// The record that a hash's field/value pairs make; no pair at all is a missing session.
+fn record_of<'a>(
+    pairs: impl ExactSizeIterator<Item = Result<(&'a str, &'a str), Error>>,
+) -> Result<Option<Record>, Error> {
+    if pairs.len() == 0 {
+        return Ok(None);
+    }
+    let mut fields = Fields::with_capacity(pairs.len());
+    for pair in pairs {
+        let (name, value) = pair?;
+        fields.add(name, value)?;
     }
     fields.finish()
 }
@@ -154,7 +153,6 @@ impl Fields {
 
 /// The text of a string reply frame.
 fn text(frame: &Resp3Frame) -> Result<&str, Error> {
-    let not_text = || Error::Malformed("session hash holds a field that is not UTF-8".into());
     match frame {
         Resp3Frame::BlobString { data, .. }
         | Resp3Frame::SimpleString { data, .. }
@@ -163,6 +161,10 @@ fn text(frame: &Resp3Frame) -> Result<&str, Error> {
         }
         _ => Err(not_text()),
     }
+}
+
+fn not_text() -> Error {
+    Error::Malformed("session hash holds a field that is not UTF-8".into())
 }
 
 /// An error reply from Redis, as a store error.

@@ -665,12 +665,12 @@ pub async fn assert_calls(
     *before = now;
     if let Some((m, i)) = monitor {
         let mut sent = m.client_commands(i).await;
-        if backend.cache.is_some() {
+        let cached = backend.cache.is_some();
+        if cached {
             // A cached store follows each script that changed a session with a `PING` (see
             // `RedisStore::settle`); `cache.rs` counts those.
             sent.retain(|c| c != "ping");
         }
-        let cached = backend.cache.is_some();
         let expected: Vec<&str> = commands
             .iter()
             .filter(|&&c| !(cached && c == READ_OF_OWN_WRITE))
