@@ -1,8 +1,16 @@
 //! [`RedisStore`]: sessions in Redis through [`fred`]. Everything about Redis is in this module.
 //!
 //! ## Stored shape
-//! One Redis hash per session, under `<prefix><id>` (default prefix `scs:session:`), readable with
-//! `redis-cli HGETALL` and decodable from any language:
+//! One Redis hash per session, under `<prefix>` (default `scs:session:`) then the 32 bytes its
+//! id (the token, 43 base64url characters) encodes: a 44-byte key, which Redis keeps in a 48-byte
+//! allocation where the token's text would take 64. [`RedisStore::with_text_keys`] stores under
+//! `<prefix><token>` instead. The hash is text, readable with `redis-cli` and decodable from any
+//! language; to read the session of a token:
+//!
+//! ```text
+//! { printf 'scs:session:'; printf '%s=' "$TOKEN" | basenc -d --base64url; } | redis-cli -x HGETALL
+//! ```
+//!
 //!
 //! | field | value |
 //! |---|---|
@@ -35,7 +43,7 @@
 //! delete of it also deletes the successor.
 //!
 //! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
-//! session id, score: its expiry), pruned of expired members at every write and expiring with its
+//! session id as text, score: its expiry), pruned of expired members at every write and expiring with its
 //! last session. The session's own `owner` field is what counts: "log out everywhere" deletes a
 //! listed session only if that field still names the owner.
 //!
@@ -57,7 +65,7 @@ use fred::{
     clients::Pool,
     error::ErrorKind,
     interfaces::ClientLike,
-    types::{ClusterHash, CustomCommand, Value},
+    types::{ClusterHash, CustomCommand, Key, Value},
 };
 
 use crate::{
@@ -71,6 +79,7 @@ mod client;
 mod decode;
 mod devices;
 mod ids;
+mod keys;
 mod script;
 
 pub use self::{cache::LocalCache, client::FredClient};
@@ -107,6 +116,8 @@ use self::{
 pub struct RedisStore<C = Pool> {
     client: C,
     prefix: String,
+    /// Keys hold the id's text, not its bytes ([`RedisStore::with_text_keys`]).
+    text_keys: bool,
     /// The client's command timeout, if it has one: it bounds every load (one command).
     command_timeout: Option<Duration>,
     commit: Script,
@@ -127,6 +138,7 @@ impl<C: FredClient> RedisStore<C> {
         Self {
             client,
             prefix: RedisStore::DEFAULT_PREFIX.to_owned(),
+            text_keys: false,
             command_timeout: Some(timeout).filter(|t| !t.is_zero()),
             commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA]),
             take: Script::new(&[PRELUDE_LUA, TAKE_LUA]),
@@ -148,6 +160,17 @@ impl<C: FredClient> RedisStore<C> {
         self
     }
 
+    /// Stores each session under `<prefix><token>`, the token's 43 characters, as versions
+    /// before 0.1 did, instead of `<prefix>` and the 32 bytes the token encodes (the default,
+    /// 16 bytes less per session in Redis; see the module docs). For a deployment whose
+    /// sessions were stored by such a version: with the default, they would read as absent.
+    /// Either way [`ids`](RedisStore::ids) lists sessions of both forms.
+    #[must_use]
+    pub fn with_text_keys(mut self) -> Self {
+        self.text_keys = true;
+        self
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -158,8 +181,8 @@ impl<C: FredClient> RedisStore<C> {
         &self.client
     }
 
-    fn key(&self, id: &str) -> String {
-        [self.prefix.as_str(), id].concat()
+    fn key(&self, id: &str) -> Key {
+        keys::session_key(&self.prefix, id, self.text_keys)
     }
 
     fn owner_key(&self, owner: &str) -> String {
@@ -171,7 +194,7 @@ impl<C: FredClient> RedisStore<C> {
         let now = millis(SystemTime::now());
         let args = || vec![now.into(), id.into(), millis(expiry).into()];
         let key = self.owner_key(owner);
-        let client = self.client.client_for(&key);
+        let client = self.client.client_for(key.as_bytes());
         self.index.run(client, key, args).await?;
         Ok(())
     }
@@ -180,7 +203,7 @@ impl<C: FredClient> RedisStore<C> {
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let key = self.key(id);
-        let client = self.client.client_for(&key);
+        let client = self.client.client_for(key.as_bytes());
         let Some(cache) = &self.cache else {
             return self.fetch(client, key).await;
         };
@@ -206,7 +229,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
         let forgetting = self.forgetting(id);
         let key = self.key(id);
-        let client = self.client.client_for(&key);
+        let client = self.client.client_for(key.as_bytes());
         // With the local cache on, the script returns what it wrote, for the cache to keep.
         let ticket = self.write_ticket(id, client);
         let reply = self
@@ -215,7 +238,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
                 commit_args(change, ticket.is_some())
             })
             .await?;
-        self.settle(client, &key).await?;
+        self.settle(client, key.as_bytes()).await?;
         let Some(applied) = commit_reply(reply)? else {
             return Ok(None);
         };
@@ -241,9 +264,9 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let grace = millis_of(crate::store::REPLACE_GRACE);
         let args = || vec![now.into(), successor.into(), grace.into()];
         let key = self.key(id);
-        let client = self.client.client_for(&key);
+        let client = self.client.client_for(key.as_bytes());
         let reply = self.replace.run(client, key.clone(), args).await?;
-        self.settle(client, &key).await?;
+        self.settle(client, key.as_bytes()).await?;
         let owner = match reply {
             Value::Array(items) => match items.as_slice() {
                 [_, owner] => owner.as_string(),
@@ -263,9 +286,9 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let field = ["v:", key].concat();
         let args = || vec![now.into(), field.as_str().into()];
         let redis_key = self.key(id);
-        let client = self.client.client_for(&redis_key);
+        let client = self.client.client_for(redis_key.as_bytes());
         let reply = self.take.run(client, redis_key.clone(), args).await?;
-        self.settle(client, &redis_key).await?;
+        self.settle(client, redis_key.as_bytes()).await?;
         Ok(reply.into_string())
     }
 
@@ -303,7 +326,7 @@ impl<C: FredClient> RedisStore<C> {
     async fn fetch(
         &self,
         client: &fred::clients::Client,
-        key: String,
+        key: Key,
     ) -> Result<Option<Record>, Error> {
         // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
@@ -329,12 +352,12 @@ impl<C: FredClient> RedisStore<C> {
             let current = id.clone();
             let _forgetting = self.forgetting(&current);
             let key = self.key(&id);
-            let client = self.client.client_for(&key);
+            let client = self.client.client_for(key.as_bytes());
             let reply = self
                 .delete
                 .run(client, key.clone(), || vec![only_owner.into()])
                 .await?;
-            self.settle(client, &key).await?;
+            self.settle(client, key.as_bytes()).await?;
             let Value::Array(items) = reply else {
                 return Err(bad_reply());
             };

@@ -49,6 +49,26 @@ pub(crate) fn store_id(token: &str, hash: bool) -> Cow<'_, str> {
     }
 }
 
+/// The 32 bytes a well-formed token encodes (the Redis store's key ends in them); `None` for
+/// anything else.
+#[cfg(feature = "redis")]
+pub(crate) fn bytes(token: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 33];
+    if !is_well_formed(token) {
+        return None;
+    }
+    match URL_SAFE_NO_PAD.decode_slice(token, &mut out) {
+        Ok(32) => out[..32].try_into().ok(),
+        _ => None,
+    }
+}
+
+/// The token of 32 bytes (the inverse of [`bytes`]).
+#[cfg(feature = "redis")]
+pub(crate) fn of_bytes(bytes: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +108,17 @@ mod tests {
                 token.len() == LEN && URL_SAFE_NO_PAD.decode_slice(&token, &mut bytes) == Ok(32);
             assert_eq!(is_well_formed(&token), decodes, "{token:?}");
         }
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn bytes_round_trip_only_for_well_formed_tokens() {
+        let t = generate();
+        let raw = bytes(&t).expect("a generated token decodes");
+        assert_eq!(of_bytes(&raw), t);
+        assert_eq!(bytes(&format!("{}B", &t[..42])), None);
+        assert_eq!(bytes(&t[..42]), None);
+        assert_eq!(bytes("not a token"), None);
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Cache {
     }
 
     fn stripe(&self, id: &str) -> &AtomicU64 {
-        &self.stripes[super::client::tail_hash(id) % STRIPES]
+        &self.stripes[super::client::tail_hash(id.as_bytes()) % STRIPES]
     }
 
     /// The session `id`, if cached, still live at `now`, and tracking through `client` intact.
@@ -309,12 +309,12 @@ impl<C: FredClient> RedisStore<C> {
     pub(super) async fn settle(
         &self,
         client: &fred::clients::Client,
-        key: &str,
+        key: &[u8],
     ) -> Result<(), Error> {
         if self.cache.is_none() {
             return Ok(());
         }
-        let slot = redis_protocol::redis_keyslot(key.as_bytes());
+        let slot = redis_protocol::redis_keyslot(key);
         let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
         crate::observe::redis_command();
         let _: Value = client

@@ -28,7 +28,7 @@ pub trait FredClient: sealed::Sealed + Clone + Send + Sync + 'static {
     /// The client the commands on `key` go through: always the same one for a key, so that
     /// Redis runs the commands on one session in the order they were sent, and a command whose
     /// caller gave up (store timeout) can never land after a later one.
-    fn client_for(&self, key: &str) -> &Client {
+    fn client_for(&self, key: &[u8]) -> &Client {
         let _ = key;
         self.client()
     }
@@ -64,7 +64,7 @@ impl FredClient for Pool {
         Pool::clients(self)
     }
 
-    fn client_for(&self, key: &str) -> &Client {
+    fn client_for(&self, key: &[u8]) -> &Client {
         // Session ids are random, so the last few bytes of the key spread keys evenly; any stable
         // choice keeps one key's commands in order.
         let clients = self.clients();
@@ -147,8 +147,8 @@ pub(super) fn revive_after(client: &Client, e: &fred::error::Error) {
 
 /// A stable hash of the last 8 bytes of `key`: session ids are random, so their tail spreads
 /// them evenly (over a pool's clients, or the local cache's stripes).
-pub(super) fn tail_hash(key: &str) -> usize {
-    let tail = &key.as_bytes()[key.len().saturating_sub(8)..];
+pub(super) fn tail_hash(key: &[u8]) -> usize {
+    let tail = &key[key.len().saturating_sub(8)..];
     tail.iter().fold(0_usize, |h, &b| {
         h.wrapping_mul(31).wrapping_add(usize::from(b))
     })

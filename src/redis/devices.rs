@@ -42,7 +42,7 @@ impl<C: FredClient> RedisStore<C> {
     pub(super) async fn indexed(&self, owner: &str) -> Result<Vec<String>, Error> {
         let index = self.owner_key(owner);
         crate::observe::redis_command();
-        (self.client.client_for(&index))
+        (self.client.client_for(index.as_bytes()))
             .zrange(index.as_str(), 0, -1, None, false, None, false)
             .await
             .map_err(Error::store)
@@ -60,7 +60,7 @@ impl<C: FredClient> RedisStore<C> {
         let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
         let index = self.owner_key(owner);
         crate::observe::redis_command();
-        (self.client.client_for(&index))
+        (self.client.client_for(index.as_bytes()))
             .zrem::<(), _, _>(index, ids)
             .await
             .map_err(Error::store)

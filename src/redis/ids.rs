@@ -8,7 +8,7 @@ use futures_core::Stream;
 use futures_util::{StreamExt, future::Either, stream};
 
 use super::{FredClient, RedisStore};
-use crate::{Error, token};
+use crate::Error;
 
 /// SCAN page size for [`RedisStore::ids`].
 const SCAN_COUNT: u32 = 1000;
@@ -54,9 +54,8 @@ impl<C: FredClient> RedisStore<C> {
                     let keys = page.take_results().unwrap_or_default();
                     page.next();
                     keys.iter()
-                        .filter_map(|key| key.as_str()?.strip_prefix(prefix.as_str()))
-                        .filter(|id| token::is_well_formed(id))
-                        .map(|id| Ok(id.to_owned()))
+                        .filter_map(|key| super::keys::id_of(&prefix, key.as_bytes()))
+                        .map(Ok)
                         .collect()
                 }
                 Err(e) => vec![Err(Error::store(e))],

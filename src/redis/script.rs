@@ -6,7 +6,7 @@
 use fred::{
     clients::Client,
     interfaces::ClientLike,
-    types::{ClusterHash, CustomCommand, Value},
+    types::{ClusterHash, CustomCommand, Key, Value},
 };
 
 use super::decode::{from_millis, millis, millis_of};
@@ -55,14 +55,15 @@ impl Script {
     pub(super) async fn run(
         &self,
         client: &Client,
-        key: String,
+        key: impl Into<Key>,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Value, Error> {
+        let key: Key = key.into();
         let slot = redis_protocol::redis_keyslot(key.as_bytes());
         let call = |name: &'static str, body: &str| {
             let rest = args();
             let mut all = Vec::with_capacity(3 + rest.len());
-            all.extend([body.into(), 1.into(), key.as_str().into()]);
+            all.extend([body.into(), 1.into(), key.clone().into()]);
             all.extend(rest);
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
             crate::observe::redis_command();

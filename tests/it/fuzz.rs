@@ -29,7 +29,12 @@ use base64::{
         general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
     },
 };
-use fred::{clients::Client as FredClient, cmd, interfaces::ClientLike, types::Value};
+use fred::{
+    clients::Client as FredClient,
+    cmd,
+    interfaces::ClientLike,
+    types::{Key, Value},
+};
 use http::{HeaderValue, Request, StatusCode, header};
 use proptest::{
     collection::vec,
@@ -39,7 +44,9 @@ use proptest::{
 };
 use tokio::runtime::Runtime;
 
-use crate::harness::{Backend, Client, NONE, Resp, made_up_token, now_ms, send};
+use crate::harness::{
+    Backend, Client, NONE, Resp, made_up_token, now_ms, redis::session_key, send,
+};
 
 /// A runner with `cases` cases (or `TOWER_SCS_FUZZ_CASES`), a fixed seed (or
 /// `TOWER_SCS_FUZZ_SEED`) so that CI runs the same cases every time, and no regression files.
@@ -521,7 +528,7 @@ fn arg(bytes: &[u8]) -> Value {
 }
 
 /// Writes `planted` under `key` (nothing for an empty collection).
-async fn plant(client: &FredClient, key: &str, planted: &Planted) {
+async fn plant(client: &FredClient, key: &Key, planted: &Planted) {
     let now = now_ms();
     let b = |v: &Val| arg(&v.bytes(now));
     let mut args = vec![arg(key.as_bytes())];
@@ -597,7 +604,7 @@ async fn plant(client: &FredClient, key: &str, planted: &Planted) {
 /// their order is not data) and its absolute expiry in ms (-2: no key, -1: no expiry).
 type Snapshot = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Value);
 
-async fn snapshot(client: &FredClient, key: &str) -> Snapshot {
+async fn snapshot(client: &FredClient, key: &Key) -> Snapshot {
     let k = || vec![arg(key.as_bytes())];
     let bytes = |v: &Value| v.as_bytes().map(<[u8]>::to_vec).unwrap_or_default();
     let items = |v: Value| -> Vec<Vec<u8>> {
@@ -671,7 +678,7 @@ fn fuzz_foreign_data_under_a_session_key() {
         rt.block_on(async {
             raw(&client, "FLUSHALL", vec![]).await;
             let token = made_up_token(&format!("foreign {}", case.fetch_add(1, Ordering::SeqCst)));
-            let key = format!("scs:session:{token}");
+            let key = session_key(&token);
             plant(&client, &key, &planted).await;
             if let Some(secs) = ttl {
                 let ms = (secs * 1000).to_string();
@@ -748,7 +755,7 @@ struct Foreign {
     app: Router,
     client: FredClient,
     token: String,
-    key: String,
+    key: Key,
 }
 
 impl Foreign {
@@ -757,7 +764,7 @@ impl Foreign {
         let app = backend.app(|l| l).await;
         let client = backend.redis_server().unwrap().client();
         let token = made_up_token("planted");
-        let key = format!("scs:session:{token}");
+        let key = session_key(&token);
         Foreign {
             _backend: backend,
             app,

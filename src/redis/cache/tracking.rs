@@ -283,11 +283,8 @@ fn apply(cache: &Cache, prefix: &str, invalidated: Invalidated) {
         Invalidated::Keys(keys) => keys,
     };
     for key in &keys {
-        let id = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| k.strip_prefix(prefix));
-        if let Some(id) = id {
-            cache.forget(id);
+        if let Some(id) = super::super::keys::id_of(prefix, key) {
+            cache.forget(&id);
         }
     }
 }

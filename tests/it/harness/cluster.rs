@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use super::{
     Client as HttpClient, Resp, free_port,
-    redis::{self, command, connect, info_field, require},
+    redis::{self, command, connect, info_field, key_of_name, require},
     sleep_ms, wait_for,
 };
 
@@ -293,7 +293,7 @@ impl RedisCluster {
 
     /// The port of the primary serving `key`'s slot, as the first live node sees it.
     pub async fn primary_of(&self, key: &str) -> u16 {
-        let slot = i64::from(fred::util::redis_keyslot(key.as_bytes()));
+        let slot = i64::from(fred::util::redis_keyslot(key_of_name(key).as_bytes()));
         let slots: Vec<Value> = ask(self.first_live(), "CLUSTER", &["SLOTS"])
             .await
             .expect("CLUSTER SLOTS");

@@ -12,13 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use fred::{
     clients::Client,
     cmd,
     interfaces::{ClientLike, HashesInterface, KeysInterface},
     monitor::MonitorCommand,
     prelude::{Builder, Config, Error, Options, ServerConfig},
-    types::{FromValue, Value},
+    types::{FromValue, Key, Value},
 };
 use futures_util::{Stream, StreamExt};
 use tower_scs::RedisStore;
@@ -54,6 +55,51 @@ pub const STORE_ACL: &str = "resetkeys ~scs:session:* resetchannels -@all +hgeta
 
 /// What the local cache needs on top of [`STORE_ACL`] (documented with it).
 pub const CACHE_ACL: &str = "&__redis__:invalidate +subscribe +client|tracking";
+
+/// The Redis key of session `id` (a token, or its hash) under the default prefix, as the store
+/// writes it: the prefix, then the 32 bytes the id encodes.
+pub fn session_key(id: &str) -> Key {
+    let raw = URL_SAFE_NO_PAD
+        .decode(id)
+        .expect("a session id is base64url");
+    assert_eq!(raw.len(), 32, "a session id encodes 32 bytes");
+    Key::from(
+        [RedisStore::DEFAULT_PREFIX.as_bytes(), &raw]
+            .concat()
+            .into_boxed_slice(),
+    )
+}
+
+/// How the tests name a key: a session's (a prefix of the tests', `…session:` or `x:`, then 32
+/// bytes) as `scs:session:<id>`, with the id's text, so that tests compare keys with the tokens
+/// they hold; any other key as its text.
+pub fn key_name(key: &[u8]) -> String {
+    let (head, raw) = key.split_at(key.len().saturating_sub(32));
+    match std::str::from_utf8(head) {
+        Ok(prefix) if prefix.ends_with("session:") || prefix == "x:" => {
+            format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw))
+        }
+        _ => String::from_utf8(key.to_vec()).expect("a test key is text or a session's"),
+    }
+}
+
+/// The key a name stands for ([`key_name`]'s inverse): `scs:session:<token>` (or another test
+/// prefix's) is that session's key; anything else is itself.
+pub fn key_of_name(name: &str) -> Key {
+    let split = name
+        .len()
+        .checked_sub(43)
+        .filter(|&i| name.is_char_boundary(i));
+    let Some((head, id)) = split.map(|i| name.split_at(i)) else {
+        return Key::from(name);
+    };
+    match URL_SAFE_NO_PAD.decode(id) {
+        Ok(raw) if raw.len() == 32 && (head.ends_with("session:") || head == "x:") => {
+            Key::from([head.as_bytes(), &raw].concat().into_boxed_slice())
+        }
+        _ => Key::from(name),
+    }
+}
 
 /// The restricted user of [`RedisServer::start_as`].
 pub const USER: (&str, &str) = ("sessions", "s3ss10ns-pw");
@@ -305,13 +351,15 @@ pub async fn connect_on(config: Config) -> Result<Client, Error> {
     Ok(client)
 }
 
-/// One command on `client`, its reply converted to `R` (an error reply is an `Err`).
+/// One command on `client`, its reply converted to `R` (an error reply is an `Err`). An
+/// argument naming a session's key as [`key_name`] does goes as that key.
 pub async fn command<R: FromValue>(
     client: &Client,
     name: &'static str,
     args: &[&str],
 ) -> Result<R, Error> {
-    client.custom(cmd!(name), args.to_vec()).await
+    let args: Vec<Value> = args.iter().map(|a| key_of_name(a).into()).collect();
+    client.custom(cmd!(name), args).await
 }
 
 /// `field:value` from an `INFO`-style or `CLUSTER INFO` text.
@@ -389,16 +437,38 @@ pub struct Inspector(Client);
 
 impl Inspector {
     /// Every key, sorted.
+    /// Session keys are named as [`key_name`] says.
     pub async fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.0.custom(cmd!("KEYS"), vec!["*"]).await.expect("KEYS");
+        let keys: Vec<Key> = self.0.custom(cmd!("KEYS"), vec!["*"]).await.expect("KEYS");
+        let mut keys: Vec<String> = keys.iter().map(|k| key_name(k.as_bytes())).collect();
         keys.sort();
         keys
+    }
+
+    /// Every key as Redis holds it (session keys in their binary form), sorted.
+    pub async fn raw_keys(&self) -> Vec<Vec<u8>> {
+        let keys: Vec<Key> = self.0.custom(cmd!("KEYS"), vec!["*"]).await.expect("KEYS");
+        let mut keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// `MEMORY USAGE` of the key of exactly these bytes.
+    pub async fn memory_usage(&self, key: &[u8]) -> i64 {
+        let args = vec![Value::from("USAGE"), Value::from(key)];
+        self.0
+            .custom(cmd!("MEMORY"), args)
+            .await
+            .expect("MEMORY USAGE")
     }
 
     /// Whether `key` holds a session record (a hash with a deadline, `d`), not a renewed
     /// token's marker.
     pub async fn is_session(&self, key: &str) -> bool {
-        self.0.hexists(key, "d").await.expect("HEXISTS")
+        self.0
+            .hexists(key_of_name(key), "d")
+            .await
+            .expect("HEXISTS")
     }
 
     /// The keys that hold session records, sorted.
@@ -413,16 +483,16 @@ impl Inspector {
     }
 
     pub async fn exists(&self, key: &str) -> bool {
-        let n: i64 = self.0.exists(key).await.expect("EXISTS");
+        let n: i64 = self.0.exists(key_of_name(key)).await.expect("EXISTS");
         n == 1
     }
 
     pub async fn pttl(&self, key: &str) -> i64 {
-        self.0.pttl(key).await.expect("PTTL")
+        self.0.pttl(key_of_name(key)).await.expect("PTTL")
     }
 
     pub async fn hgetall(&self, key: &str) -> HashMap<String, String> {
-        self.0.hgetall(key).await.expect("HGETALL")
+        self.0.hgetall(key_of_name(key)).await.expect("HGETALL")
     }
 
     /// `INFO <section>`, as text.
@@ -441,7 +511,8 @@ impl Inspector {
             .expect("total_commands_processed in INFO stats")
     }
 
-    /// Any command, e.g. to plant foreign data under a session key; panics on an error reply.
+    /// Any command, e.g. to plant foreign data under a session key (an argument naming a key as
+    /// [`key_name`] does goes as that key); panics on an error reply.
     pub async fn command(&self, name: &'static str, args: &[&str]) -> Value {
         command(&self.0, name, args)
             .await

@@ -1,0 +1,71 @@
+//! How a session id becomes its Redis key, and a key its id again.
+//!
+//! The key is the prefix, then the 32 bytes the id's 43 base64url characters encode: 44 bytes
+//! under the default prefix. Redis keeps a key of up to 44 bytes in a 48-byte allocation and the
+//! 55-byte text form in a 64-byte one, so a session costs 16 bytes less (`MEMORY USAGE`), which
+//! is what takes it to or below tower-sessions' memory with a token twice as long. The record
+//! itself is unchanged. [`RedisStore::with_text_keys`](super::RedisStore::with_text_keys) keeps
+//! the text form, for sessions an earlier version stored. Reading a key back accepts both.
+
+use fred::types::Key;
+
+use crate::token;
+
+/// The key of session `id` under `prefix`: the id's bytes when it is a token (and `text` is
+/// off), else the id as it is.
+pub(super) fn session_key(prefix: &str, id: &str, text: bool) -> Key {
+    let mut key = Vec::with_capacity(prefix.len() + token::LEN);
+    key.extend_from_slice(prefix.as_bytes());
+    match token::bytes(id).filter(|_| !text) {
+        Some(raw) => key.extend_from_slice(&raw),
+        None => key.extend_from_slice(id.as_bytes()),
+    }
+    Key::from(key.into_boxed_slice())
+}
+
+/// The session id a key under `prefix` stands for, in either form; `None` for a key that holds
+/// no session (another prefix, an owner index).
+pub(super) fn id_of(prefix: &str, key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(prefix.as_bytes())?;
+    if let Ok(raw) = <&[u8; 32]>::try_from(rest) {
+        return Some(token::of_bytes(raw));
+    }
+    std::str::from_utf8(rest)
+        .ok()
+        .filter(|id| token::is_well_formed(id))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_keyed_by_its_bytes_and_read_back() {
+        let id = token::generate();
+        let key = session_key("scs:session:", &id, false);
+        assert_eq!(key.as_bytes().len(), 44);
+        assert_eq!(&key.as_bytes()[..12], b"scs:session:");
+        assert_eq!(id_of("scs:session:", key.as_bytes()), Some(id.clone()));
+        assert_eq!(id_of("other:", key.as_bytes()), None);
+    }
+
+    #[test]
+    fn text_keys_and_ids_that_are_not_tokens_stay_text() {
+        let id = token::generate();
+        let text = session_key("p:", &id, true);
+        assert_eq!(text.as_bytes(), format!("p:{id}").as_bytes());
+        assert_eq!(id_of("p:", text.as_bytes()), Some(id));
+        assert_eq!(session_key("p:", "abc", false).as_bytes(), b"p:abc");
+        assert_eq!(id_of("p:", b"p:abc"), None);
+        assert_eq!(id_of("p:", b"p:owner:alice"), None);
+    }
+
+    #[test]
+    fn any_32_bytes_read_back_as_the_token_that_keys_them() {
+        let raw = *b"owner:abcdefghijklmnopqrstuvwxyz";
+        let key = [b"p:".as_slice(), &raw].concat();
+        let id = id_of("p:", &key).expect("32 bytes are a token's");
+        assert_eq!(session_key("p:", &id, false).as_bytes(), key);
+    }
+}
