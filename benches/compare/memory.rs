@@ -1,10 +1,10 @@
 //! `compare --memory`: Redis memory per session. On the bench's private Redis (flushed between
 //! variants), `BENCH_SESSIONS` (50,000) sessions of one value each are created through each
-//! layer, in process, and `used_memory`'s growth divided by the sessions is reported: tower-scs
-//! without and with an owner (each session its own user's, so each has an owner index of one),
-//! tower-scs under a one-character key prefix (not the default: it shows what the key's length
-//! costs, as a 44-byte key takes a smaller jemalloc size class than the default 55-byte one),
-//! and tower-sessions.
+//! layer, in process, after a warm-up of [`WARM_UP`] sessions flushed again, and `used_memory`'s
+//! growth divided by the sessions is reported: tower-scs without and with an owner (each session its own user's, so each has an owner index of one),
+//! tower-scs with text keys (`with_text_keys`: the token's 43 characters instead of its 32
+//! bytes, so a 55-byte key in jemalloc's 64-byte class instead of a 44-byte one in the 48-byte
+//! class), and tower-sessions.
 
 use std::sync::{
     Arc,
@@ -19,23 +19,29 @@ use crate::{Result, env_num, redis::Redis, servers::pool};
 /// The value every session holds, under the key `v`.
 const VALUE: &str = "hello, session";
 
+/// Sessions created and flushed before each variant's measurement.
+const WARM_UP: usize = 1_000;
+
 pub async fn memory_per_session(redis: &Redis) -> Result<()> {
     let sessions: usize = env_num("BENCH_SESSIONS", 50_000)?;
     println!("\n### Redis memory per session ({sessions} sessions of one value, `{VALUE}`)\n");
     println!("| variant | used_memory growth | bytes per session |");
     println!("|---|--:|--:|");
     for (label, app) in [
-        ("tower-scs", scs(redis, false, None).await?),
+        ("tower-scs", scs(redis, false, false).await?),
         (
             "tower-scs, each with its own owner",
-            scs(redis, true, None).await?,
+            scs(redis, true, false).await?,
         ),
         (
-            "tower-scs, key prefix `s` (not the default)",
-            scs(redis, false, Some("s")).await?,
+            "tower-scs, text keys (`with_text_keys`, not the default)",
+            scs(redis, false, true).await?,
         ),
         ("tower-sessions 0.14 + redis-store 0.16", ts(redis).await?),
     ] {
+        // A warm-up, so that what Redis allocates once (the connections' buffers, the script) is
+        // not charged to the sessions of whichever variant runs first.
+        create(&app, WARM_UP).await?;
         redis.flushall().await?;
         let before = redis.used_memory().await?;
         create(&app, sessions).await?;
@@ -60,11 +66,11 @@ async fn create(app: &Router, sessions: usize) -> Result<()> {
     Ok(())
 }
 
-async fn scs(redis: &Redis, owner: bool, prefix: Option<&str>) -> Result<Router> {
+async fn scs(redis: &Redis, owner: bool, text_keys: bool) -> Result<Router> {
     use tower_scs::{RedisStore, Session, SessionLayer};
     let mut store = RedisStore::from_url(&redis.url()).await?;
-    if let Some(prefix) = prefix {
-        store = store.with_prefix(prefix);
+    if text_keys {
+        store = store.with_text_keys();
     }
     // Each session of its own user: an owner index (a small sorted set) per session.
     let users = Arc::new(AtomicUsize::new(0));
