@@ -53,8 +53,10 @@ pub(crate) fn store_id(token: &str, hash: bool) -> Cow<'_, str> {
 /// anything else.
 #[cfg(feature = "redis")]
 pub(crate) fn bytes(token: &str) -> Option<[u8; 32]> {
+    // The decoder checks the alphabet and that the encoding is canonical (no trailing bits), so
+    // only the length is left to check: a token decodes exactly when it is well formed.
     let mut out = [0u8; 33];
-    if !is_well_formed(token) {
+    if token.len() != LEN {
         return None;
     }
     match URL_SAFE_NO_PAD.decode_slice(token, &mut out) {
@@ -119,6 +121,18 @@ mod tests {
         assert_eq!(bytes(&format!("{}B", &t[..42])), None);
         assert_eq!(bytes(&t[..42]), None);
         assert_eq!(bytes("not a token"), None);
+        // Decoding accepts exactly the well-formed tokens: every last character, and characters
+        // outside base64url (standard base64's, padding, non-ASCII) anywhere.
+        let head = &t[..42];
+        for last in (0..=u8::MAX).map(char::from) {
+            let s = format!("{head}{last}");
+            assert_eq!(bytes(&s).is_some(), is_well_formed(&s), "{s}");
+        }
+        for bad in ["+", "/", "=", "é", " "] {
+            let s = format!("{bad}{}", &t[bad.len()..]);
+            assert_eq!(bytes(&s), None, "{s}");
+            assert!(!is_well_formed(&s));
+        }
     }
 
     #[test]

@@ -14,12 +14,12 @@ use crate::token;
 /// The key of session `id` under `prefix`: the id's bytes when it is a token (and `text` is
 /// off), else the id as it is.
 pub(super) fn session_key(prefix: &str, id: &str, text: bool) -> Key {
-    let mut key = Vec::with_capacity(prefix.len() + token::LEN);
+    let raw = if text { None } else { token::bytes(id) };
+    let rest = raw.as_ref().map_or(id.as_bytes(), |raw| &raw[..]);
+    // Sized exactly, so that the boxing below does not reallocate.
+    let mut key = Vec::with_capacity(prefix.len() + rest.len());
     key.extend_from_slice(prefix.as_bytes());
-    match token::bytes(id).filter(|_| !text) {
-        Some(raw) => key.extend_from_slice(&raw),
-        None => key.extend_from_slice(id.as_bytes()),
-    }
+    key.extend_from_slice(rest);
     Key::from(key.into_boxed_slice())
 }
 
