@@ -63,7 +63,6 @@ use std::{
 
 use fred::{
     clients::Pool,
-    error::ErrorKind,
     interfaces::ClientLike,
     types::{ClusterHash, CustomCommand, Key, Value},
 };
@@ -331,13 +330,8 @@ impl<C: FredClient> RedisStore<C> {
         // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
         crate::observe::redis_command();
-        let reply = client.custom_raw(hgetall, vec![key]).await.map_err(|e| {
-            client::revive_after(client, &e);
-            match (e.kind(), self.command_timeout) {
-                (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
-                _ => Error::store(e),
-            }
-        })?;
+        let reply = (client.custom_raw(hgetall, vec![key]).await)
+            .map_err(|e| client::failed(client, self.command_timeout, e))?;
         decode(reply)
     }
 

@@ -317,10 +317,8 @@ impl<C: FredClient> RedisStore<C> {
         let slot = redis_protocol::redis_keyslot(key);
         let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
         crate::observe::redis_command();
-        let _: Value = client
-            .custom(ping, Vec::<Value>::new())
-            .await
-            .map_err(Error::store)?;
+        let _: Value = (client.custom(ping, Vec::<Value>::new()).await)
+            .map_err(|e| super::client::failed(client, self.command_timeout, e))?;
         Ok(())
     }
 }

@@ -145,6 +145,17 @@ pub(super) fn revive_after(client: &Client, e: &fred::error::Error) {
     });
 }
 
+/// The error for a command through `client` that failed with `e`: [`Error::Timeout`] when it
+/// timed out and the client has a command timeout (`limit`), else [`Error::Store`]. A timeout
+/// also makes the client reconnect ([`revive_after`]).
+pub(super) fn failed(client: &Client, limit: Option<Duration>, e: fred::error::Error) -> Error {
+    revive_after(client, &e);
+    match (e.kind(), limit) {
+        (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
+        _ => Error::store(e),
+    }
+}
+
 /// A stable hash of the last 8 bytes of `key`: session ids are random, so their tail spreads
 /// them evenly (over a pool's clients, or the local cache's stripes).
 pub(super) fn tail_hash(key: &[u8]) -> usize {

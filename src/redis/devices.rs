@@ -42,10 +42,11 @@ impl<C: FredClient> RedisStore<C> {
     pub(super) async fn indexed(&self, owner: &str) -> Result<Vec<String>, Error> {
         let index = self.owner_key(owner);
         crate::observe::redis_command();
-        (self.client.client_for(index.as_bytes()))
+        let client = self.client.client_for(index.as_bytes());
+        (client
             .zrange(index.as_str(), 0, -1, None, false, None, false)
-            .await
-            .map_err(Error::store)
+            .await)
+            .map_err(|e| super::client::failed(client, self.command_timeout, e))
     }
 
     /// Drops `ids` from `owner`'s index (one `ZREM`; none when there are none).
@@ -60,10 +61,9 @@ impl<C: FredClient> RedisStore<C> {
         let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
         let index = self.owner_key(owner);
         crate::observe::redis_command();
-        (self.client.client_for(index.as_bytes()))
-            .zrem::<(), _, _>(index, ids)
-            .await
-            .map_err(Error::store)
+        let client = self.client.client_for(index.as_bytes());
+        (client.zrem::<(), _, _>(index, ids).await)
+            .map_err(|e| super::client::failed(client, self.command_timeout, e))
     }
 
     /// Deletes `id` if it is `owner`'s, and drops it from the index.

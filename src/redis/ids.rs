@@ -1,6 +1,10 @@
 //! [`RedisStore::ids`]: iterating every session with `SCAN`, on every primary.
 
+use std::time::Duration;
+
 use fred::{
+    clients::Client,
+    error::{Error as FredError, ErrorKind},
     interfaces::ClientLike,
     types::scan::{ScanType, Scanner},
 };
@@ -23,7 +27,8 @@ impl<C: FredClient> RedisStore<C> {
     ///
     /// # Errors
     ///
-    /// The stream yields an [`Error::Store`] for a `SCAN` page Redis fails to answer.
+    /// The stream yields an [`Error::Store`] for a `SCAN` page Redis fails to answer, or an
+    /// [`Error::Timeout`] for one that does not come within the command timeout, and ends there.
     ///
     /// ```no_run
     /// # async fn demo(store: tower_scs::RedisStore) -> Result<(), tower_scs::Error> {
@@ -47,6 +52,7 @@ impl<C: FredClient> RedisStore<C> {
         } else {
             Either::Right(client.scan(pattern, count, Some(ScanType::Hash)))
         };
+        let pages = bounded(Box::pin(pages), client.clone(), self.command_timeout);
         let prefix = self.prefix.clone();
         pages.flat_map(move |page| {
             let ids: Vec<Result<String, Error>> = match page {
@@ -58,11 +64,41 @@ impl<C: FredClient> RedisStore<C> {
                         .map(Ok)
                         .collect()
                 }
-                Err(e) => vec![Err(Error::store(e))],
+                Err(e) => vec![Err(e)],
             };
             stream::iter(ids)
         })
     }
+}
+
+/// `pages`, each awaited for at most `limit` (fred's command timeout does not bound a `SCAN`
+/// page: under a network blackhole one waited forever): a page that fails or does not come in
+/// time ends the stream with its error, after which it yields nothing.
+fn bounded<S, T>(
+    pages: std::pin::Pin<Box<S>>,
+    client: Client,
+    limit: Option<Duration>,
+) -> impl Stream<Item = Result<T, Error>> + Send + 'static
+where
+    S: Stream<Item = Result<T, FredError>> + Send + 'static,
+    T: Send + 'static,
+{
+    // Boxed, so that `ids()` stays `Unpin` as it was.
+    Box::pin(stream::unfold(Some(pages), move |pages| {
+        let client = client.clone();
+        async move {
+            let mut pages = pages?;
+            let page = match limit {
+                Some(limit) => tokio::time::timeout(limit, pages.next()).await,
+                None => Ok(pages.next().await),
+            };
+            let late = || FredError::new(ErrorKind::Timeout, "a SCAN page did not come in time");
+            match page.unwrap_or_else(|_| Some(Err(late())))? {
+                Ok(page) => Some((Ok(page), Some(pages))),
+                Err(e) => Some((Err(super::client::failed(&client, limit, e)), None)),
+            }
+        }
+    }))
 }
 
 /// Escapes the glob characters of a key prefix for a `SCAN MATCH` pattern.

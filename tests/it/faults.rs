@@ -13,12 +13,20 @@
 //! - commands and replies cut in slices of 7 bytes: every request served;
 //! - Redis closing every connection while the proxy keeps the app's side open 2 s (slow close).
 //!
+//! And beside the load, under a blackhole: an owner's device list (`ZRANGE`) and `ids()` (`SCAN`)
+//! end in a timeout too, and are served again once it is lifted.
+//!
 //! Run with `--nocapture` for the figures: the worst request time during the fault, the time to
 //! the first put+get served after it, and the writes acknowledged and lost.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::{StreamExt, TryStreamExt};
 use http::StatusCode;
+use tower_scs::{
+    Error, RedisStore,
+    store::{Change, SessionStore},
+};
 
 use crate::harness::{
     RedisServer,
@@ -248,4 +256,47 @@ async fn redis_closing_behind_a_slow_close_is_bounded_errors() {
         "{} requests during the slow close",
         run.during.count
     );
+}
+
+/// Under a blackhole the store's other commands end like a load does: an owner's device list
+/// (`ZRANGE`) and `ids()` (`SCAN`) in `Error::Timeout`, within the command timeout, never a hang;
+/// and once the fault is lifted both are served again, on the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackhole_times_out_the_device_list_and_the_scan_and_both_come_back() {
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.port()).await;
+    let store = RedisStore::from_url(&proxy.url()).await.unwrap();
+    let limit = store
+        .load_timeout()
+        .expect("from_url sets a command timeout");
+    let now = SystemTime::now();
+    let change = Change::create(now, now + Duration::from_secs(600)).with_owner("alice");
+    let id = "A".repeat(43);
+    store.commit(&id, &change).await.unwrap().unwrap();
+
+    proxy.set(Fault::Blackhole);
+    let bound = limit + Duration::from_millis(500);
+    let t0 = Instant::now();
+    let devices = store.owner_sessions("alice").await;
+    assert!(matches!(devices, Err(Error::Timeout(_))), "{devices:?}");
+    let scanned = store.ids().next().await.expect("an answer");
+    assert!(matches!(scanned, Err(Error::Timeout(_))), "{scanned:?}");
+    assert!(t0.elapsed() <= bound * 2, "took {:?}", t0.elapsed());
+
+    proxy.set(Fault::None);
+    let healed = Instant::now();
+    loop {
+        let devices = store.owner_sessions("alice").await;
+        let ids: Result<Vec<String>, Error> = store.ids().try_collect().await;
+        if let (Ok(devices), Ok(ids)) = (&devices, &ids) {
+            assert_eq!(devices.len(), 1);
+            assert_eq!(ids, std::slice::from_ref(&id));
+            break;
+        }
+        assert!(
+            healed.elapsed() < bound * 3,
+            "not served {:?} after healing: {devices:?} {ids:?}",
+            healed.elapsed()
+        );
+    }
 }
