@@ -11,7 +11,6 @@
 //! { printf 'scs:session:'; printf '%s=' "$TOKEN" | basenc -d --base64url; } | redis-cli -x HGETALL
 //! ```
 //!
-//!
 //! | field | value |
 //! |---|---|
 //! | `v:<key>` | the session value of `<key>`, as JSON text |
@@ -43,8 +42,8 @@
 //! delete of it also deletes the successor.
 //!
 //! Sessions tied to an owner are also listed in a sorted set `<prefix>owner:<owner>` (member: the
-//! session id as text, score: its expiry), pruned of expired members at every write and expiring with its
-//! last session. The session's own `owner` field is what counts: "log out everywhere" deletes a
+//! session id as text, score: its expiry), pruned of expired members at every write and expiring
+//! with its last session. The session's own `owner` field is what counts: "log out everywhere" deletes a
 //! listed session only if that field still names the owner.
 //!
 //! A load is one `HGETALL`. A commit is one `EVALSHA` of a small Lua script that applies the
@@ -159,10 +158,10 @@ impl<C: FredClient> RedisStore<C> {
         self
     }
 
-    /// Stores each session under `<prefix><token>`, the token's 43 characters, as versions
-    /// before 0.1 did, instead of `<prefix>` and the 32 bytes the token encodes (the default,
-    /// 16 bytes less per session in Redis; see the module docs). For a deployment whose
-    /// sessions were stored by such a version: with the default, they would read as absent.
+    /// Stores each session under `<prefix><token>`, the token's 43 characters, as this crate did
+    /// before binary keys, instead of `<prefix>` and the 32 bytes the token encodes (the
+    /// default, 16 bytes less per session in Redis; see the module docs). For a deployment whose
+    /// sessions were stored that way: with the default, they would read as absent.
     /// Either way [`ids`](RedisStore::ids) lists sessions of both forms.
     #[must_use]
     pub fn with_text_keys(mut self) -> Self {

@@ -52,7 +52,7 @@ impl<C: FredClient> RedisStore<C> {
         } else {
             Either::Right(client.scan(pattern, count, Some(ScanType::Hash)))
         };
-        let pages = bounded(Box::pin(pages), client.clone(), self.command_timeout);
+        let pages = bounded(Box::pin(pages), client, self.command_timeout);
         let prefix = self.prefix.clone();
         pages.flat_map(move |page| {
             let ids: Vec<Result<String, Error>> = match page {
@@ -84,21 +84,21 @@ where
     T: Send + 'static,
 {
     // Boxed, so that `ids()` stays `Unpin` as it was.
-    Box::pin(stream::unfold(Some(pages), move |pages| {
-        let client = client.clone();
-        async move {
-            let mut pages = pages?;
+    Box::pin(stream::unfold(
+        Some((pages, client)),
+        move |state| async move {
+            let (mut pages, client) = state?;
             let page = match limit {
                 Some(limit) => tokio::time::timeout(limit, pages.next()).await,
                 None => Ok(pages.next().await),
             };
             let late = || FredError::new(ErrorKind::Timeout, "a SCAN page did not come in time");
             match page.unwrap_or_else(|_| Some(Err(late())))? {
-                Ok(page) => Some((Ok(page), Some(pages))),
+                Ok(page) => Some((Ok(page), Some((pages, client)))),
                 Err(e) => Some((Err(super::client::failed(&client, limit, e)), None)),
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// Escapes the glob characters of a key prefix for a `SCAN MATCH` pattern.
