@@ -1,8 +1,8 @@
 //! `compare --memory`: Redis memory per session. On the bench's private Redis (flushed between
 //! variants), `BENCH_SESSIONS` (50,000) sessions of one value each are created through each
 //! layer, in process, after a warm-up of [`WARM_UP`] sessions flushed again, and `used_memory`'s
-//! growth divided by the sessions is reported: tower-scs without and with an owner (each session its own user's, so each has an owner index of one),
-//! tower-scs with text keys (`with_text_keys`: the token's 43 characters instead of its 32
+//! growth divided by the sessions is reported: tower-scs without and with an owner (each session
+//! its own user's, so each has an owner index of one), tower-scs with text keys (`with_text_keys`: the token's 43 characters instead of its 32
 //! bytes, so a 55-byte key in jemalloc's 64-byte class instead of a 44-byte one in the 48-byte
 //! class), and tower-sessions.
 

@@ -76,7 +76,7 @@ pub fn session_key(id: &str) -> Key {
 pub fn key_name(key: &[u8]) -> String {
     let (head, raw) = key.split_at(key.len().saturating_sub(32));
     match std::str::from_utf8(head) {
-        Ok(prefix) if prefix.ends_with("session:") || prefix == "x:" => {
+        Ok(prefix) if is_session_prefix(prefix) => {
             format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw))
         }
         _ => String::from_utf8(key.to_vec()).expect("a test key is text or a session's"),
@@ -94,11 +94,17 @@ pub fn key_of_name(name: &str) -> Key {
         return Key::from(name);
     };
     match URL_SAFE_NO_PAD.decode(id) {
-        Ok(raw) if raw.len() == 32 && (head.ends_with("session:") || head == "x:") => {
+        Ok(raw) if raw.len() == 32 && is_session_prefix(head) => {
             Key::from([head.as_bytes(), &raw].concat().into_boxed_slice())
         }
         _ => Key::from(name),
     }
+}
+
+/// Whether the tests' session keys go under `prefix`: `scs:session:` and others ending in
+/// `session:`, or `x:`.
+fn is_session_prefix(prefix: &str) -> bool {
+    prefix.ends_with("session:") || prefix == "x:"
 }
 
 /// The restricted user of [`RedisServer::start_as`].
@@ -436,11 +442,9 @@ pub fn meta(hash: &HashMap<String, String>) -> HashMap<String, String> {
 pub struct Inspector(Client);
 
 impl Inspector {
-    /// Every key, sorted.
-    /// Session keys are named as [`key_name`] says.
+    /// Every key, named as [`key_name`] says, sorted.
     pub async fn keys(&self) -> Vec<String> {
-        let keys: Vec<Key> = self.0.custom(cmd!("KEYS"), vec!["*"]).await.expect("KEYS");
-        let mut keys: Vec<String> = keys.iter().map(|k| key_name(k.as_bytes())).collect();
+        let mut keys: Vec<String> = self.raw_keys().await.iter().map(|k| key_name(k)).collect();
         keys.sort();
         keys
     }
