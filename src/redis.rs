@@ -183,6 +183,12 @@ impl<C: FredClient> RedisStore<C> {
         keys::session_key(&self.prefix, id, self.text_keys)
     }
 
+    /// The client every command on session `id` goes through: chosen by the id, which is as
+    /// random as its key's tail, so that a cache hit builds no key.
+    fn client_of(&self, id: &str) -> &fred::clients::Client {
+        self.client.client_for(id.as_bytes())
+    }
+
     fn owner_key(&self, owner: &str) -> String {
         format!("{}owner:{owner}", self.prefix)
     }
@@ -200,10 +206,9 @@ impl<C: FredClient> RedisStore<C> {
 
 impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
-        let key = self.key(id);
-        let client = self.client.client_for(key.as_bytes());
+        let client = self.client_of(id);
         let Some(cache) = &self.cache else {
-            return self.fetch(client, key).await;
+            return self.fetch(client, self.key(id)).await;
         };
         cache.tracking.start(cache, self.client.clients());
         if let Some(record) = cache.get(id, client, SystemTime::now()) {
@@ -212,7 +217,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         }
         crate::metrics::cache(false);
         let ticket = cache.ticket(id, client);
-        let record = self.fetch(client, key).await?;
+        let record = self.fetch(client, self.key(id)).await?;
         if let (Some(ticket), Some(record)) = (ticket, &record) {
             cache.insert(id, ticket, client, record);
         }
@@ -227,7 +232,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
         let forgetting = self.forgetting(id);
         let key = self.key(id);
-        let client = self.client.client_for(key.as_bytes());
+        let client = self.client_of(id);
         // With the local cache on, the script returns what it wrote, for the cache to keep.
         let ticket = self.write_ticket(id, client);
         let reply = self
@@ -262,7 +267,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let grace = millis_of(crate::store::REPLACE_GRACE);
         let args = || vec![now.into(), successor.into(), grace.into()];
         let key = self.key(id);
-        let client = self.client.client_for(key.as_bytes());
+        let client = self.client_of(id);
         let reply = self.replace.run(client, key.clone(), args).await?;
         self.settle(client, key.as_bytes()).await?;
         let owner = match reply {
@@ -284,7 +289,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let field = ["v:", key].concat();
         let args = || vec![now.into(), field.as_str().into()];
         let redis_key = self.key(id);
-        let client = self.client.client_for(redis_key.as_bytes());
+        let client = self.client_of(id);
         let reply = self.take.run(client, redis_key.clone(), args).await?;
         self.settle(client, redis_key.as_bytes()).await?;
         Ok(reply.into_string())
@@ -345,7 +350,7 @@ impl<C: FredClient> RedisStore<C> {
             let current = id.clone();
             let _forgetting = self.forgetting(&current);
             let key = self.key(&id);
-            let client = self.client.client_for(key.as_bytes());
+            let client = self.client_of(&id);
             let reply = self
                 .delete
                 .run(client, key.clone(), || vec![only_owner.into()])

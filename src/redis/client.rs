@@ -25,9 +25,10 @@ pub trait FredClient: sealed::Sealed + Clone + Send + Sync + 'static {
     /// The client the next command goes through.
     fn client(&self) -> &Client;
 
-    /// The client the commands on `key` go through: always the same one for a key, so that
-    /// Redis runs the commands on one session in the order they were sent, and a command whose
-    /// caller gave up (store timeout) can never land after a later one.
+    /// The client the commands on `key` go through (for a session's key, `key` is the session
+    /// id): always the same one for a key, so that Redis runs the commands on one session in
+    /// the order they were sent, and a command whose caller gave up (store timeout) can never
+    /// land after a later one.
     fn client_for(&self, key: &[u8]) -> &Client {
         let _ = key;
         self.client()
