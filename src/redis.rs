@@ -334,7 +334,9 @@ impl<C: FredClient> RedisStore<C> {
         // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
         crate::observe::redis_command();
-        let reply = (client.custom_raw(hgetall, vec![key]).await)
+        // fred's future is about 5 KB: boxed here, where it is made, the store's load future
+        // that `DynStore` boxes again stays small (one 5 KB copy a load instead of two).
+        let reply = (Box::pin(client.custom_raw(hgetall, vec![key])).await)
             .map_err(|e| client::failed(client, self.command_timeout, e))?;
         decode(reply)
     }

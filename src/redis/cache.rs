@@ -322,7 +322,7 @@ impl<C: FredClient> RedisStore<C> {
         let slot = redis_protocol::redis_keyslot(key);
         let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
         crate::observe::redis_command();
-        let _: Value = (client.custom(ping, Vec::<Value>::new()).await)
+        let _: Value = (Box::pin(client.custom(ping, Vec::<Value>::new())).await)
             .map_err(|e| super::client::failed(client, self.command_timeout, e))?;
         Ok(())
     }

@@ -68,7 +68,8 @@ impl Script {
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
             crate::observe::redis_command();
             async move {
-                let reply = client.custom::<Value, Value>(command, all).await;
+                // Boxed where it is made, like the load's (see `RedisStore::fetch`).
+                let reply = Box::pin(client.custom::<Value, Value>(command, all)).await;
                 if let Err(e) = &reply {
                     super::client::revive_after(client, e);
                 }
