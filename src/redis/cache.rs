@@ -80,8 +80,8 @@ pub struct LocalCache {
 }
 
 impl LocalCache {
-    /// A cache of at most `max_entries` sessions (the least recently and frequently used ones
-    /// go first).
+    /// A cache of at most `max_entries` sessions (quick_cache's CLOCK-Pro eviction: the
+    /// sessions read once and not again go first).
     #[must_use]
     pub fn new(max_entries: u64) -> Self {
         LocalCache { max_entries }
@@ -99,8 +99,10 @@ pub(super) struct Cache {
     config: LocalCache,
     /// Keyed by session id, hashed by foldhash: std's SipHash of a 43-byte id was 270
     /// instructions, twice on every hit. (The ids a lookup brings are the client's, but only
-    /// loaded records, under ids the store made, are inserted.)
-    entries: moka::sync::Cache<String, Arc<Record>, foldhash::fast::RandomState>,
+    /// loaded records, under ids the store made, are inserted.) quick_cache, not moka: its
+    /// lookups and writes are plain sharded-lock operations, where moka's record each read and
+    /// write for a housekeeper (a moka `invalidate` was 2,100 instructions, twice a write).
+    entries: Entries,
     /// Bumped by every flush.
     epoch: AtomicU64,
     /// Bumped by every invalidation of a key of the stripe.
@@ -112,11 +114,31 @@ impl std::fmt::Debug for Cache {
     /// Counts only: the entries' keys are session ids.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("entries", &self.entries.entry_count())
+            .field("entries", &self.entries.len())
             .field("epoch", &self.epoch.load(SeqCst))
             .field("tracking", &self.tracking)
             .finish_non_exhaustive()
     }
+}
+
+/// The cached records, by session id, bounded by a number of entries.
+type Entries = quick_cache::sync::Cache<
+    String,
+    Arc<Record>,
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
+
+/// An empty cache of at most `max_entries` records.
+fn entries(max_entries: u64) -> Entries {
+    let items = usize::try_from(max_entries).unwrap_or(usize::MAX);
+    Entries::with(
+        items,
+        max_entries,
+        quick_cache::UnitWeighter,
+        foldhash::fast::RandomState::default(),
+        quick_cache::sync::DefaultLifecycle::default(),
+    )
 }
 
 /// What a read knew before it was sent: an entry is kept only if neither counter moved since.
@@ -131,9 +153,7 @@ impl Cache {
     pub(super) fn new(config: LocalCache, prefix: String) -> Arc<Self> {
         Arc::new(Cache {
             config,
-            entries: moka::sync::Cache::builder()
-                .max_capacity(config.max_entries)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            entries: entries(config.max_entries),
             epoch: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             tracking: Tracking::new(prefix),
@@ -156,8 +176,7 @@ impl Cache {
         client: &Client,
         now: SystemTime,
     ) -> Option<Record> {
-        // A presence check first (moka's cheaper lookup: it records no read), so that a miss
-        // costs no socket read.
+        // A presence check first, so that a miss costs no socket read.
         if !self.entries.contains_key(id) || !self.tracking.intact(client) {
             return None;
         }
@@ -169,7 +188,7 @@ impl Cache {
         }
         let record = self.entries.get(id)?;
         if record.expiry <= now {
-            self.entries.invalidate(id);
+            self.entries.remove(id);
             return None;
         }
         Some(Record::clone(&record))
@@ -203,7 +222,7 @@ impl Cache {
         // An invalidation bumps before it removes: either it removed what was just inserted,
         // or the bump shows here.
         if !self.unmoved(id, ticket) {
-            self.entries.invalidate(id);
+            self.entries.remove(id);
         }
     }
 
@@ -230,7 +249,7 @@ impl Cache {
                 ..ticket
             };
             if !self.unmoved(id, ours) {
-                self.entries.invalidate(id);
+                self.entries.remove(id);
             }
         }
         true
@@ -243,20 +262,19 @@ impl Cache {
     /// Drops the session `id`: Redis said it changed, or this process is changing it.
     pub(super) fn forget(&self, id: &str) {
         self.stripe(id).fetch_add(1, SeqCst);
-        self.entries.invalidate(id);
+        self.entries.remove(id);
     }
 
     /// Drops every session: a flush, a lost invalidation, or tracking broken.
     pub(super) fn flush(&self) {
         self.epoch.fetch_add(1, SeqCst);
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// How many sessions the cache holds once the invalidations received are applied.
     pub(super) fn len(&self) -> u64 {
         self.tracking.drain(self);
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 }
 
@@ -355,3 +373,6 @@ impl Drop for Forgetting<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
