@@ -95,17 +95,8 @@ impl SessionStore for FloorStore {
 
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
         let deadline = change.deadline().unwrap_or(change.now);
-        let record = Record {
-            values: change.set.iter().cloned().collect(),
-            deadline,
-            expiry: change.expiry(deadline),
-            remember: false,
-            owner: None,
-            created: None,
-            seen: None,
-            user_agent: None,
-            ip: None,
-        };
+        let values = change.set.iter().cloned().collect();
+        let record = Record::new(values, deadline, change.expiry(deadline));
         let committed = Committed {
             expiry: record.expiry,
             remember: false,

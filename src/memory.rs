@@ -247,18 +247,7 @@ impl SessionStore for MemoryStore {
                 (Mode::Update { .. }, None) => return (Slot::drop_dead(current), Ok(None)),
                 (Mode::Update { .. }, Some(record)) => (record.clone(), size(&record.values)),
                 (Mode::Create { deadline }, _) => {
-                    let record = Record {
-                        values: HashMap::new(),
-                        deadline,
-                        expiry: change.now,
-                        remember: false,
-                        owner: None,
-                        created: None,
-                        seen: None,
-                        user_agent: None,
-                        ip: None,
-                    };
-                    (record, 0)
+                    (Record::new(HashMap::new(), deadline, change.now), 0)
                 }
             };
             if let Err(e) = apply(&mut record, change, before) {

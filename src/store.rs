@@ -39,6 +39,29 @@ pub struct Record {
     pub ip: Option<String>,
 }
 
+impl Record {
+    /// A record of `values` with these times, no owner and no device details: the start of
+    /// what a [`SessionStore`] builds from what it holds.
+    #[must_use]
+    pub fn new(
+        values: HashMap<String, String>,
+        deadline: SystemTime,
+        expiry: SystemTime,
+    ) -> Record {
+        Record {
+            values,
+            deadline,
+            expiry,
+            remember: false,
+            owner: None,
+            created: None,
+            seen: None,
+            user_agent: None,
+            ip: None,
+        }
+    }
+}
+
 /// Whether a [`Change`] creates a new record or updates an existing one, and the deadline it
 /// sets: a create always has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

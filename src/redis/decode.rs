@@ -86,18 +86,12 @@ struct Fields {
 impl Fields {
     fn with_capacity(fields: usize) -> Self {
         Fields {
-            record: Record {
-                // Most fields are usually values.
-                values: HashMap::with_capacity(fields.saturating_sub(2)),
-                deadline: UNIX_EPOCH,
-                expiry: UNIX_EPOCH,
-                remember: false,
-                owner: None,
-                created: None,
-                seen: None,
-                user_agent: None,
-                ip: None,
-            },
+            // Most fields are usually values.
+            record: Record::new(
+                HashMap::with_capacity(fields.saturating_sub(2)),
+                UNIX_EPOCH,
+                UNIX_EPOCH,
+            ),
             meta: Raw::default(),
             has_meta: false,
             old_meta: None,

@@ -6,17 +6,7 @@ use super::entries;
 use crate::store::Record;
 
 fn record() -> Arc<Record> {
-    Arc::new(Record {
-        values: HashMap::new(),
-        deadline: UNIX_EPOCH,
-        expiry: UNIX_EPOCH,
-        remember: false,
-        owner: None,
-        created: None,
-        seen: None,
-        user_agent: None,
-        ip: None,
-    })
+    Arc::new(Record::new(HashMap::new(), UNIX_EPOCH, UNIX_EPOCH))
 }
 
 #[test]
