@@ -54,12 +54,15 @@ impl Shared {
     /// Loads the session of `token`, in the span `session_load`.
     pub(crate) async fn load(&self, token: &str) -> Result<Option<Record>, Error> {
         let id = self.store_id(token);
-        observe::load(async {
+        // Boxed: each async layer above keeps its argument beside the future it awaits
+        // (rust-lang/rust#62958), so the bounded call, passed down unboxed, made this future
+        // 2 KB, copied several times on every load.
+        observe::load(Box::pin(async {
             if self.store_bounds_loads {
                 return observe::store_call(Op::Load, self.store.load(&id)).await;
             }
             self.bounded(Op::Load, self.store.load(&id)).await
-        })
+        }))
         .await
     }
 

@@ -194,3 +194,15 @@ async fn renew_creates_the_new_token_and_hands_the_old_one_over() {
     assert_eq!(own.set, [("b".to_owned(), "2".to_owned())]);
     assert_eq!(own.owner.as_deref(), Some("ann"));
 }
+
+/// A read's future is moved (into the handler's, then into axum's box) on every request, so
+/// its size is a cost: it was 2.3 KB while the store call went down the async layers unboxed.
+#[tokio::test]
+async fn a_read_of_the_session_is_a_small_future() {
+    let (shared, token) = stored(Config::default(), &[("a", "1")], HOUR).await;
+    let s = session(&shared, Some(&token));
+    let get = std::mem::size_of_val(&s.get::<String>("a"));
+    let load = std::mem::size_of_val(&shared.load(&token));
+    assert!(get <= 1024, "Session::get's future is {get} bytes");
+    assert!(load <= 512, "Shared::load's future is {load} bytes");
+}
