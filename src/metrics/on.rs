@@ -1,28 +1,61 @@
-//! The `metrics` feature's recording: one function per event, each with static names and
-//! labels (the `metrics` macros then build their keys once, in statics, and allocate nothing).
+//! The `metrics` feature's recording: one function per event. The hot ones name statics of
+//! ours ([`Key`]s built at compile time, hash included): the `metrics` macros build their key
+//! on every call unless the name is a literal, and ours are the constants of `metrics.rs`
+//! (that was about 350 instructions a request).
 
 use std::time::Duration;
 
-use ::metrics::{counter, histogram};
+use ::metrics::{Key, Label, Level, Metadata, counter, with_recorder};
 
 use super::{Op, kind};
 use crate::{Error, session::EventKind, store::Record};
 
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The store-call histogram's keys, one per `op` label, in the order of [`Op`]'s variants.
+macro_rules! by_op {
+    ($($op:literal),*) => {
+        [$({
+            static LABELS: [Label; 1] = [Label::from_static_parts("op", $op)];
+            Key::from_static_parts(super::STORE_SECONDS, &LABELS)
+        }),*]
+    };
+}
+
+static STORE_SECONDS: [Key; 8] = by_op!(
+    "load",
+    "commit",
+    "delete",
+    "replace",
+    "take",
+    "delete_owner",
+    "owner_sessions",
+    "delete_owned"
+);
+static LOADS: Key = Key::from_static_name(super::LOADS_TOTAL);
+static SESSION_BYTES: Key = Key::from_static_name(super::SESSION_BYTES);
+static COMMITS: Key = Key::from_static_name(super::COMMITS_TOTAL);
+static CREATES: Key = Key::from_static_name(super::CREATES_TOTAL);
+static RENEWALS: Key = Key::from_static_name(super::RENEWALS_TOTAL);
+static DESTROYS: Key = Key::from_static_name(super::DESTROYS_TOTAL);
+static REVOKES: Key = Key::from_static_name(super::REVOKES_TOTAL);
+#[cfg(feature = "redis")]
+static CACHE_HITS: Key = Key::from_static_name(super::CACHE_HITS_TOTAL);
+#[cfg(feature = "redis")]
+static CACHE_MISSES: Key = Key::from_static_name(super::CACHE_MISSES_TOTAL);
+
+fn count(key: &'static Key) {
+    with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
+}
+
+fn observe(key: &'static Key, value: f64) {
+    with_recorder(|r| r.register_histogram(key, &METADATA)).record(value);
+}
+
 /// A store call took `elapsed`, and failed with `error` if any.
 pub(crate) fn store_call(op: Op, elapsed: Duration, error: Option<&Error>) {
-    let secs = elapsed.as_secs_f64();
-    match op {
-        Op::Load => histogram!(super::STORE_SECONDS, "op" => "load").record(secs),
-        Op::Commit => histogram!(super::STORE_SECONDS, "op" => "commit").record(secs),
-        Op::Delete => histogram!(super::STORE_SECONDS, "op" => "delete").record(secs),
-        Op::Replace => histogram!(super::STORE_SECONDS, "op" => "replace").record(secs),
-        Op::Take => histogram!(super::STORE_SECONDS, "op" => "take").record(secs),
-        Op::DeleteOwner => histogram!(super::STORE_SECONDS, "op" => "delete_owner").record(secs),
-        Op::OwnerSessions => {
-            histogram!(super::STORE_SECONDS, "op" => "owner_sessions").record(secs);
-        }
-        Op::DeleteOwned => histogram!(super::STORE_SECONDS, "op" => "delete_owned").record(secs),
-    }
+    observe(&STORE_SECONDS[op as usize], elapsed.as_secs_f64());
     if let Some(e) = error {
         error_of(op.name(), e);
     }
@@ -36,16 +69,16 @@ fn error_of(op: &'static str, e: &Error) {
 
 /// A load from the store answered `record` (`None`: no such session, or the load failed).
 pub(crate) fn loaded(record: Option<&Record>) {
-    counter!(super::LOADS_TOTAL).increment(1);
+    count(&LOADS);
     if let Some(record) = record {
         let bytes: usize = record.values.iter().map(|(k, v)| k.len() + v.len()).sum();
-        histogram!(super::SESSION_BYTES).record(bytes as f64);
+        observe(&SESSION_BYTES, bytes as f64);
     }
 }
 
 /// A commit went to the store.
 pub(crate) fn committed() {
-    counter!(super::COMMITS_TOTAL).increment(1);
+    count(&COMMITS);
 }
 
 /// A commit refused a write before any store call (too large, or a value that does not
@@ -57,10 +90,10 @@ pub(crate) fn failed_before_store(e: &Error) {
 /// A lifecycle event happened.
 pub(crate) fn event(event: EventKind) {
     match event {
-        EventKind::Created => counter!(super::CREATES_TOTAL).increment(1),
-        EventKind::Renewed => counter!(super::RENEWALS_TOTAL).increment(1),
-        EventKind::Destroyed => counter!(super::DESTROYS_TOTAL).increment(1),
-        EventKind::Revoked => counter!(super::REVOKES_TOTAL).increment(1),
+        EventKind::Created => count(&CREATES),
+        EventKind::Renewed => count(&RENEWALS),
+        EventKind::Destroyed => count(&DESTROYS),
+        EventKind::Revoked => count(&REVOKES),
     }
 }
 
@@ -68,7 +101,32 @@ pub(crate) fn event(event: EventKind) {
 #[cfg(feature = "redis")]
 pub(crate) fn cache(hit: bool) {
     match hit {
-        true => counter!(super::CACHE_HITS_TOTAL).increment(1),
-        false => counter!(super::CACHE_MISSES_TOTAL).increment(1),
+        true => count(&CACHE_HITS),
+        false => count(&CACHE_MISSES),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_op_has_its_own_store_seconds_key() {
+        let ops = [
+            Op::Load,
+            Op::Commit,
+            Op::Delete,
+            Op::Replace,
+            Op::Take,
+            Op::DeleteOwner,
+            Op::OwnerSessions,
+            Op::DeleteOwned,
+        ];
+        for op in ops {
+            let key = &STORE_SECONDS[op as usize];
+            let labels: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+            assert_eq!(key.name(), crate::metrics::STORE_SECONDS);
+            assert_eq!(labels, [("op", op.name())], "{op:?}");
+        }
     }
 }
