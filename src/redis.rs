@@ -237,7 +237,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let ticket = self.write_ticket(id, client);
         let reply = self
             .commit
-            .run(client, key.clone(), || {
+            .run_raw(client, key.clone(), || {
                 commit_args(change, ticket.is_some())
             })
             .await?;
@@ -245,7 +245,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let Some(applied) = commit_reply(reply)? else {
             return Ok(None);
         };
-        if let (Some(ticket), Some(fields)) = (ticket, &applied.record) {
+        if let (Some(ticket), Some(fields)) = (ticket, applied.record) {
             forgetting.fill(ticket, client, fields);
         }
         if let Some(owner) = applied.owner {

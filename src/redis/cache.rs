@@ -33,7 +33,7 @@ use std::{
 use fred::{
     clients::Client,
     interfaces::ClientLike,
-    types::{ClusterHash, CustomCommand, Value},
+    types::{ClusterHash, CustomCommand, Resp3Frame, Value},
 };
 
 use super::{FredClient, RedisStore};
@@ -353,11 +353,11 @@ impl Forgetting<'_> {
     /// Ends the change by caching the record it wrote (`fields`, its `HGETALL`), read with
     /// `ticket` (see [`Cache::fill`]), instead of forgetting the session again; so the next
     /// load of it in this process sends nothing. A record that does not decode is forgotten.
-    pub(super) fn fill(mut self, ticket: Ticket, client: &Client, fields: &[Value]) {
+    pub(super) fn fill(mut self, ticket: Ticket, client: &Client, fields: Resp3Frame) {
         let Some(cache) = self.0 else {
             return;
         };
-        let record = super::decode::decode_values(fields).ok().flatten();
+        let record = super::decode::decode(fields).ok().flatten();
         if let Some(record) = record
             && cache.fill(self.1, ticket, client, record)
         {

@@ -6,10 +6,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use fred::{
-    error::ErrorKind,
-    types::{Resp3Frame, Value},
-};
+use fred::{error::ErrorKind, types::Resp3Frame};
 
 use self::meta::{Raw, parse_meta};
 use crate::{Error, store::Record};
@@ -35,25 +32,6 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             "unexpected HGETALL reply {other:?}"
         ))),
     }
-}
-
-/// Decodes the flat field/value list of an `HGETALL` a script returned; an empty one is a
-/// missing session.
-pub(super) fn decode_values(pairs: &[Value]) -> Result<Option<Record>, Error> {
-    if pairs.len() % 2 != 0 {
-        return Err(Error::Malformed("HGETALL reply of odd length".into()));
-    }
-    fn text(v: &Value) -> Result<&str, Error> {
-        match v {
-            Value::String(s) => Ok(s),
-            _ => Err(not_text()),
-        }
-    }
-    record_of(
-        pairs
-            .chunks_exact(2)
-            .map(|p| Ok((text(&p[0])?, text(&p[1])?))),
-    )
 }
 
 /// The record that a hash's field/value pairs make; no pair at all is a missing session.
@@ -146,7 +124,7 @@ impl Fields {
 }
 
 /// The text of a string reply frame.
-fn text(frame: &Resp3Frame) -> Result<&str, Error> {
+pub(super) fn text(frame: &Resp3Frame) -> Result<&str, Error> {
     match frame {
         Resp3Frame::BlobString { data, .. }
         | Resp3Frame::SimpleString { data, .. }

@@ -3,13 +3,16 @@
 //! it clones every argument on every call, a cost on big sessions, and after a `NOSCRIPT` it
 //! sends `SCRIPT LOAD` to every node and then `EVALSHA` again, where one `EVAL` does both.)
 
+use std::future::Future;
+
 use fred::{
     clients::Client,
+    error::ErrorKind,
     interfaces::ClientLike,
-    types::{ClusterHash, CustomCommand, Key, Value},
+    types::{ClusterHash, CustomCommand, Key, Resp3Frame, Value},
 };
 
-use super::decode::{from_millis, millis, millis_of};
+use super::decode::{from_millis, millis, millis_of, text};
 use crate::{
     Error,
     store::{Change, Committed, Mode},
@@ -58,7 +61,40 @@ impl Script {
         key: impl Into<Key>,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Value, Error> {
-        let key: Key = key.into();
+        // Boxed where it is made, like the load's (see `RedisStore::fetch`).
+        let send = |command, all| Box::pin(client.custom::<Value, Value>(command, all));
+        self.run_with(client, key.into(), args, send).await
+    }
+
+    /// [`run`](Self::run), answering the reply frame as Redis sent it (no fred `Value`s on the
+    /// way: the commit's reply carries the record it wrote, decoded straight from the frame).
+    pub(super) async fn run_raw(
+        &self,
+        client: &Client,
+        key: impl Into<Key>,
+        args: impl Fn() -> Vec<Value>,
+    ) -> Result<Resp3Frame, Error> {
+        let send = |command, all| {
+            Box::pin(async move {
+                match client.custom_raw(command, all).await {
+                    Ok(frame) => error_of(frame),
+                    Err(e) => Err(e),
+                }
+            })
+        };
+        self.run_with(client, key.into(), args, send).await
+    }
+
+    async fn run_with<T, F>(
+        &self,
+        client: &Client,
+        key: Key,
+        args: impl Fn() -> Vec<Value>,
+        send: impl Fn(CustomCommand, Vec<Value>) -> F,
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, fred::error::Error>>,
+    {
         let slot = redis_protocol::redis_keyslot(key.as_bytes());
         let call = |name: &'static str, body: &str| {
             let rest = args();
@@ -67,9 +103,9 @@ impl Script {
             all.extend(rest);
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
             crate::observe::redis_command();
+            let reply = send(command, all);
             async move {
-                // Boxed where it is made, like the load's (see `RedisStore::fetch`).
-                let reply = Box::pin(client.custom::<Value, Value>(command, all)).await;
+                let reply = reply.await;
                 if let Err(e) = &reply {
                     super::client::revive_after(client, e);
                 }
@@ -84,6 +120,17 @@ impl Script {
             other => other.map_err(script_error),
         }
     }
+}
+
+/// An error reply frame as the error fred makes of it on its own replies (its text, whole, as
+/// the details); any other frame as it is.
+fn error_of(frame: Resp3Frame) -> Result<Resp3Frame, fred::error::Error> {
+    let message = match &frame {
+        Resp3Frame::SimpleError { data, .. } => data.to_string(),
+        Resp3Frame::BlobError { data, .. } => String::from_utf8_lossy(data).into_owned(),
+        _ => return Ok(frame),
+    };
+    Err(fred::error::Error::new(ErrorKind::Unknown, message))
 }
 
 /// Maps a script's `TOOLARGE <bytes>` and `MALFORMED <field>` errors to [`Error::TooLarge`] and
@@ -180,21 +227,21 @@ pub(super) struct Applied {
     pub(super) committed: Committed,
     /// The session's owner, if it has one.
     pub(super) owner: Option<String>,
-    /// The record as written (its `HGETALL`), when asked for and the session still lives.
-    pub(super) record: Option<Vec<Value>>,
+    /// The record as written (its `HGETALL` frame), when asked for and the session still lives.
+    pub(super) record: Option<Resp3Frame>,
 }
 
 /// `commit.lua`'s reply, or `None` when an update found no live session.
-pub(super) fn commit_reply(reply: Value) -> Result<Option<Applied>, Error> {
+pub(super) fn commit_reply(reply: Resp3Frame) -> Result<Option<Applied>, Error> {
     let mut items = match reply {
-        Value::Null => return Ok(None),
-        Value::Array(items) => items,
+        Resp3Frame::Null => return Ok(None),
+        Resp3Frame::Array { data, .. } => data,
         _ => return Err(bad_reply()),
     };
     let record = match items.len() {
         3 => None,
         4 => match items.pop() {
-            Some(Value::Array(fields)) => Some(fields),
+            Some(fields @ Resp3Frame::Array { .. }) => Some(fields),
             _ => return Err(bad_reply()),
         },
         _ => return Err(bad_reply()),
@@ -202,15 +249,18 @@ pub(super) fn commit_reply(reply: Value) -> Result<Option<Applied>, Error> {
     let [expiry, remember, owner] = items.as_slice() else {
         return Err(bad_reply());
     };
-    let expiry = expiry.as_i64().ok_or_else(bad_reply)?;
+    let expiry = match expiry {
+        Resp3Frame::Number { data, .. } => *data,
+        _ => return Err(bad_reply()),
+    };
     let committed = Committed {
         expiry: from_millis(expiry),
-        remember: remember.as_str().is_some_and(|r| r == "1"),
+        remember: text(remember).map_err(|_| bad_reply())? == "1",
     };
-    let owner = owner.as_string().filter(|o| !o.is_empty());
+    let owner = text(owner).map_err(|_| bad_reply())?;
     Ok(Some(Applied {
         committed,
-        owner,
+        owner: (!owner.is_empty()).then(|| owner.to_owned()),
         record,
     }))
 }
@@ -222,156 +272,4 @@ pub(super) fn bad_reply() -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
-    use fred::error::{Error as FredError, ErrorKind};
-
-    use super::*;
-
-    /// `Arg::IdleTtl` as commit.lua spells it: `IDLE_TTL`.
-    fn lua_name(arg: Arg) -> String {
-        let mut name = String::new();
-        for (i, c) in format!("{arg:?}").chars().enumerate() {
-            if c.is_uppercase() && i > 0 {
-                name.push('_');
-            }
-            name.push(c.to_ascii_uppercase());
-        }
-        name
-    }
-
-    #[test]
-    fn commit_lua_names_its_arguments_in_the_order_rust_sends_them() {
-        let all = [
-            Arg::Mode,
-            Arg::Now,
-            Arg::IdleTtl,
-            Arg::Deadline,
-            Arg::Remember,
-            Arg::Cleared,
-            Arg::Owner,
-            Arg::MaxBytes,
-            Arg::UserAgent,
-            Arg::Ip,
-            Arg::Fill,
-            Arg::Removed,
-        ];
-        assert_eq!(all.len(), FIXED_ARGS);
-        let names: Vec<String> = all.iter().map(|&a| lua_name(a)).collect();
-        let numbers: Vec<String> = (1..=FIXED_ARGS).map(|n| n.to_string()).collect();
-        let declared = format!("local {} =\n  {}\n", names.join(", "), numbers.join(", "));
-        assert!(
-            COMMIT_LUA.contains(&declared),
-            "commit.lua lacks {declared:?}"
-        );
-        assert!(COMMIT_LUA.contains(&format!("local FIELDS = {}\n", FIXED_ARGS + 1)));
-        for (i, &arg) in all.iter().enumerate() {
-            assert_eq!(arg as usize, i, "{arg:?}");
-            assert!(
-                COMMIT_LUA.contains(&format!("--   {}", lua_name(arg))),
-                "{arg:?} documented"
-            );
-        }
-    }
-
-    fn text(v: &Value) -> String {
-        v.as_string().unwrap_or_else(|| panic!("{v:?} is not text"))
-    }
-
-    #[test]
-    fn commit_args_put_each_argument_in_its_place() {
-        let now = UNIX_EPOCH + Duration::from_millis(1_000);
-        let change = Change::update(now)
-            .with_removed("gone")
-            .with_set("k", "\"v\"")
-            .with_remember(true)
-            .with_idle_ttl(Some(Duration::from_millis(500)))
-            .with_max_bytes(Some(64))
-            .with_owner("ann")
-            .with_cleared();
-        let change = Change {
-            user_agent: Some("curl/8".into()),
-            ip: Some("::1".into()),
-            ..change
-        };
-        let args: Vec<String> = commit_args(&change, true).iter().map(text).collect();
-        let expected = [
-            "u", "1000", "500", "", "1", "1", "ann", "64", "curl/8", "::1", "1", "1",
-        ];
-        assert_eq!(args[..FIXED_ARGS], expected);
-        assert_eq!(args[FIXED_ARGS..], ["v:gone", "v:k", "\"v\""]);
-
-        let deadline = now + Duration::from_secs(60);
-        let create = Change::create(now, deadline).with_max_bytes(Some(u64::MAX));
-        let args: Vec<String> = commit_args(&create, false).iter().map(text).collect();
-        let expected = [
-            "c",
-            "1000",
-            "0",
-            "61000",
-            "",
-            "0",
-            "",
-            &i64::MAX.to_string(),
-            "",
-            "",
-            "0",
-            "0",
-        ];
-        assert_eq!(args, expected);
-    }
-
-    #[test]
-    fn commit_replies_decode_or_are_refused() {
-        let reply = Value::Array(vec![5_000.into(), "1".into(), "ann".into()]);
-        let applied = commit_reply(reply).unwrap().unwrap();
-        assert_eq!(
-            applied.committed.expiry,
-            UNIX_EPOCH + Duration::from_secs(5)
-        );
-        assert!(applied.committed.remember);
-        assert_eq!(applied.owner.as_deref(), Some("ann"));
-        assert_eq!(applied.record, None);
-        let fields = Value::Array(vec!["d".into(), "5000".into()]);
-        let reply = Value::Array(vec![5_000.into(), "0".into(), "".into(), fields]);
-        let applied = commit_reply(reply).unwrap().unwrap();
-        assert!(!applied.committed.remember);
-        assert_eq!(applied.owner, None);
-        assert_eq!(applied.record, Some(vec!["d".into(), "5000".into()]));
-        assert_eq!(commit_reply(Value::Null).unwrap(), None);
-        for bad in [
-            Value::Array(vec![5_000.into(), "1".into()]),
-            Value::Array(vec![5_000.into(), "1".into(), "".into(), "d".into()]),
-            Value::Array(vec!["soon".into(), "1".into(), "".into()]),
-            Value::Integer(1),
-        ] {
-            assert!(matches!(commit_reply(bad), Err(Error::Malformed(_))));
-        }
-    }
-
-    #[test]
-    fn script_errors_map_to_the_errors_they_mean() {
-        let reply = |msg: &str| FredError::new(ErrorKind::Unknown, msg.to_owned());
-        let too_large = script_error(reply("ERR user_script:60: TOOLARGE 2048"));
-        assert!(
-            matches!(&too_large, Error::TooLarge(m) if m == "2048 bytes"),
-            "{too_large:?}"
-        );
-        let corrupt = script_error(reply("ERR user_script:17: MALFORMED meta"));
-        assert!(
-            matches!(&corrupt, Error::Malformed(m) if m.ends_with("field meta")),
-            "{corrupt:?}"
-        );
-        let other = script_error(reply("OOM command not allowed"));
-        assert!(matches!(other, Error::Store(_)), "{other:?}");
-    }
-
-    #[test]
-    fn a_script_is_its_parts_and_their_sha1() {
-        let script = Script::new(&[PRELUDE_LUA, TAKE_LUA]);
-        assert_eq!(script.lua, [PRELUDE_LUA, TAKE_LUA].concat());
-        assert_eq!(script.sha, fred::util::sha1_hash(&script.lua));
-        assert_eq!(script.sha.len(), 40);
-    }
-}
+mod tests;
