@@ -133,16 +133,17 @@ impl<C: FredClient> RedisStore<C> {
     #[must_use]
     pub fn new(client: C) -> Self {
         let timeout = client.client().perf_config().default_command_timeout;
+        let limit = Some(timeout).filter(|t| !t.is_zero());
         Self {
             client,
             prefix: RedisStore::DEFAULT_PREFIX.to_owned(),
             text_keys: false,
-            command_timeout: Some(timeout).filter(|t| !t.is_zero()),
-            commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA]),
-            take: Script::new(&[PRELUDE_LUA, TAKE_LUA]),
-            replace: Script::new(&[PRELUDE_LUA, REPLACE_LUA]),
-            delete: Script::new(&[DELETE_LUA]),
-            index: Script::new(&[INDEX_LUA]),
+            command_timeout: limit,
+            commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA], limit),
+            take: Script::new(&[PRELUDE_LUA, TAKE_LUA], limit),
+            replace: Script::new(&[PRELUDE_LUA, REPLACE_LUA], limit),
+            delete: Script::new(&[DELETE_LUA], limit),
+            index: Script::new(&[INDEX_LUA], limit),
             cache: None,
         }
     }

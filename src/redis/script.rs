@@ -3,7 +3,7 @@
 //! it clones every argument on every call, a cost on big sessions, and after a `NOSCRIPT` it
 //! sends `SCRIPT LOAD` to every node and then `EVALSHA` again, where one `EVAL` does both.)
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use fred::{
     clients::Client,
@@ -37,15 +37,20 @@ pub(super) const INDEX_LUA: &str = include_str!("index.lua");
 pub(super) struct Script {
     lua: String,
     sha: String,
+    /// The fred client's command timeout: a script that runs past it ends in
+    /// [`Error::Timeout`], like the store's other commands.
+    limit: Option<Duration>,
 }
 
 impl Script {
-    /// A script of `parts` concatenated (the prelude, then the body).
-    pub(super) fn new(parts: &[&str]) -> Self {
+    /// A script of `parts` concatenated (the prelude, then the body), run through clients whose
+    /// command timeout is `limit`.
+    pub(super) fn new(parts: &[&str], limit: Option<Duration>) -> Self {
         let lua = parts.concat();
         Script {
             sha: fred::util::sha1_hash(&lua),
             lua,
+            limit,
         }
     }
 
@@ -112,12 +117,16 @@ impl Script {
                 reply
             }
         };
+        let failed = |e: fred::error::Error| match (e.kind(), self.limit) {
+            (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
+            _ => script_error(e),
+        };
         match call("EVALSHA", &self.sha).await {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                call("EVAL", &self.lua).await.map_err(script_error)
+                call("EVAL", &self.lua).await.map_err(failed)
             }
-            other => other.map_err(script_error),
+            other => other.map_err(failed),
         }
     }
 }

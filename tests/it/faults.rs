@@ -259,10 +259,11 @@ async fn redis_closing_behind_a_slow_close_is_bounded_errors() {
 }
 
 /// Under a blackhole the store's other commands end like a load does: an owner's device list
-/// (`ZRANGE`) and `ids()` (`SCAN`) in `Error::Timeout`, within the command timeout, never a hang;
-/// and once the fault is lifted both are served again, on the same store.
+/// (`ZRANGE`), `ids()` (`SCAN`) and a commit (its script) in `Error::Timeout`, within the
+/// command timeout, never a hang; and once the fault is lifted all are served again, on the
+/// same store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blackhole_times_out_the_device_list_and_the_scan_and_both_come_back() {
+async fn a_blackhole_times_out_the_device_list_the_scan_and_a_commit_and_all_come_back() {
     let redis = RedisServer::start().await;
     let proxy = FaultProxy::start(redis.port()).await;
     let store = RedisStore::from_url(&proxy.url()).await.unwrap();
@@ -281,21 +282,28 @@ async fn a_blackhole_times_out_the_device_list_and_the_scan_and_both_come_back()
     assert!(matches!(devices, Err(Error::Timeout(_))), "{devices:?}");
     let scanned = store.ids().next().await.expect("an answer");
     assert!(matches!(scanned, Err(Error::Timeout(_))), "{scanned:?}");
-    assert!(t0.elapsed() <= bound * 2, "took {:?}", t0.elapsed());
+    let update = || Change::update(SystemTime::now()).with_set("k", "\"v\"");
+    let committed = store.commit(&id, &update()).await;
+    assert!(
+        matches!(committed, Err(Error::Timeout(d)) if d == limit),
+        "{committed:?}"
+    );
+    assert!(t0.elapsed() <= bound * 3, "took {:?}", t0.elapsed());
 
     proxy.set(Fault::None);
     let healed = Instant::now();
     loop {
         let devices = store.owner_sessions("alice").await;
         let ids: Result<Vec<String>, Error> = store.ids().try_collect().await;
-        if let (Ok(devices), Ok(ids)) = (&devices, &ids) {
+        let committed = store.commit(&id, &update()).await;
+        if let (Ok(devices), Ok(ids), Ok(Some(_))) = (&devices, &ids, &committed) {
             assert_eq!(devices.len(), 1);
             assert_eq!(ids, std::slice::from_ref(&id));
             break;
         }
         assert!(
-            healed.elapsed() < bound * 3,
-            "not served {:?} after healing: {devices:?} {ids:?}",
+            healed.elapsed() < bound * 4,
+            "not served {:?} after healing: {devices:?} {ids:?} {committed:?}",
             healed.elapsed()
         );
     }
