@@ -150,10 +150,20 @@ pub(super) fn revive_after(client: &Client, e: &fred::error::Error) {
 /// timed out and the client has a command timeout (`limit`), else [`Error::Store`]. A timeout
 /// also makes the client reconnect ([`revive_after`]).
 pub(super) fn failed(client: &Client, limit: Option<Duration>, e: fred::error::Error) -> Error {
+    failed_as(client, limit, e, Error::store)
+}
+
+/// [`failed`], with any error but a timeout mapped by `otherwise` (a script's own errors).
+pub(super) fn failed_as(
+    client: &Client,
+    limit: Option<Duration>,
+    e: fred::error::Error,
+    otherwise: impl FnOnce(fred::error::Error) -> Error,
+) -> Error {
     revive_after(client, &e);
     match (e.kind(), limit) {
         (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
-        _ => Error::store(e),
+        _ => otherwise(e),
     }
 }
 

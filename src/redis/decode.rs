@@ -17,7 +17,7 @@ mod meta;
 pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
     // RESP2 answers a flat array of fields and values (fred hands it over as a RESP3 array),
     // RESP3 a map.
-    match reply {
+    match error_of(reply).map_err(Error::store)? {
         Resp3Frame::Array { data, .. } if data.len() % 2 == 0 => record_of(
             data.chunks_exact(2)
                 .map(|p| Ok((text(&p[0])?, text(&p[1])?))),
@@ -26,8 +26,6 @@ pub(super) fn decode(reply: Resp3Frame) -> Result<Option<Record>, Error> {
             record_of(data.iter().map(|(n, v)| Ok((text(n)?, text(v)?))))
         }
         Resp3Frame::Null => Ok(None),
-        Resp3Frame::SimpleError { data, .. } => Err(reply_error(&data)),
-        Resp3Frame::BlobError { data, .. } => Err(reply_error(&String::from_utf8_lossy(&data))),
         other => Err(Error::Malformed(format!(
             "unexpected HGETALL reply {other:?}"
         ))),
@@ -139,12 +137,15 @@ fn not_text() -> Error {
     Error::Malformed("session hash holds a field that is not UTF-8".into())
 }
 
-/// An error reply from Redis, as a store error.
-fn reply_error(message: &str) -> Error {
-    Error::store(fred::error::Error::new(
-        ErrorKind::Unknown,
-        message.to_owned(),
-    ))
+/// An error reply frame as the error fred makes of it on its own replies (its text, whole, as
+/// the details); any other frame as it is.
+pub(super) fn error_of(frame: Resp3Frame) -> Result<Resp3Frame, fred::error::Error> {
+    let message = match &frame {
+        Resp3Frame::SimpleError { data, .. } => data.to_string(),
+        Resp3Frame::BlobError { data, .. } => String::from_utf8_lossy(data).into_owned(),
+        _ => return Ok(frame),
+    };
+    Err(fred::error::Error::new(ErrorKind::Unknown, message))
 }
 
 /// A duration in whole milliseconds, saturating.

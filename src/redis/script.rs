@@ -7,12 +7,11 @@ use std::{future::Future, time::Duration};
 
 use fred::{
     clients::Client,
-    error::ErrorKind,
     interfaces::ClientLike,
     types::{ClusterHash, CustomCommand, Key, Resp3Frame, Value},
 };
 
-use super::decode::{from_millis, millis, millis_of, text};
+use super::decode::{error_of, from_millis, millis, millis_of, text};
 use crate::{
     Error,
     store::{Change, Committed, Mode},
@@ -108,19 +107,9 @@ impl Script {
             all.extend(rest);
             let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
             crate::observe::redis_command();
-            let reply = send(command, all);
-            async move {
-                let reply = reply.await;
-                if let Err(e) = &reply {
-                    super::client::revive_after(client, e);
-                }
-                reply
-            }
+            send(command, all)
         };
-        let failed = |e: fred::error::Error| match (e.kind(), self.limit) {
-            (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
-            _ => script_error(e),
-        };
+        let failed = |e| super::client::failed_as(client, self.limit, e, script_error);
         match call("EVALSHA", &self.sha).await {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {
@@ -129,17 +118,6 @@ impl Script {
             other => other.map_err(failed),
         }
     }
-}
-
-/// An error reply frame as the error fred makes of it on its own replies (its text, whole, as
-/// the details); any other frame as it is.
-fn error_of(frame: Resp3Frame) -> Result<Resp3Frame, fred::error::Error> {
-    let message = match &frame {
-        Resp3Frame::SimpleError { data, .. } => data.to_string(),
-        Resp3Frame::BlobError { data, .. } => String::from_utf8_lossy(data).into_owned(),
-        _ => return Ok(frame),
-    };
-    Err(fred::error::Error::new(ErrorKind::Unknown, message))
 }
 
 /// Maps a script's `TOOLARGE <bytes>` and `MALFORMED <field>` errors to [`Error::TooLarge`] and
