@@ -63,7 +63,7 @@ use std::{
 use fred::{
     clients::Pool,
     interfaces::ClientLike,
-    types::{ClusterHash, CustomCommand, Key, Value},
+    types::{ClusterHash, CustomCommand, Key, Resp3Frame, Value},
 };
 
 use crate::{
@@ -234,19 +234,22 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let forgetting = self.forgetting(id);
         let key = self.key(id);
         let client = self.client_of(id);
-        // With the local cache on, the script returns what it wrote, for the cache to keep.
         let ticket = self.write_ticket(id, client);
         let reply = self
             .commit
-            .run_raw(client, key.clone(), || {
-                commit_args(change, ticket.is_some())
-            })
+            .run_raw(client, key.clone(), || commit_args(change))
             .await?;
-        self.settle(client, key.as_bytes()).await?;
+        // With the local cache on, the record is read back once the script has answered: that
+        // read settles the write for the other processes' caches (see `settle`), and it is what
+        // this one keeps.
+        let written = match self.cache {
+            Some(_) => Some(self.hgetall(client, key).await?),
+            None => None,
+        };
         let Some(applied) = commit_reply(reply)? else {
             return Ok(None);
         };
-        if let (Some(ticket), Some(fields)) = (ticket, applied.record) {
+        if let (Some(ticket), Some(fields)) = (ticket, written) {
             forgetting.fill(ticket, client, fields);
         }
         if let Some(owner) = applied.owner {
@@ -332,14 +335,18 @@ impl<C: FredClient> RedisStore<C> {
         client: &fred::clients::Client,
         key: Key,
     ) -> Result<Option<Record>, Error> {
-        // The raw reply frame, decoded straight into a Record: no intermediate fred `Value`s.
+        decode(self.hgetall(client, key).await?)
+    }
+
+    /// One `HGETALL` of `key` through `client`: the raw reply frame, decoded straight into a
+    /// Record by the caller, with no intermediate fred `Value`s.
+    async fn hgetall(&self, client: &fred::clients::Client, key: Key) -> Result<Resp3Frame, Error> {
         let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
         crate::observe::redis_command();
         // fred's future is about 5 KB: boxed here, where it is made, the store's load future
         // that `DynStore` boxes again stays small (one 5 KB copy a load instead of two).
-        let reply = (Box::pin(client.custom_raw(hgetall, vec![key])).await)
-            .map_err(|e| client::failed(client, self.command_timeout, e))?;
-        decode(reply)
+        (Box::pin(client.custom_raw(hgetall, vec![key])).await)
+            .map_err(|e| client::failed(client, self.command_timeout, e))
     }
 
     /// Deletes session `id` (only if its owner is `owner`, when that is not empty), and the

@@ -19,8 +19,8 @@
 //! cache's epoch and the key's stripe counter) before it is sent; an invalidation or flush bumps
 //! them before it removes anything, and a reply is kept only if neither moved, checked again
 //! after the insert. The store's own writes forget the entry before they run; a commit then
-//! keeps the record its script read back after writing (which Redis tracks), the others forget
-//! it again.
+//! keeps the record it reads back once its script has answered (a read Redis tracks), the
+//! others forget it again.
 
 use std::{
     sync::{
@@ -199,6 +199,14 @@ impl Cache {
         // Invalidations received before the read is sent are applied now, not after its reply
         // is cached (where they would drop a fresh entry).
         self.tracking.drain(self);
+        self.ticket_now(id, client)
+    }
+
+    /// [`ticket`](Self::ticket) without applying what has arrived first: for a write, whose
+    /// request has just loaded the session (and so drained) and whose own first forget moved
+    /// the stripe anyway. An invalidation still unread is applied later and voids the ticket:
+    /// the entry is then not kept, never kept stale.
+    fn ticket_now(&self, id: &str, client: &Client) -> Option<Ticket> {
         let ticket = Ticket {
             epoch: self.epoch.load(SeqCst),
             stripe: self.stripe(id).load(SeqCst),
@@ -226,8 +234,8 @@ impl Cache {
         }
     }
 
-    /// Keeps `record`, which a write of this store returned (its script read it after writing,
-    /// so Redis tracks the key for the connection again), unless anything moved since `ticket`,
+    /// Keeps `record`, which a write of this store read back right after writing (the read makes
+    /// Redis track the key for the connection again), unless anything moved since `ticket`,
     /// taken before the write was sent. Returns whether the reads in flight were voided (what the
     /// write's second forget does otherwise): the stripe moves from the ticket's count to the
     /// next, so a read that took its ticket before is not kept, and this one is kept only if no
@@ -318,17 +326,19 @@ impl<C: FredClient> RedisStore<C> {
         Forgetting(cache, id)
     }
 
-    /// A ticket for a write of `id` that returns the record it wrote, taken after the write's
+    /// A ticket for a write of `id` that reads back the record it wrote, taken after the write's
     /// first forget: `None` without a cache or while tracking through `client` is off.
     pub(super) fn write_ticket(&self, id: &str, client: &Client) -> Option<Ticket> {
-        self.cache.as_ref()?.ticket(id, client)
+        self.cache.as_ref()?.ticket_now(id, client)
     }
 
     /// With the local cache on, one `PING` to the server holding `key`, after a script changed
-    /// it. Redis 7.0 sends the invalidations of the keys a script wrote only in its next
-    /// event-loop iteration; the `PING` makes that iteration happen before the response leaves,
-    /// so that the other processes' caches hear of the change first. (Without it, 1 to 2 % of
-    /// the reads through another process right after a write were stale; with it, none.)
+    /// it. Redis writes the script's reply and the invalidations it sends the other processes'
+    /// subscribers in the same event-loop iteration, and the reply can go first; a command sent
+    /// once the reply is here runs in a later iteration, after they are all written, so that the
+    /// other processes' caches hear of the change before the response leaves. (Without it, 1 to
+    /// 2 % of the reads through another process right after a write were stale; with it, none.)
+    /// A commit reads its record back instead, which settles alike.
     pub(super) async fn settle(
         &self,
         client: &fred::clients::Client,
@@ -350,7 +360,7 @@ impl<C: FredClient> RedisStore<C> {
 pub(super) struct Forgetting<'a>(Option<&'a Cache>, &'a str);
 
 impl Forgetting<'_> {
-    /// Ends the change by caching the record it wrote (`fields`, its `HGETALL`), read with
+    /// Ends the change by caching the record it wrote (`fields`, its `HGETALL` after the write), read with
     /// `ticket` (see [`Cache::fill`]), instead of forgetting the session again; so the next
     /// load of it in this process sends nothing. A record that does not decode is forgotten.
     pub(super) fn fill(mut self, ticket: Ticket, client: &Client, fields: Resp3Frame) {

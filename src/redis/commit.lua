@@ -1,6 +1,6 @@
 -- Applies a Change to the session KEYS[1]. Returns nil when an update finds no live session, an
 -- error `TOOLARGE <bytes>` (changing nothing) when the values would exceed the limit and grow,
--- else {expiry ms, remember, owner} and, with FILL, the record's HGETALL. Times are the app's
+-- else {expiry ms, remember, owner}. Times are the app's
 -- clock; the key's TTL is set relative to `now`, so a Redis clock ahead of or behind the app's
 -- never shortens it.
 --
@@ -15,13 +15,11 @@
 --   MAX_BYTES  the size limit of the values; 0 = none
 --   USER_AGENT a user agent to record with an owned session (field `ua`); empty = keep
 --   IP         a client IP to record with an owned session (field `ip`); empty = keep
---   FILL       `1` to return the whole record too, read after the writes (the local cache keeps
---              it; the read makes Redis track the key for the caller again)
 --   REMOVED    n, the count of fields to delete
 -- then, from FIELDS on, the n fields to delete, then field/value pairs to set.
-local MODE, NOW, IDLE_TTL, DEADLINE, REMEMBER, CLEARED, OWNER, MAX_BYTES, USER_AGENT, IP, FILL, REMOVED =
-  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
-local FIELDS = 13
+local MODE, NOW, IDLE_TTL, DEADLINE, REMEMBER, CLEARED, OWNER, MAX_BYTES, USER_AGENT, IP, REMOVED =
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+local FIELDS = 12
 local key = KEYS[1]
 local now = tonumber(ARGV[NOW])
 local idle = tonumber(ARGV[IDLE_TTL])
@@ -94,9 +92,4 @@ batched('HSET', key, ARGV, FIELDS + n, #ARGV)
 if owner ~= '' and ARGV[USER_AGENT] ~= '' then redis.call('HSET', key, 'ua', ARGV[USER_AGENT]) end
 if owner ~= '' and ARGV[IP] ~= '' then redis.call('HSET', key, 'ip', ARGV[IP]) end
 redis.call('PEXPIRE', key, m.expiry - now)
-if ARGV[FILL] == '1' then
-  -- Read after the last write: a write removes the key from Redis's tracking table, a read
-  -- inside a script puts it back for the connection that ran the script.
-  return {m.expiry, tostring(m.remember), owner, redis.call('HGETALL', key)}
-end
 return {m.expiry, tostring(m.remember), owner}

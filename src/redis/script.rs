@@ -147,16 +147,15 @@ enum Arg {
     MaxBytes,
     UserAgent,
     Ip,
-    Fill,
     Removed,
 }
 
 /// How many fixed arguments `commit.lua` takes.
 const FIXED_ARGS: usize = Arg::Removed as usize + 1;
 
-/// The arguments of `commit.lua` for `change`, asking for the written record back if `fill`.
+/// The arguments of `commit.lua` for `change`.
 /// Numbers go as integers and fixed strings as static ones: nothing is allocated but the fields.
-pub(super) fn commit_args(change: &Change, fill: bool) -> Vec<Value> {
+pub(super) fn commit_args(change: &Change) -> Vec<Value> {
     let fixed = |s: &'static str| Value::from_static_str(s);
     let mut head: [Value; FIXED_ARGS] = std::array::from_fn(|_| Value::Null);
     let mut put = |arg: Arg, value: Value| head[arg as usize] = value;
@@ -196,7 +195,6 @@ pub(super) fn commit_args(change: &Change, fill: bool) -> Vec<Value> {
         change.user_agent.as_deref().unwrap_or_default().into(),
     );
     put(Arg::Ip, change.ip.as_deref().unwrap_or_default().into());
-    put(Arg::Fill, fixed(if fill { "1" } else { "0" }));
     put(Arg::Removed, (change.removed.len() as i64).into());
     let mut args = Vec::with_capacity(FIXED_ARGS + change.removed.len() + 2 * change.set.len());
     args.extend(head);
@@ -214,23 +212,13 @@ pub(super) struct Applied {
     pub(super) committed: Committed,
     /// The session's owner, if it has one.
     pub(super) owner: Option<String>,
-    /// The record as written (its `HGETALL` frame), when asked for and the session still lives.
-    pub(super) record: Option<Resp3Frame>,
 }
 
 /// `commit.lua`'s reply, or `None` when an update found no live session.
 pub(super) fn commit_reply(reply: Resp3Frame) -> Result<Option<Applied>, Error> {
-    let mut items = match reply {
+    let items = match reply {
         Resp3Frame::Null => return Ok(None),
         Resp3Frame::Array { data, .. } => data,
-        _ => return Err(bad_reply()),
-    };
-    let record = match items.len() {
-        3 => None,
-        4 => match items.pop() {
-            Some(fields @ Resp3Frame::Array { .. }) => Some(fields),
-            _ => return Err(bad_reply()),
-        },
         _ => return Err(bad_reply()),
     };
     let [expiry, remember, owner] = items.as_slice() else {
@@ -248,7 +236,6 @@ pub(super) fn commit_reply(reply: Resp3Frame) -> Result<Option<Applied>, Error> 
     Ok(Some(Applied {
         committed,
         owner: (!owner.is_empty()).then(|| owner.to_owned()),
-        record,
     }))
 }
 

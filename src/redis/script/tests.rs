@@ -31,7 +31,6 @@ fn commit_lua_names_its_arguments_in_the_order_rust_sends_them() {
         Arg::MaxBytes,
         Arg::UserAgent,
         Arg::Ip,
-        Arg::Fill,
         Arg::Removed,
     ];
     assert_eq!(all.len(), FIXED_ARGS);
@@ -72,16 +71,16 @@ fn commit_args_put_each_argument_in_its_place() {
         ip: Some("::1".into()),
         ..change
     };
-    let args: Vec<String> = commit_args(&change, true).iter().map(text).collect();
+    let args: Vec<String> = commit_args(&change).iter().map(text).collect();
     let expected = [
-        "u", "1000", "500", "", "1", "1", "ann", "64", "curl/8", "::1", "1", "1",
+        "u", "1000", "500", "", "1", "1", "ann", "64", "curl/8", "::1", "1",
     ];
     assert_eq!(args[..FIXED_ARGS], expected);
     assert_eq!(args[FIXED_ARGS..], ["v:gone", "v:k", "\"v\""]);
 
     let deadline = now + Duration::from_secs(60);
     let create = Change::create(now, deadline).with_max_bytes(Some(u64::MAX));
-    let args: Vec<String> = commit_args(&create, false).iter().map(text).collect();
+    let args: Vec<String> = commit_args(&create).iter().map(text).collect();
     let expected = [
         "c",
         "1000",
@@ -93,7 +92,6 @@ fn commit_args_put_each_argument_in_its_place() {
         &i64::MAX.to_string(),
         "",
         "",
-        "0",
         "0",
     ];
     assert_eq!(args, expected);
@@ -130,17 +128,15 @@ fn commit_replies_decode_or_are_refused() {
     );
     assert!(applied.committed.remember);
     assert_eq!(applied.owner.as_deref(), Some("ann"));
-    assert_eq!(applied.record, None);
-    let fields = array(vec![blob("d"), blob("5000")]);
-    let reply = array(vec![number(5_000), blob("0"), blob(""), fields.clone()]);
+    let reply = array(vec![number(5_000), blob("0"), blob("")]);
     let applied = commit_reply(reply).unwrap().unwrap();
     assert!(!applied.committed.remember);
     assert_eq!(applied.owner, None);
-    assert_eq!(applied.record, Some(fields));
     assert_eq!(commit_reply(Resp3Frame::Null).unwrap(), None);
     for bad in [
         array(vec![number(5_000), blob("1")]),
         array(vec![number(5_000), blob("1"), blob(""), blob("d")]),
+        array(vec![number(5_000), blob("1"), blob(""), array(vec![])]),
         array(vec![blob("soon"), blob("1"), blob("")]),
         array(vec![number(5_000), number(1), blob("")]),
         number(1),
