@@ -242,9 +242,10 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         // With the local cache on, the record is read back once the script has answered: that
         // read settles the write for the other processes' caches (see `settle`), and it is what
         // this one keeps.
-        let written = match self.cache {
-            Some(_) => Some(self.hgetall(client, key).await?),
-            None => None,
+        let written = if self.cache.is_some() {
+            Some(self.hgetall(client, key).await?)
+        } else {
+            None
         };
         let Some(applied) = commit_reply(reply)? else {
             return Ok(None);

@@ -202,10 +202,9 @@ impl Cache {
         self.ticket_now(id, client)
     }
 
-    /// [`ticket`](Self::ticket) without applying what has arrived first: for a write, whose
-    /// request has just loaded the session (and so drained) and whose own first forget moved
-    /// the stripe anyway. An invalidation still unread is applied later and voids the ticket:
-    /// the entry is then not kept, never kept stale.
+    /// [`ticket`](Self::ticket) without applying what has arrived first (one socket read fewer
+    /// a write): an invalidation still unread when the ticket is taken is applied later and
+    /// voids it, so the record the write reads back is then not kept, and never kept stale.
     fn ticket_now(&self, id: &str, client: &Client) -> Option<Ticket> {
         let ticket = Ticket {
             epoch: self.epoch.load(SeqCst),
@@ -360,9 +359,10 @@ impl<C: FredClient> RedisStore<C> {
 pub(super) struct Forgetting<'a>(Option<&'a Cache>, &'a str);
 
 impl Forgetting<'_> {
-    /// Ends the change by caching the record it wrote (`fields`, its `HGETALL` after the write), read with
-    /// `ticket` (see [`Cache::fill`]), instead of forgetting the session again; so the next
-    /// load of it in this process sends nothing. A record that does not decode is forgotten.
+    /// Ends the change by caching the record it wrote (`fields`, its `HGETALL` after the
+    /// write), read with `ticket` (see [`Cache::fill`]), instead of forgetting the session
+    /// again; so the next load of it in this process sends nothing. A record that does not
+    /// decode is forgotten.
     pub(super) fn fill(mut self, ticket: Ticket, client: &Client, fields: Resp3Frame) {
         let Some(cache) = self.0 else {
             return;

@@ -1,8 +1,7 @@
 -- Applies a Change to the session KEYS[1]. Returns nil when an update finds no live session, an
 -- error `TOOLARGE <bytes>` (changing nothing) when the values would exceed the limit and grow,
--- else {expiry ms, remember, owner}. Times are the app's
--- clock; the key's TTL is set relative to `now`, so a Redis clock ahead of or behind the app's
--- never shortens it.
+-- else {expiry ms, remember, owner}. Times are the app's clock; the key's TTL is set relative
+-- to `now`, so a Redis clock ahead of or behind the app's never shortens it.
 --
 -- ARGV, by position (`Arg` in script.rs names them alike, in the same order):
 --   MODE       `c` (create) or `u` (update)
