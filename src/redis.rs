@@ -200,7 +200,7 @@ impl<C: FredClient> RedisStore<C> {
         let args = || vec![now.into(), id.into(), millis(expiry).into()];
         let key = self.owner_key(owner);
         let client = self.client.client_for(key.as_bytes());
-        self.index.run(client, key, args).await?;
+        self.index.run(self.via(client), key, args).await?;
         Ok(())
     }
 }
@@ -237,7 +237,7 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let ticket = self.write_ticket(id, client);
         let reply = self
             .commit
-            .run_raw(client, key.clone(), || commit_args(change))
+            .run_raw(self.via(client), key.clone(), || commit_args(change))
             .await?;
         // With the local cache on, the record is read back once the script has answered: that
         // read settles the write for the other processes' caches (see `settle`), and it is what
@@ -273,7 +273,10 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let args = || vec![now.into(), successor.into(), grace.into()];
         let key = self.key(id);
         let client = self.client_of(id);
-        let reply = self.replace.run(client, key.clone(), args).await?;
+        let reply = self
+            .replace
+            .run(self.via(client), key.clone(), args)
+            .await?;
         self.settle(client, key.as_bytes()).await?;
         let owner = match reply {
             Value::Array(items) => match items.as_slice() {
@@ -295,7 +298,10 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let args = || vec![now.into(), field.as_str().into()];
         let redis_key = self.key(id);
         let client = self.client_of(id);
-        let reply = self.take.run(client, redis_key.clone(), args).await?;
+        let reply = self
+            .take
+            .run(self.via(client), redis_key.clone(), args)
+            .await?;
         self.settle(client, redis_key.as_bytes()).await?;
         Ok(reply.into_string())
     }
@@ -346,8 +352,7 @@ impl<C: FredClient> RedisStore<C> {
         crate::observe::redis_command();
         // fred's future is about 5 KB: boxed here, where it is made, the store's load future
         // that `DynStore` boxes again stays small (one 5 KB copy a load instead of two).
-        (Box::pin(client.custom_raw(hgetall, vec![key])).await)
-            .map_err(|e| client::failed(client, self.command_timeout, e))
+        (Box::pin(client.custom_raw(hgetall, vec![key])).await).map_err(|e| self.failed(client, e))
     }
 
     /// Deletes session `id` (only if its owner is `owner`, when that is not empty), and the
@@ -364,7 +369,7 @@ impl<C: FredClient> RedisStore<C> {
             let client = self.client_of(&id);
             let reply = self
                 .delete
-                .run(client, key.clone(), || vec![only_owner.into()])
+                .run(self.via(client), key.clone(), || vec![only_owner.into()])
                 .await?;
             self.settle(client, key.as_bytes()).await?;
             let Value::Array(items) = reply else {

@@ -350,7 +350,7 @@ impl<C: FredClient> RedisStore<C> {
         let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
         crate::observe::redis_command();
         let _: Value = (Box::pin(client.custom(ping, Vec::<Value>::new())).await)
-            .map_err(|e| super::client::failed(client, self.command_timeout, e))?;
+            .map_err(|e| self.failed(client, e))?;
         Ok(())
     }
 }

@@ -112,55 +112,96 @@ fn not_ready(kind: ErrorKind, what: &'static str) -> Error {
     Error::store(fred::error::Error::new(kind, what))
 }
 
+/// A client a command goes through, and every client of its store (see [`revive_after`]).
+pub(super) type Via<'a> = (&'a Client, &'a [Client]);
+
+impl<C: FredClient> RedisStore<C> {
+    /// `client`, one of this store's, with the others.
+    pub(super) fn via<'a>(&'a self, client: &'a Client) -> Via<'a> {
+        (client, self.client.clients())
+    }
+
+    /// The error for a command through `client` (one of this store's) that failed with `e`
+    /// (see [`failed`]).
+    pub(super) fn failed(&self, client: &Client, e: fred::error::Error) -> Error {
+        failed(self.via(client), self.command_timeout, e)
+    }
+}
+
 /// When each client was last made to reconnect by [`revive_after`], by fred client id.
 static REVIVED: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Mutex::default);
 
-/// After the error `e` of a command through `client`: when the command timed out on a
-/// connection fred still counts as connected, makes the client reconnect (at most once a
-/// second).
+/// How long a connection asked by [`revive_after`] has to answer its `PING`.
+const PROBE_LIMIT: Duration = Duration::from_secs(1);
+
+/// After the error `e` of a command through `client`, one of `pool` (the clients of its store):
+/// when the command timed out on a connection fred still counts as connected, makes the client
+/// reconnect (at most once a second), and asks each other connected client of the pool for a
+/// `PING`, making any that does not answer within a second reconnect too.
 ///
 /// fred's unresponsive-connection check counts from a connection's *last* write, so under
 /// steady traffic a connection to a server that hangs without closing it (`SIGSTOP`, a silent
 /// partition) is never found unresponsive: new commands keep being written to it. A timed-out
 /// command is the sign; a reconnect is the cure, and behind Sentinel it asks the sentinels for
 /// the primary again, so a failover away from a hung primary is followed within about a second.
-pub(super) fn revive_after(client: &Client, e: &fred::error::Error) {
-    if *e.kind() != ErrorKind::Timeout || !client.is_connected() {
+/// A connection no command went through meanwhile is not found by either: left alone, it would
+/// fail its first command after the failover, so it is asked at once.
+pub(super) fn revive_after(client: &Client, pool: &[Client], e: &fred::error::Error) {
+    if *e.kind() != ErrorKind::Timeout || !client.is_connected() || !reconnect(client) {
         return;
     }
+    for other in pool {
+        if other.id() == client.id() || !other.is_connected() {
+            continue;
+        }
+        let other = other.clone();
+        tokio::spawn(async move {
+            let pong = tokio::time::timeout(PROBE_LIMIT, other.ping::<fred::types::Value>(None));
+            match pong.await {
+                Ok(Err(e)) if *e.kind() != ErrorKind::Timeout => {}
+                Ok(Ok(_)) => {}
+                _ => drop(reconnect(&other)),
+            }
+        });
+    }
+}
+
+/// Makes `client` reconnect, unless it was made to within the last second: whether it was.
+fn reconnect(client: &Client) -> bool {
     let now = Instant::now();
     {
         let mut revived = REVIVED.lock().unwrap_or_else(|e| e.into_inner());
         match revived.get(client.id()) {
-            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => return,
+            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => return false,
             _ => revived.insert(client.id().to_owned(), now),
         };
     }
     tracing::warn!(
         client = client.id(),
-        "a Redis command timed out: reconnecting"
+        "a Redis connection did not answer in time: reconnecting"
     );
     let client = client.clone();
     tokio::spawn(async move {
         let _ = client.force_reconnection().await;
     });
+    true
 }
 
-/// The error for a command through `client` that failed with `e`: [`Error::Timeout`] when it
-/// timed out and the client has a command timeout (`limit`), else [`Error::Store`]. A timeout
-/// also makes the client reconnect ([`revive_after`]).
-pub(super) fn failed(client: &Client, limit: Option<Duration>, e: fred::error::Error) -> Error {
-    failed_as(client, limit, e, Error::store)
+/// The error for a command through `via`'s client that failed with `e`: [`Error::Timeout`] when
+/// it timed out and the client has a command timeout (`limit`), else [`Error::Store`]. A timeout
+/// also makes the client reconnect, and checks the store's other clients ([`revive_after`]).
+pub(super) fn failed(via: Via<'_>, limit: Option<Duration>, e: fred::error::Error) -> Error {
+    failed_as(via, limit, e, Error::store)
 }
 
 /// [`failed`], with any error but a timeout mapped by `otherwise` (a script's own errors).
 pub(super) fn failed_as(
-    client: &Client,
+    (client, pool): Via<'_>,
     limit: Option<Duration>,
     e: fred::error::Error,
     otherwise: impl FnOnce(fred::error::Error) -> Error,
 ) -> Error {
-    revive_after(client, &e);
+    revive_after(client, pool, &e);
     match (e.kind(), limit) {
         (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
         _ => otherwise(e),

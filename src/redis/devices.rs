@@ -46,7 +46,7 @@ impl<C: FredClient> RedisStore<C> {
         (client
             .zrange(index.as_str(), 0, -1, None, false, None, false)
             .await)
-            .map_err(|e| super::client::failed(client, self.command_timeout, e))
+            .map_err(|e| self.failed(client, e))
     }
 
     /// Drops `ids` from `owner`'s index (one `ZREM`; none when there are none).
@@ -62,8 +62,7 @@ impl<C: FredClient> RedisStore<C> {
         let index = self.owner_key(owner);
         crate::observe::redis_command();
         let client = self.client.client_for(index.as_bytes());
-        (client.zrem::<(), _, _>(index, ids).await)
-            .map_err(|e| super::client::failed(client, self.command_timeout, e))
+        (client.zrem::<(), _, _>(index, ids).await).map_err(|e| self.failed(client, e))
     }
 
     /// Deletes `id` if it is `owner`'s, and drops it from the index.

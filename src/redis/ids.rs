@@ -52,7 +52,8 @@ impl<C: FredClient> RedisStore<C> {
         } else {
             Either::Right(client.scan(pattern, count, Some(ScanType::Hash)))
         };
-        let pages = bounded(Box::pin(pages), client, self.command_timeout);
+        let pool = self.client.clients().to_vec();
+        let pages = bounded(Box::pin(pages), (client, pool), self.command_timeout);
         let prefix = self.prefix.clone();
         pages.flat_map(move |page| {
             let ids: Vec<Result<String, Error>> = match page {
@@ -73,10 +74,11 @@ impl<C: FredClient> RedisStore<C> {
 
 /// `pages`, each awaited for at most `limit` (fred's command timeout does not bound a `SCAN`
 /// page: under a network blackhole one waited forever): a page that fails or does not come in
-/// time ends the stream with its error, after which it yields nothing.
+/// time ends the stream with its error, after which it yields nothing. `via` is the client
+/// the pages come through, and its store's clients.
 fn bounded<S, T>(
     pages: std::pin::Pin<Box<S>>,
-    client: Client,
+    via: (Client, Vec<Client>),
     limit: Option<Duration>,
 ) -> impl Stream<Item = Result<T, Error>> + Send + 'static
 where
@@ -85,17 +87,17 @@ where
 {
     // Boxed, so that `ids()` stays `Unpin` as it was.
     Box::pin(stream::unfold(
-        Some((pages, client)),
+        Some((pages, via)),
         move |state| async move {
-            let (mut pages, client) = state?;
+            let (mut pages, via) = state?;
             let page = match limit {
                 Some(limit) => tokio::time::timeout(limit, pages.next()).await,
                 None => Ok(pages.next().await),
             };
             let late = || FredError::new(ErrorKind::Timeout, "a SCAN page did not come in time");
             match page.unwrap_or_else(|_| Some(Err(late())))? {
-                Ok(page) => Some((Ok(page), Some((pages, client)))),
-                Err(e) => Some((Err(super::client::failed(&client, limit, e)), None)),
+                Ok(page) => Some((Ok(page), Some((pages, via)))),
+                Err(e) => Some((Err(super::client::failed((&via.0, &via.1), limit, e)), None)),
             }
         },
     ))

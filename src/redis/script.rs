@@ -6,12 +6,14 @@
 use std::{future::Future, time::Duration};
 
 use fred::{
-    clients::Client,
     interfaces::ClientLike,
     types::{ClusterHash, CustomCommand, Key, Resp3Frame, Value},
 };
 
-use super::decode::{error_of, from_millis, millis, millis_of, text};
+use super::{
+    client::Via,
+    decode::{error_of, from_millis, millis, millis_of, text},
+};
 use crate::{
     Error,
     store::{Change, Committed, Mode},
@@ -53,7 +55,8 @@ impl Script {
         }
     }
 
-    /// Runs the script on `key`. `args` is called again only for the `EVAL` after a `NOSCRIPT`.
+    /// Runs the script on `key` through `via`'s client (whose store's other clients a timeout
+    /// has checked too). `args` is called again only for the `EVAL` after a `NOSCRIPT`.
     ///
     /// Sent as custom commands routed by the key's slot, not through fred's `evalsha`: that
     /// one looks the key's node up before sending, so on a cluster whose routing state is not
@@ -61,37 +64,37 @@ impl Script {
     /// connection like every other command.
     pub(super) async fn run(
         &self,
-        client: &Client,
+        via: Via<'_>,
         key: impl Into<Key>,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Value, Error> {
         // Boxed where it is made, like the load's (see `RedisStore::fetch`).
-        let send = |command, all| Box::pin(client.custom::<Value, Value>(command, all));
-        self.run_with(client, key.into(), args, send).await
+        let send = |command, all| Box::pin(via.0.custom::<Value, Value>(command, all));
+        self.run_with(via, key.into(), args, send).await
     }
 
     /// [`run`](Self::run), answering the reply frame as Redis sent it (no fred `Value`s on the
-    /// way: the commit's reply carries the record it wrote, decoded straight from the frame).
+    /// way: the commit's reply is decoded straight from the frame).
     pub(super) async fn run_raw(
         &self,
-        client: &Client,
+        via: Via<'_>,
         key: impl Into<Key>,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Resp3Frame, Error> {
         let send = |command, all| {
             Box::pin(async move {
-                match client.custom_raw(command, all).await {
+                match via.0.custom_raw(command, all).await {
                     Ok(frame) => error_of(frame),
                     Err(e) => Err(e),
                 }
             })
         };
-        self.run_with(client, key.into(), args, send).await
+        self.run_with(via, key.into(), args, send).await
     }
 
     async fn run_with<T, F>(
         &self,
-        client: &Client,
+        via: Via<'_>,
         key: Key,
         args: impl Fn() -> Vec<Value>,
         send: impl Fn(CustomCommand, Vec<Value>) -> F,
@@ -109,7 +112,7 @@ impl Script {
             crate::observe::redis_command();
             send(command, all)
         };
-        let failed = |e| super::client::failed_as(client, self.limit, e, script_error);
+        let failed = |e| super::client::failed_as(via, self.limit, e, script_error);
         match call("EVALSHA", &self.sha).await {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {
