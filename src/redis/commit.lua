@@ -31,14 +31,14 @@ local update = ARGV[MODE] == 'u'
 -- Sizes of stored values are looked up only where there can be any.
 local keep = update and not cleared
 if update then
-  local stored, fields = live(key, now, 'owner')
-  if not stored then return fields or false end
+  local stored, stored_owner = live(key, now, 'owner')
+  if not stored then return stored_owner or false end
   old_size = stored.size
   m.had = stored.had
   m.deadline = m.deadline or stored.deadline
   m.remember = stored.remember
   created = stored.created
-  if owner == '' then owner = fields[1] or '' end
+  if owner == '' then owner = stored_owner or '' end
   if not cleared then m.size = stored.size end
 end
 if ARGV[REMEMBER] ~= '' then m.remember = tonumber(ARGV[REMEMBER]) end
@@ -70,9 +70,10 @@ end
 if max > 0 and m.size > max and m.size > old_size then
   return redis.error_reply('TOOLARGE ' .. m.size)
 end
+local remember = m.remember == 1 and '1' or '0'
 if m.expiry <= now then
   redis.call('DEL', key)
-  return {m.expiry, tostring(m.remember), owner}
+  return {m.expiry, remember, owner}
 end
 if cleared then
   local gone = {}
@@ -82,13 +83,20 @@ if cleared then
   batched('HDEL', key, gone, 1, #gone)
 end
 batched('HDEL', key, ARGV, FIELDS, FIELDS + n - 1)
-if ARGV[OWNER] ~= '' then
-  write_meta(key, m, 'owner', owner)
-else
-  write_meta(key, m)
+-- One HSET for the metadata, the owner, the values and the client, unless there are so many
+-- values that they go in batches after it.
+local set, k = meta_pairs(m, ARGV[OWNER] ~= '' and owner or nil)
+local first, last = FIELDS + n, #ARGV
+local together = last - first < 2000
+if together then
+  for i = first, last do k = k + 1; set[k] = ARGV[i] end
 end
-batched('HSET', key, ARGV, FIELDS + n, #ARGV)
-if owner ~= '' and ARGV[USER_AGENT] ~= '' then redis.call('HSET', key, 'ua', ARGV[USER_AGENT]) end
-if owner ~= '' and ARGV[IP] ~= '' then redis.call('HSET', key, 'ip', ARGV[IP]) end
-redis.call('PEXPIRE', key, m.expiry - now)
-return {m.expiry, tostring(m.remember), owner}
+if owner ~= '' then
+  if ARGV[USER_AGENT] ~= '' then set[k + 1], set[k + 2], k = 'ua', ARGV[USER_AGENT], k + 2 end
+  if ARGV[IP] ~= '' then set[k + 1], set[k + 2], k = 'ip', ARGV[IP], k + 2 end
+end
+redis.call('HSET', key, unpack(set))
+drop_unwritten(key, m)
+if not together then batched('HSET', key, ARGV, first, last) end
+redis.call('PEXPIRE', key, format('%d', m.expiry - now))
+return {m.expiry, remember, owner}
