@@ -139,11 +139,11 @@ impl<C: FredClient> RedisStore<C> {
             prefix: RedisStore::DEFAULT_PREFIX.to_owned(),
             text_keys: false,
             command_timeout: limit,
-            commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA], limit),
-            take: Script::new(&[PRELUDE_LUA, TAKE_LUA], limit),
-            replace: Script::new(&[PRELUDE_LUA, REPLACE_LUA], limit),
-            delete: Script::new(&[DELETE_LUA], limit),
-            index: Script::new(&[INDEX_LUA], limit),
+            commit: Script::new(&[PRELUDE_LUA, COMMIT_LUA]),
+            take: Script::new(&[PRELUDE_LUA, TAKE_LUA]),
+            replace: Script::new(&[PRELUDE_LUA, REPLACE_LUA]),
+            delete: Script::new(&[DELETE_LUA]),
+            index: Script::new(&[INDEX_LUA]),
             cache: None,
         }
     }

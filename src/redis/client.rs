@@ -112,19 +112,29 @@ fn not_ready(kind: ErrorKind, what: &'static str) -> Error {
     Error::store(fred::error::Error::new(kind, what))
 }
 
-/// A client a command goes through, and every client of its store (see [`revive_after`]).
-pub(super) type Via<'a> = (&'a Client, &'a [Client]);
+/// The client a command goes through, every client of its store (see [`revive_after`]), and
+/// their command timeout, if they have one.
+#[derive(Clone, Copy)]
+pub(super) struct Via<'a> {
+    pub(super) client: &'a Client,
+    pub(super) pool: &'a [Client],
+    pub(super) limit: Option<Duration>,
+}
 
 impl<C: FredClient> RedisStore<C> {
-    /// `client`, one of this store's, with the others.
+    /// `client`, one of this store's, with the others and the command timeout.
     pub(super) fn via<'a>(&'a self, client: &'a Client) -> Via<'a> {
-        (client, self.client.clients())
+        Via {
+            client,
+            pool: self.client.clients(),
+            limit: self.command_timeout,
+        }
     }
 
     /// The error for a command through `client` (one of this store's) that failed with `e`
     /// (see [`failed`]).
     pub(super) fn failed(&self, client: &Client, e: fred::error::Error) -> Error {
-        failed(self.via(client), self.command_timeout, e)
+        failed(self.via(client), e)
     }
 }
 
@@ -188,21 +198,20 @@ fn reconnect(client: &Client) -> bool {
 }
 
 /// The error for a command through `via`'s client that failed with `e`: [`Error::Timeout`] when
-/// it timed out and the client has a command timeout (`limit`), else [`Error::Store`]. A timeout
-/// also makes the client reconnect, and checks the store's other clients ([`revive_after`]).
-pub(super) fn failed(via: Via<'_>, limit: Option<Duration>, e: fred::error::Error) -> Error {
-    failed_as(via, limit, e, Error::store)
+/// it timed out and the client has a command timeout, else [`Error::Store`]. A timeout also
+/// makes the client reconnect, and checks the store's other clients ([`revive_after`]).
+pub(super) fn failed(via: Via<'_>, e: fred::error::Error) -> Error {
+    failed_as(via, e, Error::store)
 }
 
 /// [`failed`], with any error but a timeout mapped by `otherwise` (a script's own errors).
 pub(super) fn failed_as(
-    (client, pool): Via<'_>,
-    limit: Option<Duration>,
+    via: Via<'_>,
     e: fred::error::Error,
     otherwise: impl FnOnce(fred::error::Error) -> Error,
 ) -> Error {
-    revive_after(client, pool, &e);
-    match (e.kind(), limit) {
+    revive_after(via.client, via.pool, &e);
+    match (e.kind(), via.limit) {
         (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
         _ => otherwise(e),
     }

@@ -11,7 +11,7 @@ use fred::{
 use futures_core::Stream;
 use futures_util::{StreamExt, future::Either, stream};
 
-use super::{FredClient, RedisStore};
+use super::{FredClient, RedisStore, client::Via};
 use crate::Error;
 
 /// SCAN page size for [`RedisStore::ids`].
@@ -97,7 +97,15 @@ where
             let late = || FredError::new(ErrorKind::Timeout, "a SCAN page did not come in time");
             match page.unwrap_or_else(|_| Some(Err(late())))? {
                 Ok(page) => Some((Ok(page), Some((pages, via)))),
-                Err(e) => Some((Err(super::client::failed((&via.0, &via.1), limit, e)), None)),
+                Err(e) => {
+                    let (client, pool) = (&via.0, &via.1);
+                    let via = Via {
+                        client,
+                        pool,
+                        limit,
+                    };
+                    Some((Err(super::client::failed(via, e)), None))
+                }
             }
         },
     ))

@@ -3,7 +3,7 @@
 //! it clones every argument on every call, a cost on big sessions, and after a `NOSCRIPT` it
 //! sends `SCRIPT LOAD` to every node and then `EVALSHA` again, where one `EVAL` does both.)
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
 use fred::{
     interfaces::ClientLike,
@@ -38,25 +38,21 @@ pub(super) const INDEX_LUA: &str = include_str!("index.lua");
 pub(super) struct Script {
     lua: String,
     sha: String,
-    /// The fred client's command timeout: a script that runs past it ends in
-    /// [`Error::Timeout`], like the store's other commands.
-    limit: Option<Duration>,
 }
 
 impl Script {
-    /// A script of `parts` concatenated (the prelude, then the body), run through clients whose
-    /// command timeout is `limit`.
-    pub(super) fn new(parts: &[&str], limit: Option<Duration>) -> Self {
+    /// A script of `parts` concatenated (the prelude, then the body).
+    pub(super) fn new(parts: &[&str]) -> Self {
         let lua = parts.concat();
         Script {
             sha: fred::util::sha1_hash(&lua),
             lua,
-            limit,
         }
     }
 
-    /// Runs the script on `key` through `via`'s client (whose store's other clients a timeout
-    /// has checked too). `args` is called again only for the `EVAL` after a `NOSCRIPT`.
+    /// Runs the script on `key` through `via`'s client (a script that runs past the command
+    /// timeout ends in [`Error::Timeout`], like the store's other commands, and the store's
+    /// other clients are checked). `args` is called again only for the `EVAL` after a `NOSCRIPT`.
     ///
     /// Sent as custom commands routed by the key's slot, not through fred's `evalsha`: that
     /// one looks the key's node up before sending, so on a cluster whose routing state is not
@@ -69,7 +65,7 @@ impl Script {
         args: impl Fn() -> Vec<Value>,
     ) -> Result<Value, Error> {
         // Boxed where it is made, like the load's (see `RedisStore::fetch`).
-        let send = |command, all| Box::pin(via.0.custom::<Value, Value>(command, all));
+        let send = |command, all| Box::pin(via.client.custom::<Value, Value>(command, all));
         self.run_with(via, key.into(), args, send).await
     }
 
@@ -83,7 +79,7 @@ impl Script {
     ) -> Result<Resp3Frame, Error> {
         let send = |command, all| {
             Box::pin(async move {
-                match via.0.custom_raw(command, all).await {
+                match via.client.custom_raw(command, all).await {
                     Ok(frame) => error_of(frame),
                     Err(e) => Err(e),
                 }
@@ -112,7 +108,7 @@ impl Script {
             crate::observe::redis_command();
             send(command, all)
         };
-        let failed = |e| super::client::failed_as(via, self.limit, e, script_error);
+        let failed = |e| super::client::failed_as(via, e, script_error);
         match call("EVALSHA", &self.sha).await {
             // Redis restarted or its script cache was flushed: EVAL sends the source and caches it.
             Err(e) if e.details().starts_with("NOSCRIPT") => {

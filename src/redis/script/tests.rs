@@ -184,7 +184,7 @@ fn script_errors_map_to_the_errors_they_mean() {
 
 #[test]
 fn a_script_is_its_parts_and_their_sha1() {
-    let script = Script::new(&[PRELUDE_LUA, TAKE_LUA], None);
+    let script = Script::new(&[PRELUDE_LUA, TAKE_LUA]);
     assert_eq!(script.lua, [PRELUDE_LUA, TAKE_LUA].concat());
     assert_eq!(script.sha, fred::util::sha1_hash(&script.lua));
     assert_eq!(script.sha.len(), 40);
