@@ -10,7 +10,7 @@ use std::{
 use fred::{
     clients::{Client, Pool},
     error::ErrorKind,
-    interfaces::ClientLike,
+    interfaces::{ClientLike, ClusterInterface},
     prelude::{Builder, Config, ReconnectPolicy},
     types::config::UnresponsiveConfig,
 };
@@ -147,7 +147,8 @@ const PROBE_LIMIT: Duration = Duration::from_secs(1);
 /// After the error `e` of a command through `client`, one of `pool` (the clients of its store):
 /// when the command timed out on a connection fred still counts as connected, makes the client
 /// reconnect (at most once a second), and asks each other connected client of the pool for a
-/// `PING`, making any that does not answer within a second reconnect too.
+/// `PING` (one through each of its connections: to every primary on a Cluster), making any
+/// that does not answer within a second reconnect too.
 ///
 /// fred's unresponsive-connection check counts from a connection's *last* write, so under
 /// steady traffic a connection to a server that hangs without closing it (`SIGSTOP`, a silent
@@ -161,18 +162,45 @@ pub(super) fn revive_after(client: &Client, pool: &[Client], e: &fred::error::Er
         return;
     }
     for other in pool {
-        if other.id() == client.id() || !other.is_connected() {
-            continue;
+        if other.id() != client.id() && other.is_connected() {
+            tokio::spawn(probe(other.clone()));
         }
-        let other = other.clone();
-        tokio::spawn(async move {
-            let pong = tokio::time::timeout(PROBE_LIMIT, other.ping::<fred::types::Value>(None));
-            match pong.await {
-                Ok(Err(e)) if *e.kind() != ErrorKind::Timeout => {}
-                Ok(Ok(_)) => {}
-                _ => drop(reconnect(&other)),
-            }
+    }
+}
+
+/// Sends `client` a `PING` (on a Cluster, one to each primary it knows), and makes it
+/// reconnect if one of them gets no answer within [`PROBE_LIMIT`].
+async fn probe(client: Client) {
+    let primaries = match client.cached_cluster_state() {
+        Some(state) => state.unique_primary_nodes(),
+        None => Vec::new(),
+    };
+    let answered = if primaries.is_empty() {
+        answers(client.ping(None)).await
+    } else {
+        let pings = primaries.into_iter().map(|node| {
+            let client = client.clone();
+            answers(async move { client.with_cluster_node(node).ping(None).await })
         });
+        futures_util::future::join_all(pings)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    };
+    if !answered {
+        reconnect(&client);
+    }
+}
+
+/// Whether `ping` is answered within [`PROBE_LIMIT`] (an error other than a timeout counts:
+/// the connection is not silent, and fred handles a closed one itself).
+async fn answers(
+    ping: impl Future<Output = Result<fred::types::Value, fred::error::Error>>,
+) -> bool {
+    match tokio::time::timeout(PROBE_LIMIT, ping).await {
+        Ok(Err(e)) => *e.kind() != ErrorKind::Timeout,
+        Ok(Ok(_)) => true,
+        Err(_) => false,
     }
 }
 

@@ -431,3 +431,58 @@ async fn service_resumes_after_a_primary_fails_over() {
     report_and_check("cluster, sessions on the dead primary", &dead, RESUME_LIMIT);
     report_and_check("cluster, other sessions", &other, RESUME_LIMIT);
 }
+
+/// A primary hangs (`SIGSTOP`) under traffic: its connections stay open and silent. Its replica
+/// takes over, and service resumes by itself, as after a kill. Few users, so that some of the
+/// pool's connections carry no traffic during the hang; once the traffic has resumed, new
+/// sessions reach every connection and the hung primary's former slots (48 of them miss one
+/// connection's share of those slots with a chance of about 1.5 %), and each is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_resumes_after_a_primary_hangs() {
+    const USERS: usize = 4;
+    const NEW_SESSIONS: usize = 48;
+    let mut cluster = RedisCluster::start(3, 1).await;
+    let app = cluster_app(&cluster, |l| l).await;
+    let mut clients = Vec::new();
+    for u in 0..USERS {
+        let mut client = Client::new(&app);
+        let res = client.get(&format!("/put?key=v&value=u{u}-0")).await;
+        assert_eq!(res.status, StatusCode::OK);
+        clients.push(client);
+    }
+    let victim = cluster
+        .primary_of(&key(clients[0].token.as_ref().unwrap()))
+        .await;
+    let traffic = Traffic::start(clients);
+    traffic.wait_flowing(Duration::from_secs(10)).await;
+    cluster.hang_primary(victim).await;
+    traffic.killed_now();
+    let hung_at = Instant::now();
+    let cluster = Arc::new(cluster);
+    let healthy = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move { cluster.wait_healthy(Duration::from_secs(20)).await })
+    };
+    traffic.wait_resumed(RESUME_LIMIT).await;
+    sleep_ms(500).await;
+    let logs = traffic.stop().await;
+    let healthy = healthy.await.expect("the replica took over");
+    println!("cluster: primary {victim} hung; the cluster ok again after {healthy:?}");
+    report_and_check("cluster, a primary hung", &logs, RESUME_LIMIT);
+    let last_back = logs.iter().filter_map(|l| l.back_after).max().unwrap();
+    println!("cluster: every user served again {last_back:?} after the hang");
+    tokio::time::sleep_until((hung_at + last_back.max(healthy)).into()).await;
+    let mut homes: HashMap<u16, usize> = HashMap::new();
+    for n in 0..NEW_SESSIONS {
+        let mut client = Client::new(&app);
+        let res = client.get(&format!("/put?key=k&value=new{n}")).await;
+        assert_eq!(res.status, StatusCode::OK, "new session {n}: {res:?}");
+        assert_eq!(client.get("/get?key=k").await.body, format!("new{n}"));
+        let home = cluster
+            .primary_of(&key(client.token.as_ref().unwrap()))
+            .await;
+        *homes.entry(home).or_default() += 1;
+    }
+    assert!(!homes.contains_key(&victim), "{homes:?}");
+    println!("cluster: {NEW_SESSIONS} new sessions served, by primary: {homes:?}");
+}

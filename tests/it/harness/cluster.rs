@@ -58,6 +58,8 @@ struct Node {
     port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    /// Stopped with `SIGSTOP` ([`RedisCluster::hang_primary`]): running, but answering nothing.
+    hung: bool,
 }
 
 impl Node {
@@ -73,6 +75,7 @@ impl Node {
                 port,
                 child: None,
                 args: args(port, &dir),
+                hung: false,
             };
             if node.run().await {
                 return node;
@@ -100,8 +103,9 @@ impl Node {
         false
     }
 
+    /// Running and not hung: a node the harness can ask.
     fn alive(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() && !self.hung
     }
 
     fn kill(&mut self) {
@@ -359,6 +363,29 @@ impl RedisCluster {
             .find(|n| n.port == port)
             .expect("a node of this cluster");
         node.kill();
+    }
+
+    /// Stops the primary listening on `port` with `SIGSTOP` (panics if it is not a serving
+    /// primary): it hangs, its connections stay open and answer nothing, as behind a silent
+    /// partition; the harness no longer asks it (killed on drop all the same).
+    pub async fn hang_primary(&mut self, port: u16) {
+        assert!(
+            self.primaries().await.contains(&port),
+            "{port} is not a primary: {:?}",
+            self.nodes().await
+        );
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        let pid = node.child.as_ref().expect("a running primary").id();
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill -STOP");
+        assert!(stopped.success(), "kill -STOP {pid}");
+        node.hung = true;
     }
 
     /// Starts again the node on `port` that [`kill_primary`](Self::kill_primary) killed: same
