@@ -65,10 +65,13 @@ pub(crate) fn bytes(token: &str) -> Option<[u8; 32]> {
     }
 }
 
-/// The token of 32 bytes (the inverse of [`bytes`]).
+/// The token of 32 bytes (the inverse of [`bytes`]), written into `text`.
 #[cfg(feature = "redis")]
-pub(crate) fn of_bytes(bytes: &[u8; 32]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+pub(crate) fn of_bytes_in<'t>(bytes: &[u8; 32], text: &'t mut [u8; LEN]) -> &'t str {
+    let written = URL_SAFE_NO_PAD.encode_slice(bytes, text);
+    debug_assert_eq!(written, Ok(LEN));
+    // base64url is ASCII.
+    std::str::from_utf8(text).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -117,7 +120,7 @@ mod tests {
     fn bytes_round_trip_only_for_well_formed_tokens() {
         let t = generate();
         let raw = bytes(&t).expect("a generated token decodes");
-        assert_eq!(of_bytes(&raw), t);
+        assert_eq!(of_bytes_in(&raw, &mut [0; LEN]), t);
         assert_eq!(bytes(&format!("{}B", &t[..42])), None);
         assert_eq!(bytes(&t[..42]), None);
         assert_eq!(bytes("not a token"), None);

@@ -26,14 +26,20 @@ pub(super) fn session_key(prefix: &str, id: &str, text: bool) -> Key {
 /// The session id a key under `prefix` stands for, in either form; `None` for a key that holds
 /// no session (another prefix, an owner index).
 pub(super) fn id_of(prefix: &str, key: &[u8]) -> Option<String> {
+    with_id_of(prefix, key, str::to_owned)
+}
+
+/// [`id_of`], handed to `f` without an allocation (the text of a key's 32 bytes is written on
+/// the stack): what an invalidation does with each key it names.
+pub(super) fn with_id_of<R>(prefix: &str, key: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
     let rest = key.strip_prefix(prefix.as_bytes())?;
     if let Ok(raw) = <&[u8; 32]>::try_from(rest) {
-        return Some(token::of_bytes(raw));
+        return Some(f(token::of_bytes_in(raw, &mut [0; token::LEN])));
     }
     std::str::from_utf8(rest)
         .ok()
         .filter(|id| token::is_well_formed(id))
-        .map(str::to_owned)
+        .map(f)
 }
 
 #[cfg(test)]
@@ -67,5 +73,8 @@ mod tests {
         let key = [b"p:".as_slice(), &raw].concat();
         let id = id_of("p:", &key).expect("32 bytes are a token's");
         assert_eq!(session_key("p:", &id, false).as_bytes(), key);
+        // Without an allocation, the same id.
+        assert_eq!(with_id_of("p:", &key, |i| i == id), Some(true));
+        assert_eq!(with_id_of("p:", b"p:abc", |_| ()), None);
     }
 }

@@ -283,8 +283,6 @@ fn apply(cache: &Cache, prefix: &str, invalidated: Invalidated) {
         Invalidated::Keys(keys) => keys,
     };
     for key in &keys {
-        if let Some(id) = super::super::keys::id_of(prefix, key) {
-            cache.forget(&id);
-        }
+        super::super::keys::with_id_of(prefix, key, |id| cache.forget(id));
     }
 }
