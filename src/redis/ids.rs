@@ -74,11 +74,11 @@ impl<C: FredClient> RedisStore<C> {
 
 /// `pages`, each awaited for at most `limit` (fred's command timeout does not bound a `SCAN`
 /// page: under a network blackhole one waited forever): a page that fails or does not come in
-/// time ends the stream with its error, after which it yields nothing. `via` is the client
-/// the pages come through, and its store's clients.
+/// time ends the stream with its error, after which it yields nothing. `clients`: the one the
+/// pages come through, and all of its store's.
 fn bounded<S, T>(
     pages: std::pin::Pin<Box<S>>,
-    via: (Client, Vec<Client>),
+    clients: (Client, Vec<Client>),
     limit: Option<Duration>,
 ) -> impl Stream<Item = Result<T, Error>> + Send + 'static
 where
@@ -87,21 +87,20 @@ where
 {
     // Boxed, so that `ids()` stays `Unpin` as it was.
     Box::pin(stream::unfold(
-        Some((pages, via)),
+        Some((pages, clients)),
         move |state| async move {
-            let (mut pages, via) = state?;
+            let (mut pages, (client, pool)) = state?;
             let page = match limit {
                 Some(limit) => tokio::time::timeout(limit, pages.next()).await,
                 None => Ok(pages.next().await),
             };
             let late = || FredError::new(ErrorKind::Timeout, "a SCAN page did not come in time");
             match page.unwrap_or_else(|_| Some(Err(late())))? {
-                Ok(page) => Some((Ok(page), Some((pages, via)))),
+                Ok(page) => Some((Ok(page), Some((pages, (client, pool))))),
                 Err(e) => {
-                    let (client, pool) = (&via.0, &via.1);
                     let via = Via {
-                        client,
-                        pool,
+                        client: &client,
+                        pool: &pool,
                         limit,
                     };
                     Some((Err(super::client::failed(via, e)), None))
