@@ -45,6 +45,70 @@ async fn cluster_app(
     app(configure(SessionLayer::new(store)))
 }
 
+/// `n` users, each with a session holding `v=u<i>-0`.
+async fn users(app: &Router, n: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for u in 0..n {
+        let mut client = Client::new(app);
+        let res = client.get(&format!("/put?key=v&value=u{u}-0")).await;
+        assert_eq!(res.status, StatusCode::OK);
+        clients.push(client);
+    }
+    clients
+}
+
+/// How the primary fails.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Killed,
+    Hung,
+}
+
+/// What [`fail_under_traffic`] saw.
+struct Failover {
+    cluster: Arc<RedisCluster>,
+    /// The users' logs, in the order of the clients.
+    logs: Vec<UserLog>,
+    /// When the primary failed.
+    at: Instant,
+    /// How long after that every node reported the cluster healthy again.
+    healthy: Duration,
+}
+
+/// Runs `clients` as traffic and, once it flows, makes the primary `victim` fail; then waits
+/// until every user has been served again (at most `RESUME_LIMIT`, plus half a second) and the
+/// cluster is healthy.
+async fn fail_under_traffic(
+    mut cluster: RedisCluster,
+    clients: Vec<Client>,
+    victim: u16,
+    failure: Failure,
+) -> Failover {
+    let traffic = Traffic::start(clients);
+    traffic.wait_flowing(Duration::from_secs(10)).await;
+    match failure {
+        Failure::Killed => cluster.kill_primary(victim).await,
+        Failure::Hung => cluster.hang_primary(victim).await,
+    }
+    traffic.killed_now();
+    let at = Instant::now();
+    let cluster = Arc::new(cluster);
+    let healthy = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move { cluster.wait_healthy(Duration::from_secs(20)).await })
+    };
+    traffic.wait_resumed(RESUME_LIMIT).await;
+    sleep_ms(500).await;
+    let logs = traffic.stop().await;
+    let healthy = healthy.await.expect("the replica took over");
+    Failover {
+        cluster,
+        logs,
+        at,
+        healthy,
+    }
+}
+
 /// 60 new sessions land on all three primaries (by their keys' slots), each on the primary that
 /// serves its slot, and each reads back its own value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,15 +445,9 @@ async fn put_get_example_serves_concurrent_users_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_resumes_after_a_primary_fails_over() {
     const USERS: usize = 16;
-    let mut cluster = RedisCluster::start(3, 1).await;
+    let cluster = RedisCluster::start(3, 1).await;
     let app = cluster_app(&cluster, |l| l).await;
-    let mut clients = Vec::new();
-    for u in 0..USERS {
-        let mut client = Client::new(&app);
-        let res = client.get(&format!("/put?key=v&value=u{u}-0")).await;
-        assert_eq!(res.status, StatusCode::OK);
-        clients.push(client);
-    }
+    let clients = users(&app, USERS).await;
     // The victim: the primary holding the most of these sessions.
     let mut homes = Vec::new();
     for client in &clients {
@@ -405,19 +463,8 @@ async fn service_resumes_after_a_primary_fails_over() {
     }
     let (&victim, &on_victim) = per_primary.iter().max_by_key(|&(_, n)| *n).unwrap();
 
-    let traffic = Traffic::start(clients);
-    traffic.wait_flowing(Duration::from_secs(10)).await;
-    cluster.kill_primary(victim).await;
-    traffic.killed_now();
-    let cluster = Arc::new(cluster);
-    let healthy = {
-        let cluster = cluster.clone();
-        tokio::spawn(async move { cluster.wait_healthy(Duration::from_secs(20)).await })
-    };
-    traffic.wait_resumed(RESUME_LIMIT).await;
-    sleep_ms(500).await;
-    let logs = traffic.stop().await;
-    let healthy = healthy.await.expect("the replica took over");
+    let Failover { logs, healthy, .. } =
+        fail_under_traffic(cluster, clients, victim, Failure::Killed).await;
     println!(
         "cluster: primary {victim} killed with {on_victim} of {USERS} sessions; every node \
          reports the cluster ok again after {healthy:?}"
@@ -441,37 +488,23 @@ async fn service_resumes_after_a_primary_fails_over() {
 async fn service_resumes_after_a_primary_hangs() {
     const USERS: usize = 4;
     const NEW_SESSIONS: usize = 48;
-    let mut cluster = RedisCluster::start(3, 1).await;
+    let cluster = RedisCluster::start(3, 1).await;
     let app = cluster_app(&cluster, |l| l).await;
-    let mut clients = Vec::new();
-    for u in 0..USERS {
-        let mut client = Client::new(&app);
-        let res = client.get(&format!("/put?key=v&value=u{u}-0")).await;
-        assert_eq!(res.status, StatusCode::OK);
-        clients.push(client);
-    }
+    let clients = users(&app, USERS).await;
     let victim = cluster
         .primary_of(&key(clients[0].token.as_ref().unwrap()))
         .await;
-    let traffic = Traffic::start(clients);
-    traffic.wait_flowing(Duration::from_secs(10)).await;
-    cluster.hang_primary(victim).await;
-    traffic.killed_now();
-    let hung_at = Instant::now();
-    let cluster = Arc::new(cluster);
-    let healthy = {
-        let cluster = cluster.clone();
-        tokio::spawn(async move { cluster.wait_healthy(Duration::from_secs(20)).await })
-    };
-    traffic.wait_resumed(RESUME_LIMIT).await;
-    sleep_ms(500).await;
-    let logs = traffic.stop().await;
-    let healthy = healthy.await.expect("the replica took over");
+    let Failover {
+        cluster,
+        logs,
+        at,
+        healthy,
+    } = fail_under_traffic(cluster, clients, victim, Failure::Hung).await;
     println!("cluster: primary {victim} hung; the cluster ok again after {healthy:?}");
     report_and_check("cluster, a primary hung", &logs, RESUME_LIMIT);
     let last_back = logs.iter().filter_map(|l| l.back_after).max().unwrap();
     println!("cluster: every user served again {last_back:?} after the hang");
-    tokio::time::sleep_until((hung_at + last_back.max(healthy)).into()).await;
+    tokio::time::sleep_until((at + last_back.max(healthy)).into()).await;
     let mut homes: HashMap<u16, usize> = HashMap::new();
     for n in 0..NEW_SESSIONS {
         let mut client = Client::new(&app);

@@ -58,7 +58,7 @@ struct Node {
     port: u16,
     child: Option<Child>,
     args: Vec<String>,
-    /// Stopped with `SIGSTOP` ([`RedisCluster::hang_primary`]): running, but answering nothing.
+    /// Stopped with `SIGSTOP` ([`Node::hang`]): running, but answering nothing.
     hung: bool,
 }
 
@@ -113,6 +113,18 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the node with `SIGSTOP`: it hangs, its connections stay open and answer nothing,
+    /// as behind a silent partition (killed on drop all the same).
+    fn hang(&mut self) {
+        let pid = self.child.as_ref().expect("a running node").id();
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill -STOP");
+        assert!(stopped.success(), "kill -STOP {pid}");
+        self.hung = true;
     }
 }
 
@@ -350,42 +362,29 @@ impl RedisCluster {
         self.key_command(key, "PTTL", &[key]).await
     }
 
-    /// Kills the primary listening on `port` (panics if it is not a serving primary).
-    pub async fn kill_primary(&mut self, port: u16) {
+    /// The node of the serving primary listening on `port` (panics if there is none).
+    async fn serving_primary(&mut self, port: u16) -> &mut Node {
         assert!(
             self.primaries().await.contains(&port),
             "{port} is not a primary: {:?}",
             self.nodes().await
         );
-        let node = self
-            .nodes
+        self.nodes
             .iter_mut()
             .find(|n| n.port == port)
-            .expect("a node of this cluster");
-        node.kill();
+            .expect("a node of this cluster")
+    }
+
+    /// Kills the primary listening on `port` (panics if it is not a serving primary).
+    pub async fn kill_primary(&mut self, port: u16) {
+        self.serving_primary(port).await.kill();
     }
 
     /// Stops the primary listening on `port` with `SIGSTOP` (panics if it is not a serving
     /// primary): it hangs, its connections stay open and answer nothing, as behind a silent
     /// partition; the harness no longer asks it (killed on drop all the same).
     pub async fn hang_primary(&mut self, port: u16) {
-        assert!(
-            self.primaries().await.contains(&port),
-            "{port} is not a primary: {:?}",
-            self.nodes().await
-        );
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.port == port)
-            .expect("a node of this cluster");
-        let pid = node.child.as_ref().expect("a running primary").id();
-        let stopped = Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .expect("run kill -STOP");
-        assert!(stopped.success(), "kill -STOP {pid}");
-        node.hung = true;
+        self.serving_primary(port).await.hang();
     }
 
     /// Starts again the node on `port` that [`kill_primary`](Self::kill_primary) killed: same
@@ -587,12 +586,7 @@ impl RedisSentinel {
     /// Stops the primary with `SIGSTOP`: it hangs, its connections stay open and answer
     /// nothing, as behind a silent partition (killed on drop all the same).
     pub fn hang_primary(&mut self) {
-        let pid = self.primary.child.as_ref().expect("a running primary").id();
-        let stopped = Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .expect("run kill -STOP");
-        assert!(stopped.success(), "kill -STOP {pid}");
+        self.primary.hang();
     }
 
     /// Waits until the sentinel reports the replica as the primary and the replica says it is
