@@ -144,11 +144,11 @@ static REVIVED: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Mutex:
 /// How long a connection asked by [`revive_after`] has to answer its `PING`.
 const PROBE_LIMIT: Duration = Duration::from_secs(1);
 
-/// After the error `e` of a command through `client`, one of `pool` (the clients of its store):
-/// when the command timed out on a connection fred still counts as connected, makes the client
-/// reconnect (at most once a second), and asks each other connected client of the pool for a
-/// `PING` (one through each of its connections: to every primary on a Cluster), making any
-/// that does not answer within a second reconnect too.
+/// After the error `e` of a command through `via`'s client: when the command timed out on a
+/// connection fred still counts as connected, makes the client reconnect (at most once a
+/// second), and asks each other connected client of its store for a `PING` (one through each of
+/// its connections: to every primary on a Cluster), making any that does not answer within a
+/// second reconnect too.
 ///
 /// fred's unresponsive-connection check counts from a connection's *last* write, so under
 /// steady traffic a connection to a server that hangs without closing it (`SIGSTOP`, a silent
@@ -157,7 +157,7 @@ const PROBE_LIMIT: Duration = Duration::from_secs(1);
 /// the primary again, so a failover away from a hung primary is followed within about a second.
 /// A connection no command went through meanwhile is not found by either: left alone, it would
 /// fail its first command after the failover, so it is asked at once.
-pub(super) fn revive_after(client: &Client, pool: &[Client], e: &fred::error::Error) {
+fn revive_after(Via { client, pool, .. }: Via<'_>, e: &fred::error::Error) {
     if *e.kind() != ErrorKind::Timeout || !client.is_connected() || !reconnect(client) {
         return;
     }
@@ -238,7 +238,7 @@ pub(super) fn failed_as(
     e: fred::error::Error,
     otherwise: impl FnOnce(fred::error::Error) -> Error,
 ) -> Error {
-    revive_after(via.client, via.pool, &e);
+    revive_after(via, &e);
     match (e.kind(), via.limit) {
         (ErrorKind::Timeout, Some(limit)) => Error::Timeout(limit),
         _ => otherwise(e),
