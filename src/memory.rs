@@ -232,7 +232,10 @@ impl std::fmt::Debug for MemoryStore {
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let now = SystemTime::now();
-        let found = self.cache.get(id).and_then(|slot| slot.live(now).cloned());
+        let found = self
+            .cache
+            .get(id)
+            .and_then(|slot| slot.live(now).map(|r| Record::clone(r)));
         if found.is_none() {
             // An expired record is dropped when a reader finds it, as it used to be.
             self.compute(id, |current| (Slot::drop_dead(current), ()));
@@ -240,12 +243,20 @@ impl SessionStore for MemoryStore {
         Ok(found)
     }
 
+    /// Every load is in memory: a live record is answered at once (an expired one goes to
+    /// [`load`](SessionStore::load), which drops it).
+    fn load_local(&self, id: &str) -> Option<Arc<Record>> {
+        self.cache.get(id)?.live(SystemTime::now()).cloned()
+    }
+
     async fn commit(&self, id: &str, change: &Change) -> Result<Option<Committed>, Error> {
         self.compute(id, |current| {
             let (mut record, before) = match (change.mode, current.and_then(|s| s.live(change.now)))
             {
                 (Mode::Update { .. }, None) => return (Slot::drop_dead(current), Ok(None)),
-                (Mode::Update { .. }, Some(record)) => (record.clone(), size(&record.values)),
+                (Mode::Update { .. }, Some(record)) => {
+                    (Record::clone(record), size(&record.values))
+                }
                 (Mode::Create { deadline }, _) => {
                     (Record::new(HashMap::new(), deadline, change.now), 0)
                 }
@@ -261,7 +272,14 @@ impl SessionStore for MemoryStore {
                 return (Op::Remove, Ok(Some(committed)));
             }
             let generation = self.next_generation();
-            let op = self.put(id, current, Slot::Live { generation, record });
+            let op = self.put(
+                id,
+                current,
+                Slot::Live {
+                    generation,
+                    record: Arc::new(record),
+                },
+            );
             (op, Ok(Some(committed)))
         })
     }
@@ -298,7 +316,7 @@ impl SessionStore for MemoryStore {
             let record = slot
                 .live(now)
                 .filter(|r| r.owner.as_deref() == Some(owner))?;
-            Some((id, record.clone()))
+            Some((id, Record::clone(record)))
         });
         Ok(live.collect())
     }
@@ -316,11 +334,18 @@ impl SessionStore for MemoryStore {
             let Some(value) = record.values.get(key).cloned() else {
                 return (Op::Nop, None);
             };
-            let mut record = record.clone();
+            let mut record = Record::clone(record);
             record.values.remove(key);
             let generation = self.next_generation();
             (
-                self.put(id, current, Slot::Live { generation, record }),
+                self.put(
+                    id,
+                    current,
+                    Slot::Live {
+                        generation,
+                        record: Arc::new(record),
+                    },
+                ),
                 Some(value),
             )
         }))

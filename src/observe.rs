@@ -4,7 +4,7 @@
 //!
 //! The spans carry no token, session id or key: only static names, counts and times.
 
-use std::{cell::Cell, future::Future, time::Instant};
+use std::{cell::Cell, future::Future, sync::Arc, time::Instant};
 
 use tracing::{Instrument, field::Empty};
 
@@ -125,6 +125,22 @@ pub(crate) async fn load(
     result
 }
 
+/// A load answered from the store's copy in memory by `local`: counted and timed as a load,
+/// without a span; `None` at once when a subscriber wants the span `session_load`, so that
+/// the load goes the way that records it.
+pub(crate) fn load_local(local: impl FnOnce() -> Option<Arc<Record>>) -> Option<Arc<Record>> {
+    if tracing::span_enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
+    let start = metrics::ON.then(Instant::now);
+    let record = local()?;
+    if let Some(start) = start {
+        metrics::store_call(Op::Load, start.elapsed(), None);
+    }
+    metrics::loaded(Some(&record));
+    Some(record)
+}
+
 /// A session's commit: the span `session_commit`, `op` saying what it does (see [`op_of`]).
 pub(crate) async fn commit(
     op: &'static str,
@@ -154,4 +170,30 @@ pub(crate) async fn commit(
         _ => {}
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc, time::SystemTime};
+
+    use tracing::{Level, subscriber::NoSubscriber};
+
+    use super::load_local;
+    use crate::store::Record;
+
+    /// The copy in memory is taken only while the span `session_load` is off: a subscriber at
+    /// DEBUG gets the load through the store call, in its span, instead.
+    #[test]
+    fn a_local_load_steps_aside_for_a_wanted_span() {
+        let now = SystemTime::now();
+        let record = Arc::new(Record::new(HashMap::new(), now, now));
+        let local = || load_local(|| Some(record.clone())).is_some();
+        let at = |level| tracing_subscriber::fmt().with_max_level(level).finish();
+        assert!(tracing::subscriber::with_default(
+            NoSubscriber::new(),
+            local
+        ));
+        assert!(tracing::subscriber::with_default(at(Level::INFO), local));
+        assert!(!tracing::subscriber::with_default(at(Level::DEBUG), local));
+    }
 }

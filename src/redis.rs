@@ -211,10 +211,8 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
         let Some(cache) = &self.cache else {
             return self.fetch(client, self.key(id)).await;
         };
-        cache.tracking.start(cache, self.client.clients());
-        if let Some(record) = cache.get(id, client, SystemTime::now()) {
-            crate::metrics::cache(true);
-            return Ok(Some(record));
+        if let Some(record) = self.cached(id) {
+            return Ok(Some(Arc::unwrap_or_clone(record)));
         }
         crate::metrics::cache(false);
         let ticket = cache.ticket(id, client);
@@ -223,6 +221,10 @@ impl<C: FredClient> SessionStore for RedisStore<C> {
             cache.insert(id, ticket, client, record);
         }
         Ok(record)
+    }
+
+    fn load_local(&self, id: &str) -> Option<Arc<Record>> {
+        self.cached(id)
     }
 
     /// The fred client's command timeout (`default_command_timeout`), when it has one.

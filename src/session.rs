@@ -96,8 +96,9 @@ pub(super) struct Generation {
     /// The acceptable token the request (or the loader) carried, or the one the last commit
     /// stored; `None` for a new session, not yet known to exist until loaded.
     token: Option<WireToken>,
-    /// The stored record, once loaded (`None` inside: no such session).
-    record: OnceCell<Option<Record>>,
+    /// The stored record, once loaded (`None` inside: no such session); shared with the
+    /// store's local cache when it came from there.
+    record: OnceCell<Option<Arc<Record>>>,
     /// The session had a token, and it ended (destroyed, or gone from the store).
     ended: bool,
 }
@@ -192,18 +193,28 @@ impl Session {
         }
     }
 
-    /// The record of `generation`, loading it on first use.
+    /// The record of `generation`, loading it on first use: from the store's copy in memory
+    /// when it has one, else through a store call.
     async fn load<'g>(&self, generation: &'g Generation) -> Result<Option<&'g Record>, Error> {
         let Some(token) = &generation.token else {
             return Ok(None);
         };
         let shared = &self.0.shared;
+        if !generation.record.initialized()
+            && let Some(record) = shared.load_local(token.token())
+        {
+            // A clone that began a load meanwhile wins; its answer is then the one read.
+            let _ = generation.record.set(Some(record));
+        }
+        if let Some(record) = generation.record.get() {
+            return Ok(record.as_deref());
+        }
         let loaded = generation
             .record
-            .get_or_try_init(|| shared.load(token.token()))
+            .get_or_try_init(|| async { Ok(shared.load(token.token()).await?.map(Arc::new)) })
             .await;
         match loaded {
-            Ok(record) => Ok(record.as_ref()),
+            Ok(record) => Ok(record.as_deref()),
             Err(e) => {
                 self.fail(&mut self.state(), &e);
                 Err(e)

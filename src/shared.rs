@@ -66,6 +66,13 @@ impl Shared {
         .await
     }
 
+    /// The session of `token` from the store's own copy in memory
+    /// ([`load_local`](crate::store::SessionStore::load_local)), when it has one and no
+    /// subscriber wants the span a load records: `None` sends the load through [`load`](Self::load).
+    pub(crate) fn load_local(&self, token: &str) -> Option<Arc<Record>> {
+        observe::load_local(|| self.store.load_local(&self.store_id(token)))
+    }
+
     pub(crate) async fn commit(
         &self,
         token: &str,

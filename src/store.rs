@@ -9,6 +9,7 @@
 use std::{
     collections::HashMap,
     future::Future,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -276,6 +277,15 @@ pub const REPLACE_GRACE: Duration = Duration::from_secs(10);
 pub trait SessionStore: Send + Sync + 'static {
     /// Fetches a live record, or `None` when there is none.
     fn load(&self, id: &str) -> impl Future<Output = Result<Option<Record>, Error>> + Send;
+
+    /// A load answered at once from this process's memory, for a store that keeps a copy it
+    /// can vouch for (a coherent local cache): `Some` is what [`load`](Self::load) would return
+    /// now; `None`, the default, sends the load its usual way. The layer asks it first, then
+    /// skips the load's future and timer (and its span, when no subscriber wants it).
+    fn load_local(&self, id: &str) -> Option<Arc<Record>> {
+        let _ = id;
+        None
+    }
 
     /// Applies `change` atomically. Returns `None` only for [`Mode::Update`] when no live
     /// record exists, in which case nothing was written.

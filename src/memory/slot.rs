@@ -14,7 +14,10 @@ use crate::store::Record;
 /// write (expiry, eviction) can never unindex the write that followed it.
 pub(super) enum Slot {
     /// A session.
-    Live { generation: u64, record: Record },
+    Live {
+        generation: u64,
+        record: Arc<Record>,
+    },
     /// A session [replaced](SessionStore::replace) by `successor`, remembered until `until`.
     Replaced {
         generation: u64,
@@ -57,7 +60,7 @@ impl Slot {
     }
 
     /// The record, if this is a session still live at `now`.
-    pub(super) fn live(&self, now: SystemTime) -> Option<&Record> {
+    pub(super) fn live(&self, now: SystemTime) -> Option<&Arc<Record>> {
         match self {
             Slot::Live { record, .. } if record.expiry > now => Some(record),
             _ => None,

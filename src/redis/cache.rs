@@ -170,12 +170,7 @@ impl Cache {
     }
 
     /// The session `id`, if cached, still live at `now`, and tracking through `client` intact.
-    pub(super) fn get(
-        self: &Arc<Self>,
-        id: &str,
-        client: &Client,
-        now: SystemTime,
-    ) -> Option<Record> {
+    pub(super) fn get(&self, id: &str, client: &Client, now: SystemTime) -> Option<Arc<Record>> {
         // A presence check first, so that a miss costs no socket read.
         if !self.entries.contains_key(id) || !self.tracking.intact(client) {
             return None;
@@ -191,7 +186,7 @@ impl Cache {
             self.entries.remove(id);
             return None;
         }
-        Some(Record::clone(&record))
+        Some(record)
     }
 
     /// Taken before a read is sent, when tracking is on: `None` means the reply is not cached.
@@ -313,6 +308,16 @@ impl<C: FredClient> RedisStore<C> {
     /// How many sessions the local cache holds, `None` without one.
     pub fn local_cache_len(&self) -> Option<u64> {
         self.cache.as_ref().map(|c| c.len())
+    }
+
+    /// The session `id` from the local cache, as [`Cache::get`] finds it (counted as a hit):
+    /// `None` without a cache, or when the load has to go to Redis.
+    pub(super) fn cached(&self, id: &str) -> Option<Arc<Record>> {
+        let cache = self.cache.as_ref()?;
+        cache.tracking.start(cache, self.client.clients());
+        let record = cache.get(id, self.client_of(id), SystemTime::now())?;
+        crate::metrics::cache(true);
+        Some(record)
     }
 
     /// Forgets the cached session `id` now and again when the guard drops: around a change of

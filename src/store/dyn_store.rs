@@ -1,7 +1,7 @@
 //! [`DynStore`]: the object-safe form of [`SessionStore`], which every store gets for free, so
 //! that `Session` and `SessionLayer` are not generic over the store.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use super::{Change, Committed, Record, SessionStore};
 use crate::Error;
@@ -11,6 +11,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Object-safe form of [`SessionStore`], so that `Session` and `SessionLayer` are not generic.
 pub(crate) trait DynStore: Send + Sync + 'static {
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, Error>>;
+    fn load_local(&self, id: &str) -> Option<Arc<Record>>;
     fn commit<'a>(
         &'a self,
         id: &'a str,
@@ -40,6 +41,9 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 impl<S: SessionStore> DynStore for S {
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, Error>> {
         Box::pin(SessionStore::load(self, id))
+    }
+    fn load_local(&self, id: &str) -> Option<Arc<Record>> {
+        SessionStore::load_local(self, id)
     }
     fn commit<'a>(
         &'a self,

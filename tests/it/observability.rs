@@ -39,7 +39,7 @@ async fn lifecycle(backend: &mut Backend, hash_ids: bool) -> Vec<String> {
 }
 
 /// At TRACE, with span closes shown: the spans are there with their fields, for every step
-/// (the Redis store stopped included), and no token, hashed or not, no store id and no Redis
+/// (the Redis store stopped included, and loads the local cache answers), and no token, hashed or not, no store id and no Redis
 /// key is anywhere in the output.
 #[tokio::test]
 async fn tracing_spans_have_their_fields_and_never_a_token() {
@@ -53,9 +53,22 @@ async fn tracing_spans_have_their_fields_and_never_a_token() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let mut tokens = lifecycle(&mut Backend::redis().await, false).await;
     tokens.extend(lifecycle(&mut Backend::redis().await, true).await);
+    let uncached = captured.text();
+    tokens.extend(lifecycle(&mut Backend::redis_cached().await, false).await);
     let text = captured.text();
 
-    assert_eq!(tokens.len(), 6, "{tokens:?}");
+    assert_eq!(tokens.len(), 9, "{tokens:?}");
+    // A load the local cache answers is a load still, in its span, with no Redis command.
+    let cached_load = |t: &str| {
+        t.lines().any(|l| {
+            l.contains("session_load{")
+                && l.contains(r#"outcome="found""#)
+                && l.contains("store_calls=1")
+                && l.contains("redis_commands=0")
+        })
+    };
+    assert!(!cached_load(&uncached), "{uncached}");
+    assert!(cached_load(&text), "no cached load in:\n{text}");
     for needle in [
         "session_load{",
         "session_commit{",

@@ -159,7 +159,7 @@ impl Socket {
             }
             break;
         }
-        loop {
+        while !pending.is_empty() {
             match decode(pending) {
                 Ok(Some((frame, used))) => {
                     pending.drain(..used);
